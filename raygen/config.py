@@ -1,0 +1,171 @@
+"""Typed, strict loading of ``params.yaml``.
+
+``params.yaml`` is the one source of hyper-parameters for Snakemake, DVC and the stage commands.
+Its layout::
+
+    profile: demo            # the one switch: demo | smoke | paper
+    <stage>: {...}           # base values of each stage's section (the demo values)
+    profiles:
+      smoke: {<stage>: {...}}   # overlays, deep-merged over the base section
+      paper: {<stage>: {...}}
+
+Each stage owns a frozen dataclass and reads only its own section through :func:`load_section`.
+Unknown keys and wrong types raise :class:`ConfigError` naming the full key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+PROFILES = ("demo", "smoke", "paper")
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the stage's schema."""
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Read the raw params file; a missing or non-mapping file is a :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated recursively with ``overlay`` (neither is modified)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_profile(raw: dict[str, Any], profile: str | None = None) -> str:
+    """The active profile: the explicit argument, else the file's ``profile`` key, else ``demo``."""
+    name = profile or raw.get("profile") or "demo"
+    if name not in PROFILES:
+        raise ConfigError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def section_dict(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
+    """The resolved mapping of one section: base values with the active profile's overlay."""
+    name = resolve_profile(raw, profile)
+    base = raw.get(section, {}) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{section}: must be a mapping, got {type(base).__name__}")
+    overlays = raw.get("profiles", {}) or {}
+    overlay = (overlays.get(name) or {}).get(section) or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"profiles.{name}.{section}: must be a mapping")
+    return deep_merge(base, overlay)
+
+
+def load_section(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> T:
+    """Load ``section`` of the params file at ``path`` into the frozen dataclass ``cls``."""
+    raw = read_params(path)
+    return from_dict(cls, section_dict(raw, section, profile), prefix=section)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        names = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        raise ConfigError(f"unknown params key(s): {names}; known keys: {', '.join(sorted(fields))}")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field without default is missing
+        raise ConfigError(f"{prefix}: {err}") from err
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (possibly nested) as plain YAML/JSON-friendly values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        vt = args[1] if args else Any
+        return {k: _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value

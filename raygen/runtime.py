@@ -1,0 +1,89 @@
+"""The one place that owns logging set-up, devices, precision, TF32 and seeding.
+
+Library code only calls ``logging.getLogger(__name__)``; a stage's ``main`` calls
+:func:`setup_logging` once. Nothing else touches ``torch.backends``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when given, append to ``log_file`` (the stage's ``logs/<stage>.log``)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    # Third-party chatter would bury the stage's own progress lines.
+    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "git", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch globals for library code we do not control; return a Generator.
+
+    Our own code draws randomness only from explicit generators (``numpy.random.Generator`` or
+    ``torch.Generator``); the global seeds make third-party code repeatable too.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # stages that do not need torch still seed the rest
+        pass
+    return np.random.default_rng(seed)
+
+
+def pick_device(requested: str = "auto") -> "torch.device":  # noqa: F821
+    """``auto`` picks CUDA when present, else CPU; an explicit device that is absent is an error."""
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def configure_torch(device: "torch.device", threads: int | None = None) -> None:  # noqa: F821
+    """TF32 matmuls on Ampere+ GPUs (free speed, ~1e-3 relative error); CPU thread count."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    if threads is None:
+        threads = int(os.environ.get("RAYGEN_THREADS", "0")) or None
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":  # noqa: F821
+    """The autocast dtype for ``precision`` in {auto, fp32, bf16, fp16}; None means full fp32.
+
+    ``auto`` is bf16 on CUDA (no loss scaling needed, same exponent range as fp32) and fp32 on the
+    CPU, where bf16 autocast is slower than fp32 on most chips.
+    """
+    import torch
+
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision in ("auto", "bf16"):
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")

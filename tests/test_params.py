@@ -1,0 +1,46 @@
+"""The repository's params.yaml is valid for every profile; typos anywhere in it are caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raygen.config import ConfigError
+from raygen.pipeline import STAGE_PARAMS, check_params, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid():
+    resolved = check_params(REPO / "params.yaml")
+    assert set(resolved) == {"demo", "smoke", "paper"}
+    assert resolved["demo"]["download"].source == "demo"
+    assert resolved["paper"]["download"].source == "mimic"
+
+
+def test_every_section_has_all_overlays():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for profile in ("smoke", "paper"):
+        assert set(raw["profiles"][profile]) == set(STAGE_PARAMS), profile
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p.update(vqgam={}), "unknown top-level params key"),
+        (lambda p: p["profiles"]["smoke"].update(cohrt={}), r"unknown section\(s\) in profiles.smoke"),
+        (lambda p: p["profiles"].update(big={}), "profiles.big"),
+        (lambda p: p["profiles"]["paper"]["cohort"].update(seed="1"), r"cohort.seed"),
+        (lambda p: p["sections"].update(wrkers=2), r"sections.wrkers"),
+    ],
+)
+def test_typos_are_errors(tmp_path, edit, message):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        check_params(path)
+    assert main(["--params", str(path)]) == 1

@@ -1,0 +1,73 @@
+# Data phase: download -> sections -> cohort.
+
+
+rule download:
+    output:
+        # The marker is written last; the stage never leaves it beside a half-built tree. Declaring
+        # the marker (not the folder) keeps Snakemake from deleting a finished download on a rerun.
+        complete=f"{DATA}/download-complete.json",
+    params:
+        section=section("download"),
+    log:
+        "logs/download.log",
+    benchmark:
+        "benchmarks/download.tsv"
+    resources:
+        mem_mb=4000,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd("download", f"--out {DATA}")
+
+
+rule sections:
+    input:
+        data=rules.download.output.complete,
+    output:
+        sectioned="results/sections/mimic_cxr_sectioned.csv",
+        prompts="results/sections/prompts.csv",
+    params:
+        section=section("sections"),
+        reports=REPORTS_ROOT,
+    log:
+        "logs/sections.log",
+    benchmark:
+        "benchmarks/sections.tsv"
+    resources:
+        mem_mb=4000,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd("sections", "--reports-root {params.reports} --out {output.sectioned} --prompts {output.prompts}")
+
+
+rule cohort:
+    input:
+        data=rules.download.output.complete,
+        prompts=rules.sections.output.prompts,
+    output:
+        generator="results/cohort/generator.csv",
+        fid="results/cohort/fid.csv",
+        classifier="results/cohort/classifier.csv",
+        counts="results/cohort/counts.json",
+    params:
+        section=section("cohort"),
+        jpg=JPG_ROOT,
+        truth=f"{DATA}/demo-ground-truth.csv",
+        out=lambda wildcards, output: os.path.dirname(output.generator),
+    log:
+        "logs/cohort.log",
+    benchmark:
+        "benchmarks/cohort.tsv"
+    resources:
+        mem_mb=4000,
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd(
+            "cohort",
+            "--jpg-root {params.jpg} --sections {input.prompts} --ground-truth {params.truth} --out {params.out}",
+        )
