@@ -7,9 +7,12 @@ configfile: "params.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tokens.smk"
+include: "workflow/rules/text.smk"
+include: "workflow/rules/decoder.smk"
 
 
 rule all:
     input:
-        rules.cohort.output,
+        rules.train_decoder.output,
     default_target: True

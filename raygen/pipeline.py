@@ -24,6 +24,10 @@ STAGE_PARAMS: dict[str, str] = {
     "download": "raygen.download:DownloadParams",
     "sections": "raygen.sections:SectionsParams",
     "cohort": "raygen.cohort:CohortParams",
+    "vqgan": "raygen.vqgan:VqganParams",
+    "tokenize": "raygen.tokenize:TokenizeParams",
+    "embed_text": "raygen.embed_text:EmbedTextParams",
+    "train_decoder": "raygen.train_decoder:TrainDecoderParams",
 }
 
 TOP_LEVEL = {"profile", "profiles", *STAGE_PARAMS}

@@ -1,0 +1,144 @@
+"""The K-step masked-token sampler: a fully masked canvas to a full token grid.
+
+The network (:class:`raygen.models.decoder.MaskedTokenDecoder`) and the process are separate: this
+module runs the loop, :mod:`raygen.generation.step` does one step, :mod:`raygen.generation.schedule`
+says how many tokens stay masked. The text's cross-attention keys/values are computed once per
+call (conditional and null prompt in one batch), never once per step.
+
+Classifier-free guidance mixes the two passes as ``uncond + s * (cond - uncond)``: ``s = 1`` is the
+plain conditional model (the paper's sampling; the null pass is skipped), ``s = 0`` the
+unconditional one, ``s > 1`` pushes towards the prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from raygen.generation.step import decode_step
+from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling settings shared by ``raygen generate`` and the ``synthesize`` stage."""
+
+    steps: int = 3  # K parallel decoding steps (paper: K=3)
+    temperature: float = 1.3  # sampling temperature T at the first step (paper: T=1.3)
+    temperature_anneal: bool = True  # T decays linearly to T/K over the steps (MaskGIT / muse-maskgit)
+    alpha: float = 0.5  # drop the lowest alpha share of logits, keep the top 1-alpha (paper: 0.5)
+    gumbel_scale: float = 0.0  # Gumbel noise on the confidence (MaskGIT uses 4.5); 0 = paper's none
+    cfg_scale: float = 1.0  # classifier-free guidance s; 1 = conditional only (paper), 0 = unconditional
+    batch_size: int = 16  # prompts decoded together (memory / speed trade-off)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """Result of :func:`sample_tokens`.
+
+    ids:     (B, N) int64 codebook ids in [0, codebook_size), no mask token left.
+    history: one (B, N) int64 canvas per step (mask id where still masked), when asked for.
+    """
+
+    ids: torch.Tensor
+    history: list[torch.Tensor]
+
+
+@torch.inference_mode()
+def sample_tokens(
+    model: MaskedTokenDecoder,
+    text_states: torch.Tensor,
+    text_lengths: torch.Tensor,
+    config: SamplerConfig,
+    generator: torch.Generator,
+    null_states: torch.Tensor | None = None,
+    null_length: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    keep_history: bool = False,
+) -> SampleOutput:
+    """Generate token grids for a batch of prompts.
+
+    text_states:  (B, L, D) float text states (fp16 caches are fine), on the model's device.
+    text_lengths: (B,) int real tokens per prompt.
+    null_states:  (L, D) the null prompt's states and ``null_length`` its length; needed when
+                  ``config.cfg_scale != 1``.
+    generator:    a ``torch.Generator`` on the model's device; the same seed gives the same ids.
+    autocast_dtype: e.g. ``torch.bfloat16`` on CUDA, None for fp32.
+    """
+    model.eval()
+    device = text_states.device
+    batch = text_states.shape[0]
+    cfg = model.config
+    scale = config.cfg_scale
+    need_cond, need_uncond = scale != 0.0, scale != 1.0
+    if need_uncond and (null_states is None or null_length is None):
+        raise ValueError("cfg_scale != 1 needs the null prompt (null_states, null_length)")
+
+    states, lengths = [], []
+    if need_cond:
+        states.append(text_states)
+        lengths.append(text_lengths.to(device))
+    if need_uncond:
+        states.append(null_states.to(device=device, dtype=text_states.dtype)[None].expand(batch, -1, -1))
+        lengths.append(torch.full((batch,), int(null_length), device=device, dtype=torch.long))
+    passes = len(states)
+
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    ids = torch.full((batch, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+    history: list[torch.Tensor] = []
+    with amp:
+        context = model.encode_text(torch.cat(states), torch.cat(lengths).long())  # once per call
+        for step in range(config.steps):
+            logits = model.decode(ids.repeat(passes, 1), context).float()  # (passes*B, N, V)
+            if passes == 2:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + scale * (cond - uncond)
+            out = decode_step(
+                logits, ids, step, config.steps, cfg.mask_id, generator,
+                temperature=config.temperature, temperature_anneal=config.temperature_anneal,
+                alpha=config.alpha, gumbel_scale=config.gumbel_scale,
+            )
+            ids = out.ids
+            if keep_history:
+                history.append(ids.clone())
+    return SampleOutput(ids=ids, history=history)
+
+
+@dataclass(frozen=True)
+class TrainedDecoder:
+    """A decoder loaded from a ``train_decoder`` checkpoint, with what sampling needs beside it.
+
+    null_states: (L, D) float16 null prompt (condition dropout / CFG); null_length its length.
+    config:      the checkpoint's resolved config (params, decoder config, cache metas).
+    """
+
+    model: MaskedTokenDecoder
+    null_states: torch.Tensor
+    null_length: int
+    config: dict
+
+
+def load_decoder_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> TrainedDecoder:
+    """Load ``results/train_decoder/model.ckpt`` (weights_only) into an eval-mode decoder on ``device``."""
+    from raygen.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    dec = dict(state["config"]["decoder"])
+    dec["grid"] = tuple(dec["grid"])
+    model = MaskedTokenDecoder(DecoderConfig(**dec))
+    model.load_state_dict(state["model"])
+    model.to(device).eval().requires_grad_(False)
+    null = state["null_text"]
+    return TrainedDecoder(model=model, null_states=null["states"].to(device), null_length=int(null["length"]),
+                          config=state["config"])

@@ -1,0 +1,41 @@
+# Decoder phase: the masked-token transformer, trained on the cached tokens and text states only.
+# The resumable last.ckpt is not a declared output, so a failed or killed run keeps it and the next
+# run resumes from it.
+
+
+rule train_decoder:
+    input:
+        tokens=rules.tokenize.output.tokens,
+        token_index=rules.tokenize.output.index,
+        token_meta=rules.tokenize.output.meta,
+        text=rules.embed_text.output.meta,
+        text_states=rules.embed_text.output.states,
+        generator=rules.cohort.output.generator,
+        vqgan=rules.vqgan.output.model,
+        vqgan_config=rules.vqgan.output.config,
+    output:
+        model="results/train_decoder/model.ckpt",
+        metrics="results/train_decoder/metrics.json",
+        samples="results/train_decoder/samples.png",
+    params:
+        section=section("train_decoder"),
+        tokens=lambda wildcards, input: os.path.dirname(input.token_meta),
+        text=lambda wildcards, input: os.path.dirname(input.text),
+        vqgan=lambda wildcards, input: os.path.dirname(input.vqgan),
+        out=lambda wildcards, output: os.path.dirname(output.model),
+    log:
+        "logs/train_decoder.log",
+    benchmark:
+        "benchmarks/train_decoder.tsv"
+    resources:
+        mem_mb=8000,
+        gpu=1 if PROFILE == "paper" else 0,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd(
+            "train_decoder",
+            "--tokens {params.tokens} --text {params.text} --manifest {input.generator}"
+            " --vqgan {params.vqgan} --out {params.out}",
+        )

@@ -1,0 +1,28 @@
+# Text phase: cache the text encoder's token-level states of every prompt once.
+
+
+rule embed_text:
+    input:
+        generator=rules.cohort.output.generator,
+        fid=rules.cohort.output.fid,
+    output:
+        states="results/embed_text/states.npy",
+        lengths="results/embed_text/lengths.npy",
+        index="results/embed_text/index.csv",
+        null="results/embed_text/null.npy",
+        meta="results/embed_text/meta.json",
+    params:
+        section=section("embed_text"),
+        out=lambda wildcards, output: os.path.dirname(output.meta),
+    log:
+        "logs/embed_text.log",
+    benchmark:
+        "benchmarks/embed_text.tsv"
+    resources:
+        mem_mb=6000,
+        gpu=1 if PROFILE == "paper" else 0,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd("embed_text", "--prompts {input.generator} {input.fid} --out {params.out}")
