@@ -12,6 +12,11 @@ include: "workflow/rules/text.smk"
 include: "workflow/rules/decoder.smk"
 
 
+onsuccess:
+    # Hand the finished outputs to DVC, so that `dvc repro` afterwards finds nothing to recompute.
+    dvc_handover()
+
+
 rule all:
     input:
         rules.train_decoder.output,

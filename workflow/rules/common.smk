@@ -43,3 +43,40 @@ def section(name):
 def stage_cmd(stage, args):
     """`python -m raygen.<stage>` with the shared flags, then the stage's own arguments."""
     return f"python -m raygen.{stage} --params {PARAMS} --profile {PROFILE} --log logs/{stage}.log {args}"
+
+
+def dvc_handover():
+    """Record the outputs Snakemake just made in dvc.lock (`dvc commit`), when that is truthful.
+
+    Skipped when DVC is absent or uninitialised, or when the profile came from `--config` and differs
+    from params.yaml's (dvc.lock would then pair the file's params with another profile's outputs).
+    Set RAYGEN_DVC_HANDOVER=0 to skip it.
+    """
+    import shutil
+    import subprocess
+
+    import yaml
+
+    with open(PARAMS) as f:
+        file_profile = (yaml.safe_load(f) or {}).get("profile", "demo")
+    if os.environ.get("RAYGEN_DVC_HANDOVER", "1") == "0" or not os.path.isdir(".dvc") or not shutil.which("dvc"):
+        return
+    if file_profile != PROFILE:
+        logger.warning(f"DVC hand-over skipped: profile {PROFILE!r} came from --config, params.yaml says {file_profile!r}")
+        return
+    # `dvc commit` moves outputs into its cache and links or copies them back, which gives them new
+    # mtimes; Snakemake would then see stale downstream outputs. Put the mtimes back afterwards.
+    mtimes = {}
+    for top in ("results", DATA):
+        for folder, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(folder, name)
+                mtimes[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
+    proc = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    for path, mtime in mtimes.items():
+        if os.path.lexists(path):
+            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+    if proc.returncode == 0:
+        logger.info("DVC hand-over: outputs committed to dvc.lock (`dvc repro` has nothing to redo)")
+    else:
+        logger.warning(f"DVC hand-over failed (run `dvc commit` by hand): {proc.stderr.strip()[-500:]}")
