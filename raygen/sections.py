@@ -276,7 +276,9 @@ def process_all(
     try:
         if workers == 1:
             return [process_report(source, ref, params) for ref in tqdm(refs, **bar)]
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # spawn, not fork: forking a process that runs other threads (a logging handler, tqdm's
+        # monitor, an embedding caller's thread pool) can copy a held lock into the child and hang it.
+        ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(source, params)) as pool:
             packed = pool.imap(_process_in_worker, refs, chunksize=512)
             return [_from_worker(ref, p) for ref, p in zip(refs, tqdm(packed, **bar))]

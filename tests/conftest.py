@@ -28,3 +28,15 @@ def tracking_store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("RAYGEN_TRACKING", "on")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture()
+def one_thread(monkeypatch):
+    """Tiny models run fastest on one thread (and do not thrash when other jobs share the CPU)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("RAYGEN_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,11 +8,16 @@ copy produces the same outputs, and the training stages logged MLflow runs.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,19 +54,27 @@ def declared_outputs(root: Path) -> list[Path]:
     return paths
 
 
-def run_snakemake(root: Path) -> None:
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
+SNAKEMAKE_API_RUN = """
+import sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
 
-    cwd = os.getcwd()
-    try:
-        with SnakemakeApi(OutputSettings(quiet={"progress", "rules"})) as api:
-            workflow = api.workflow(
-                resource_settings=ResourceSettings(cores=2), snakefile=root / "Snakefile", workdir=root
-            )
-            workflow.dag(DAGSettings()).execute_workflow(executor="local")
-    finally:
-        os.chdir(cwd)
+root = Path(sys.argv[1])
+with SnakemakeApi(OutputSettings(quiet={"progress", "rules"})) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=2), snakefile=root / "Snakefile", workdir=root)
+    workflow.dag(DAGSettings()).execute_workflow(executor="local")
+"""
+
+
+def run_snakemake(root: Path) -> None:
+    """Run the workflow through the Snakemake Python API, in a child process.
+
+    In a child so that Snakemake's threads and logging state never leak into the test process
+    (a later fork there could inherit a held lock).
+    """
+    proc = subprocess.run([sys.executable, "-c", SNAKEMAKE_API_RUN, str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
 @pytest.fixture()
@@ -96,6 +109,18 @@ def test_snakemake_runs_everything_once_and_hands_over_to_dvc(tmp_path, env):
         groups = {row[0] for row in db.execute("select value from tags where key = 'raygen.pipeline_run'")}
     assert {"vqgan", "embed_text", "train_decoder"} <= stages
     assert groups == {"smoke-test"}
+    assert_mlflow_ui_lists_runs(env, {"vqgan", "embed_text", "train_decoder"})
+
+    # A change in one section reruns that stage (and what follows it) only, in both tools.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profiles"]["smoke"]["train_decoder"]["steps"] = 21
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = subprocess.run([BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True, check=True)
+    planned = set(re.findall(r"^rule (\w+):$", dry.stdout, re.M)) - {"all"}
+    assert planned == {"train_decoder"}, planned
+    status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
+    changed = set(re.findall(r"^(\w+):$", status.stdout, re.M))
+    assert changed == {"train_decoder"}, status.stdout
 
 
 def test_dvc_repro_runs_the_same_pipeline(tmp_path, env):
@@ -106,3 +131,50 @@ def test_dvc_repro_runs_the_same_pipeline(tmp_path, env):
     assert not missing, missing
     status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
     assert "up to date" in status.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api(port: int, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def assert_mlflow_ui_lists_runs(db: Path, expected: set[str]) -> None:
+    """Start `mlflow ui` as the README says, on 127.0.0.1, and find the runs through its REST API."""
+    port = free_port()
+    ui = subprocess.Popen(
+        [BIN / "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                experiments = api(port, "experiments/search", {"max_results": 100})["experiments"]
+                break
+            except OSError:
+                if ui.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow ui did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}")
+                time.sleep(1)
+        ids = [e["experiment_id"] for e in experiments if e["name"] == "raygen-smoke"]
+        assert ids, [e["name"] for e in experiments]
+        runs = api(port, "runs/search", {"experiment_ids": ids, "max_results": 100})["runs"]
+        names = {r["info"]["run_name"] for r in runs}
+        assert expected <= names, names
+        tags = {t["key"] for r in runs for t in r["data"].get("tags", [])}
+        assert {"raygen.stage", "raygen.params_hash", "raygen.pipeline_run", "mlflow.source.git.commit"} <= tags
+        assert all(r["info"]["status"] == "FINISHED" for r in runs)
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

@@ -25,13 +25,8 @@ GRID, V, L, D = (4, 4), 16, 6, 8
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run fastest on one thread (and do not thrash when other jobs share the CPU)."""
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("RAYGEN_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _tiny_models_on_one_thread(one_thread):
+    """Every test here uses tiny models (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,237 @@
+"""Multi-label classifier metrics: per-class and macro AUROC, F1 at validation-chosen thresholds, and
+percentile bootstrap confidence intervals over test images.
+
+Inputs: ``y_true`` (N, K) 0/1 ints and ``y_score`` (N, K) floats (probabilities or logits; only their
+order matters for AUROC, thresholds are in the same units), columns in ``classes`` order
+(:data:`raygen.data.labels.CLASSES`).
+
+Undefined is never scored: a class with no positives or no negatives in the evaluated set has no AUROC
+(a class with no positives has no F1); it is left out of the macro average and listed in ``excluded``,
+never counted as 0 or 0.5. In a bootstrap resample, a class that loses its positives (or negatives) is
+skipped for that resample, and the macro of a resample in which any scored class is undefined is skipped
+too (so every macro value averages the same classes); the skip counts are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BootstrapCI", "ClassScores", "ClassificationReport", "Thresholds", "auroc", "bootstrap_ci",
+    "choose_thresholds", "evaluate_classifier", "f1_at_thresholds",
+]
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """One metric per class (only classes where it is defined), their unweighted mean, and the classes
+    left out because the metric is undefined on this set (``macro`` is NaN when every class is)."""
+
+    metric: str
+    per_class: dict[str, float]
+    macro: float
+    excluded: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-class decision thresholds (predict positive when score >= threshold) that maximise F1 on the
+    validation set, the validation F1 they reach, and classes without validation positives (no threshold)."""
+
+    per_class: dict[str, float]
+    val_f1: dict[str, float]
+    excluded: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BootstrapCI:
+    """Percentile bootstrap intervals over resampled test images.
+
+    ``per_class[c] = (low, high)``; ``skipped[c]``: resamples where ``c`` was undefined;
+    ``macro_skipped``: resamples without a macro value (some scored class undefined).
+    """
+
+    metric: str
+    per_class: dict[str, tuple[float, float]]
+    macro: tuple[float, float]
+    level: float
+    n_boot: int
+    seed: int
+    skipped: dict[str, int]
+    macro_skipped: int
+
+
+@dataclass(frozen=True)
+class ClassificationReport:
+    """Everything the evaluate stage reports for one classifier arm on the test set."""
+
+    auroc: ClassScores
+    auroc_ci: BootstrapCI
+    thresholds: Thresholds
+    f1: ClassScores
+    f1_ci: BootstrapCI
+    n_test: int
+
+
+# --------------------------------------------------------------------------------------------
+# Column-wise kernels: (N, K) -> (K,) with NaN where undefined
+
+
+def _check(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true)
+    s = np.asarray(y_score, dtype=np.float64)
+    if y.ndim != 2 or y.shape != s.shape or y.shape[1] != len(classes):
+        raise ValueError(f"expected (N, {len(classes)}) labels and scores, got {y.shape} and {s.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0/1 (map uncertain / blank labels before scoring)")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    return y.astype(bool), s
+
+
+def _auroc_columns(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUROC per column (ties count one half): (N, K) bool, (N, K) float -> (K,)."""
+    pos = y.sum(0).astype(np.float64)
+    neg = len(y) - pos
+    ranks = rankdata(s, axis=0)  # average ranks for ties
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * y).sum(0) - pos * (pos + 1) / 2) / (pos * neg)
+    auc[(pos == 0) | (neg == 0)] = np.nan
+    return auc
+
+
+def _f1_columns(y: np.ndarray, s: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """F1 per column with fixed thresholds (positive when s >= t): -> (K,), NaN where no positives."""
+    pred = s >= thresholds[None, :]
+    tp = (pred & y).sum(0).astype(np.float64)
+    pos = y.sum(0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * tp / (pred.sum(0) + pos)
+    f1[(pos == 0) | np.isnan(thresholds)] = np.nan
+    return f1
+
+
+def _scores(metric: str, values: np.ndarray, classes: Sequence[str]) -> ClassScores:
+    defined = ~np.isnan(values)
+    return ClassScores(
+        metric=metric,
+        per_class={c: float(v) for c, v, d in zip(classes, values, defined) if d},
+        macro=float(values[defined].mean()) if defined.any() else float("nan"),
+        excluded=tuple(c for c, d in zip(classes, defined) if not d),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Public metrics
+
+
+def auroc(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> ClassScores:
+    """Per-class AUROC and their macro mean; classes without positives or negatives are excluded and listed."""
+    y, s = _check(y_true, y_score, classes)
+    scores = _scores("auroc", _auroc_columns(y, s), classes)
+    if scores.excluded:
+        log.warning("AUROC undefined (no positives or no negatives) for: %s", ", ".join(scores.excluded))
+    return scores
+
+
+def _best_threshold(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """Threshold among the observed scores maximising F1 of ``s >= t`` for one class; the highest such
+    threshold on ties. (N,) bool, (N,) float -> (threshold, F1)."""
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]  # last index of each distinct score (descending)
+    tp = np.cumsum(y_sorted)[last].astype(np.float64)
+    predicted = (np.flatnonzero(last) + 1).astype(np.float64)
+    f1 = 2 * tp / (predicted + y.sum())
+    best = int(np.argmax(f1))  # first maximum = highest threshold
+    return float(s_sorted[last][best]), float(f1[best])
+
+
+def choose_thresholds(y_val: np.ndarray, score_val: np.ndarray, classes: Sequence[str]) -> Thresholds:
+    """Per class, the validation score threshold that maximises validation F1 (classes without validation
+    positives get none and are listed in ``excluded``)."""
+    y, s = _check(y_val, score_val, classes)
+    per_class, val_f1, excluded = {}, {}, []
+    for k, name in enumerate(classes):
+        if not y[:, k].any():
+            excluded.append(name)
+            continue
+        per_class[name], val_f1[name] = _best_threshold(y[:, k], s[:, k])
+    return Thresholds(per_class=per_class, val_f1=val_f1, excluded=tuple(excluded))
+
+
+def _threshold_array(thresholds: Thresholds, classes: Sequence[str]) -> np.ndarray:
+    return np.array([thresholds.per_class.get(c, np.nan) for c in classes], dtype=np.float64)
+
+
+def f1_at_thresholds(y_true: np.ndarray, y_score: np.ndarray, thresholds: Thresholds,
+                     classes: Sequence[str]) -> ClassScores:
+    """Per-class F1 on (test) data at the given (validation) thresholds; classes without test positives
+    or without a threshold are excluded and listed."""
+    y, s = _check(y_true, y_score, classes)
+    return _scores("f1", _f1_columns(y, s, _threshold_array(thresholds, classes)), classes)
+
+
+def bootstrap_ci(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str], metric: str = "auroc",
+                 thresholds: Thresholds | None = None, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> BootstrapCI:
+    """Percentile bootstrap CI of per-class and macro ``metric`` ("auroc" or "f1"; F1 needs ``thresholds``).
+
+    Each resample draws N test images with replacement (numpy Generator seeded with ``seed``), so the
+    result is deterministic per seed. Classes excluded from the point estimate get no interval.
+    """
+    y, s = _check(y_true, y_score, classes)
+    if metric == "auroc":
+        column = _auroc_columns
+    elif metric == "f1" and thresholds is not None:
+        thr = _threshold_array(thresholds, classes)
+        column = lambda yy, ss: _f1_columns(yy, ss, thr)  # noqa: E731
+    else:
+        raise ValueError(f"metric must be 'auroc' or 'f1' (with thresholds), got {metric!r}")
+    scored = ~np.isnan(column(y, s))  # classes with a point estimate
+    rng = np.random.default_rng(seed)
+    values = np.empty((n_boot, len(classes)))  # (n_boot, K)
+    for b in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        values[b] = column(y[idx], s[idx])
+    undefined = np.isnan(values) & scored
+    macro_ok = ~undefined.any(1)
+    alpha = (1.0 - level) / 2 * 100
+
+    def interval(v: np.ndarray) -> tuple[float, float]:
+        v = v[~np.isnan(v)]
+        if len(v) == 0:
+            return float("nan"), float("nan")
+        low, high = np.percentile(v, [alpha, 100 - alpha])
+        return float(low), float(high)
+
+    return BootstrapCI(
+        metric=metric,
+        per_class={c: interval(values[:, k]) for k, c in enumerate(classes) if scored[k]},
+        macro=interval(values[macro_ok][:, scored].mean(1)) if scored.any() else (float("nan"), float("nan")),
+        level=level, n_boot=n_boot, seed=seed,
+        skipped={c: int(undefined[:, k].sum()) for k, c in enumerate(classes) if scored[k]},
+        macro_skipped=int((~macro_ok).sum()),
+    )
+
+
+def evaluate_classifier(y_val: np.ndarray, score_val: np.ndarray, y_test: np.ndarray, score_test: np.ndarray,
+                        classes: Sequence[str], n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> ClassificationReport:
+    """AUROC and F1 (thresholds from validation) on test, each with bootstrap CIs over test images."""
+    thresholds = choose_thresholds(y_val, score_val, classes)
+    return ClassificationReport(
+        auroc=auroc(y_test, score_test, classes),
+        auroc_ci=bootstrap_ci(y_test, score_test, classes, "auroc", n_boot=n_boot, seed=seed, level=level),
+        thresholds=thresholds,
+        f1=f1_at_thresholds(y_test, score_test, thresholds, classes),
+        f1_ci=bootstrap_ci(y_test, score_test, classes, "f1", thresholds, n_boot=n_boot, seed=seed, level=level),
+        n_test=len(y_test),
+    )
