@@ -28,6 +28,7 @@ STAGE_PARAMS: dict[str, str] = {
     "tokenize": "raygen.tokenize:TokenizeParams",
     "embed_text": "raygen.embed_text:EmbedTextParams",
     "train_decoder": "raygen.train_decoder:TrainDecoderParams",
+    "train_classifier": "raygen.train_classifier:TrainClassifierParams",
 }
 
 TOP_LEVEL = {"profile", "profiles", *STAGE_PARAMS}

@@ -1,0 +1,174 @@
+"""The train_classifier stage on tiny JPG fixtures: outputs, early stopping, test split, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from raygen import train_classifier as tc
+from raygen.checkpoint import load_checkpoint
+from raygen.data.labels import CLASSES
+from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """24 real images of 12 patients (train 16 / val 4 / test 4) and 6 synthetic ones; a bright blob
+    on the left marks class 0 (Atelectasis), so the classifier has something to learn."""
+    root = tmp_path_factory.mktemp("data")
+    jpg_root, syn_root = root / "jpg", root / "syn"
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        subject = 10_000_000 + i // 2
+        split = "train" if i < 16 else ("val" if i < 20 else "test")
+        labels = [int(rng.random() < 0.4) for _ in CLASSES]
+        labels[0] = i % 2
+        pixels = rng.integers(0, 80, size=(40, 36), dtype=np.uint8)
+        if labels[0]:
+            pixels[10:25, 4:14] = 230
+        rel = f"files/p10/p{subject}/s{50_000_000 + i}/img{i}.jpg"
+        (jpg_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(jpg_root / rel, quality=95)
+        rows.append([f"img{i}", subject, 50_000_000 + i, split, "PA", rel, *labels])
+    manifest = root / "classifier.csv"
+    frame = pd.DataFrame(rows, columns=["dicom_id", "subject_id", "study_id", "split", "view", "path", *CLASSES])
+    frame["true_Atelectasis"] = frame["Atelectasis"]  # the demo carries its true labels along
+    frame.to_csv(manifest, index=False)
+    syn_rows = []
+    for j in range(6):
+        cls = j % 3
+        (syn_root / "img").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(32, 32), dtype=np.uint8)).save(syn_root / "img" / f"s{j}.png")
+        syn_rows.append([f"img/s{j}.png", *[int(k == cls) for k in range(len(CLASSES))]])
+    synthetic = syn_root / "aug_100.csv"
+    pd.DataFrame(syn_rows, columns=["path", *CLASSES]).to_csv(synthetic, index=False)
+    return {"manifest": manifest, "jpg_root": jpg_root, "synthetic": synthetic, "frame": frame}
+
+
+def write_params(path, **overrides):
+    section = {"resolution": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "patience": 5,
+               "workers": 0, "device": "cpu", "eval_batch_size": 8, **overrides}
+    path.write_text(yaml.safe_dump({"profile": "smoke", "train_classifier": {},
+                                    "profiles": {"smoke": {"train_classifier": section}}}))
+    return path
+
+
+def run(dataset, out, params, arm="real", synthetic=False):
+    argv = ["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", arm,
+            "--out", str(out), "--params", str(params)]
+    if synthetic:
+        argv += ["--synthetic", str(dataset["synthetic"])]
+    return tc.main(argv)
+
+
+def test_smoke_run_writes_every_output(dataset, tmp_path):
+    out = tmp_path / "real+100"
+    assert run(dataset, out, write_params(tmp_path / "p.yaml"), arm="real+100", synthetic=True) == 0
+    for name in ("model.ckpt", "history.csv", "test_predictions.csv", "val_predictions.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "last.ckpt").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["synthetic_train_images"] == 6 and metrics["train_images"] == 22
+    assert metrics["real_train_images"] == 16 and metrics["test_images"] == 4
+
+    # Test predictions: exactly the test split, whose patients are not in training; probabilities in [0, 1].
+    frame = dataset["frame"]
+    test = pd.read_csv(out / "test_predictions.csv", dtype={"dicom_id": str})
+    assert sorted(test["dicom_id"]) == sorted(frame.loc[frame.split == "test", "dicom_id"])
+    assert not set(test["subject_id"]) & set(frame.loc[frame.split == "train", "subject_id"])
+    probs = test[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert list(test.columns[:12]) == ["dicom_id", "subject_id", *CLASSES] and "true_Atelectasis" in test
+    val = pd.read_csv(out / "val_predictions.csv", dtype={"dicom_id": str})
+    assert sorted(val["dicom_id"]) == sorted(frame.loc[frame.split == "val", "dicom_id"])
+
+    # model.ckpt holds the best-validation weights: they reproduce the best epoch's val AUROC.
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_macro_auroc", "lr", "seconds"] and len(history) == 2
+    best = history.loc[history.val_macro_auroc.idxmax()]
+    assert metrics["best_epoch"] == int(best.epoch)
+    recomputed = tc._macro_auroc(val[list(CLASSES)].to_numpy(), val[[f"prob_{c}" for c in CLASSES]].to_numpy())
+    assert recomputed == pytest.approx(best.val_macro_auroc, abs=1e-6)
+    ckpt = load_checkpoint(out / "model.ckpt")
+    model = XrayDenseNet(ClassifierConfig(**ckpt["classifier"]))
+    model.load_state_dict(ckpt["model"])
+    assert ckpt["config"]["params"]["resolution"] == 32
+
+
+def test_real_arm_trains_on_real_images_only(dataset, tmp_path):
+    out = tmp_path / "real"
+    run(dataset, out, write_params(tmp_path / "p.yaml", epochs=1), arm="real", synthetic=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["synthetic_train_images"] == 0 and metrics["train_images"] == 16
+
+
+def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path, monkeypatch):
+    scripted = iter([0.6, 0.8, 0.7, 0.75])  # best at epoch 2; two worse epochs stop the run (patience 2)
+    real_auroc = tc._macro_auroc
+    monkeypatch.setattr(tc, "_macro_auroc", lambda y, p: next(scripted, None) or real_auroc(y, p))
+    weights = {}
+    real_save = tc.save_checkpoint
+
+    def save(path, state):
+        if path.name == "last.ckpt":
+            weights[state["epoch"]] = {k: v.clone() for k, v in state["model"].items()}
+        real_save(path, state)
+
+    monkeypatch.setattr(tc, "save_checkpoint", save)
+    out = tmp_path / "stop"
+    run(dataset, out, write_params(tmp_path / "p.yaml", epochs=6, patience=2))
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.val_macro_auroc) == [0.6, 0.8, 0.7, 0.75]  # stopped after epoch 4 of 6
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == 2
+    kept = load_checkpoint(out / "model.ckpt")["model"]
+    assert all(torch.equal(kept[k], weights[2][k]) for k in kept)
+    assert not torch.equal(kept["classifier.weight"], weights[4]["classifier.weight"])
+
+
+def test_early_stopping_rules():
+    stopper = tc.EarlyStopping(patience=2)
+    assert stopper.update(0, float("nan"))  # the first epoch is always kept
+    assert stopper.update(1, 0.5) and not stopper.update(2, 0.5) and not stopper.stop
+    assert not stopper.update(3, float("nan")) and stopper.stop and stopper.best_epoch == 1
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, monkeypatch):
+    params = write_params(tmp_path / "p.yaml", epochs=2)
+    run(dataset, tmp_path / "straight", params)
+
+    def crash(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(tc, "_on_epoch_end", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path / "resumed", params)
+    assert load_checkpoint(tmp_path / "resumed" / "last.ckpt")["epoch"] == 1
+    monkeypatch.setattr(tc, "_on_epoch_end", lambda epoch: None)
+    run(dataset, tmp_path / "resumed", params)
+
+    a, b = (load_checkpoint(tmp_path / name / "model.ckpt")["model"] for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = (pd.read_csv(tmp_path / name / "history.csv") for name in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
+    pa, pb = (pd.read_csv(tmp_path / name / "test_predictions.csv") for name in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_init_flag_must_match_params(dataset, tmp_path):
+    with pytest.raises(SystemExit, match="params say init: scratch"):
+        tc.main(["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
+                 "--out", str(tmp_path / "x"), "--params", str(write_params(tmp_path / "p.yaml")),
+                 "--init-chexnet", str(tmp_path / "chexnet.pth.tar")])
+    with pytest.raises(SystemExit, match="--init-chexnet.*arnoweng/CheXNet"):
+        tc.main(["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
+                 "--out", str(tmp_path / "x"), "--params", str(write_params(tmp_path / "q.yaml", init="chexnet"))])
