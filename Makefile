@@ -9,11 +9,13 @@ CORES ?= all
 
 .PHONY: demo test setup clean-results
 
+# The venv's bin/ goes first on PATH: the rules run `python -m raygen.<stage>` and DVC / MLflow calls
+# must find the venv's interpreter and tools, not the system's.
 demo: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES)
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" python -m pytest -q
 
 setup: $(STAMP)
 

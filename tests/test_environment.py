@@ -52,3 +52,11 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci/run").read_text()
     assert "make test" in readme and re.search(r"^make test$", ci, re.M)
+
+
+def test_make_targets_put_the_venv_first_on_path():
+    """Rules run `python -m raygen.<stage>`: without the venv first on PATH they get the system Python."""
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("demo", "test"):
+        recipe = re.search(rf"^{target}:.*\n\t(.+)$", makefile, re.M).group(1)
+        assert recipe.startswith('PATH="$(abspath $(VENV))/bin:$$PATH" '), recipe
