@@ -77,8 +77,16 @@ def section_dict(raw: dict[str, Any], section: str, profile: str | None = None) 
 
 def load_section(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> T:
     """Load ``section`` of the params file at ``path`` into the frozen dataclass ``cls``."""
+    return load_stage_params(path, section, cls, profile)[1]
+
+
+def load_stage_params(
+    path: str | Path, section: str, cls: type[T], profile: str | None = None
+) -> tuple[str, T]:
+    """The active profile name and ``section`` loaded into ``cls``, from one read of the file."""
     raw = read_params(path)
-    return from_dict(cls, section_dict(raw, section, profile), prefix=section)
+    name = resolve_profile(raw, profile)
+    return name, from_dict(cls, section_dict(raw, section, name), prefix=section)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

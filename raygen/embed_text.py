@@ -27,7 +27,7 @@ import pandas as pd
 
 from raygen import tracking
 from raygen.cli import stage_parser
-from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.config import load_stage_params, to_dict
 from raygen.data.text_cache import write_text_cache
 from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, build_text_encoder
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="local model folder: required for source 'local', a snapshot folder for 'cxr-bert'")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    params = load_section(args.params, STAGE, EmbedTextParams, args.profile)
-    profile = resolve_profile(read_params(args.params), args.profile)
+    profile, params = load_stage_params(args.params, STAGE, EmbedTextParams, args.profile)
     log.info("embed_text (%s profile): %s", profile, to_dict(params))
 
     prompts = read_prompts(list(args.prompts))

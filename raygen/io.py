@@ -7,6 +7,7 @@ Every artifact is written to a temporary file in the destination folder and rena
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -38,6 +39,15 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, streamed in 1 MiB blocks (checkpoints and datasets can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -20,7 +20,6 @@ skipped, counted and listed; they get no row.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import pickle
@@ -35,9 +34,9 @@ import torch
 from tqdm import tqdm
 
 from raygen.cli import stage_parser
-from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.config import load_stage_params, to_dict
 from raygen.data.datasets import CohortImages, image_loader, read_manifests
-from raygen.io import atomic_path, write_csv, write_json
+from raygen.io import atomic_path, sha256_file, write_csv, write_json
 from raygen.models.vqgan import VQGANConfig, load_taming, read_taming_config
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
 
@@ -80,8 +79,7 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log)
-    profile = resolve_profile(read_params(args.params), args.profile)
-    params = load_section(args.params, "tokenize", TokenizeParams, profile)
+    profile, params = load_stage_params(args.params, "tokenize", TokenizeParams, args.profile)
     config_path, ckpt_path = args.vqgan / "config.yaml", args.vqgan / "model.ckpt"
     cfg, _ = read_taming_config(config_path)
     if cfg.n_embed > np.iinfo(TOKEN_DTYPE).max:
@@ -108,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "preprocessing": "grey -> C channels, /255, resize shortest side to R (bilinear, antialias), centre crop R, [-1, 1]; no flips",
         "vqgan": {
             "config": str(config_path), "checkpoint": str(ckpt_path),
-            "config_sha256": _sha256(config_path), "checkpoint_sha256": _sha256(ckpt_path) if ckpt_path.is_file() else None,
+            "config_sha256": sha256_file(config_path), "checkpoint_sha256": sha256_file(ckpt_path) if ckpt_path.is_file() else None,
         },
         "source": source, "manifests": [str(p) for p in args.manifests], "params": to_dict(params),
         "device": str(device), "n_manifest_images": len(frame), "n_images": len(result.dicom_ids),
@@ -229,13 +227,6 @@ def _finalise(ids_mm: np.ndarray, rows: int, scratch: Path, final: Path) -> None
         out.flush()
         del out
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

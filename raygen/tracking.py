@@ -118,7 +118,7 @@ def start_run(
 
         mlflow.set_tracking_uri(tracking_uri())
         mlflow.set_experiment(f"raygen-{profile}")
-        run = mlflow.start_run(run_name=stage)
+        mlflow.start_run(run_name=stage)
     except Exception as err:  # noqa: BLE001 - tracking must never break a stage
         log.warning("MLflow tracking disabled for this run: %s", err)
         yield Tracker(None)

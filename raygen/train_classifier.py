@@ -43,12 +43,13 @@ from tqdm import tqdm
 from raygen import tracking
 from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
-from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.config import load_stage_params, to_dict
 from raygen.data.classifier_data import (
     ARMS, AugmentConfig, ClassifierImages, augment_batch, build_splits, load_images, read_classifier_manifest,
     read_synthetic_manifest,
 )
 from raygen.data.labels import CLASSES
+from raygen.metrics.classification import auroc
 from raygen.io import write_csv, write_json
 from raygen.models.classifier import XrayDenseNet, build_classifier
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, seed_everything, setup_logging
@@ -102,12 +103,9 @@ _RESUME_FREE = ("workers", "device", "eval_batch_size", "patience")
 
 
 def _macro_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
-    """Mean AUROC over the columns of (N, K) labels / scores that hold both 0 and 1; NaN when none do."""
-    from sklearn.metrics import roc_auc_score
-
-    values = [roc_auc_score(y_true[:, k], y_prob[:, k]) for k in range(y_true.shape[1])
-              if 0 < y_true[:, k].sum() < len(y_true)]
-    return float(np.mean(values)) if values else float("nan")
+    """Macro AUROC of (N, 10) labels / scores over the classes that hold both 0 and 1; NaN when none do
+    (the evaluation metric, :func:`raygen.metrics.classification.auroc`)."""
+    return auroc(y_true, y_prob, CLASSES).macro
 
 
 @dataclass
@@ -346,8 +344,7 @@ def _weights_file(args: Any, p: TrainClassifierParams) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
-    profile = resolve_profile(read_params(args.params), args.profile)
-    p = load_section(args.params, STAGE, TrainClassifierParams, profile)
+    profile, p = load_stage_params(args.params, STAGE, TrainClassifierParams, args.profile)
     weights = _weights_file(args, p)
     device = pick_device(p.device)
     configure_torch(device)

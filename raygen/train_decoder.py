@@ -46,7 +46,7 @@ from tqdm import tqdm
 from raygen import tracking
 from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
-from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.config import load_stage_params, to_dict
 from raygen.data.token_dataset import StepBatchSampler, TokenBatch, TokenTextDataset, load_null_prompt, make_loader
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
 from raygen.generation.schedule import sample_train_mask
@@ -435,8 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     setup_logging(args.log if rank == 0 else None, level=logging.INFO if rank == 0 else logging.WARNING)
-    profile = resolve_profile(read_params(args.params), args.profile)
-    p = load_section(args.params, STAGE, TrainDecoderParams, profile)
+    profile, p = load_stage_params(args.params, STAGE, TrainDecoderParams, args.profile)
     ctx = init_distributed(p.device)
     try:
         return _run(args, p, profile, ctx)

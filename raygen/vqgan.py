@@ -37,10 +37,10 @@ from tqdm import tqdm
 from raygen import tracking
 from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
-from raygen.config import load_section, read_params, resolve_profile, to_dict
+from raygen.config import load_stage_params, to_dict
 from raygen.data.datasets import CohortImages, LoadedImages, load_all, read_manifests
 from raygen.data.images import save_grid, signed_to_unit
-from raygen.io import write_csv, write_json, write_text
+from raygen.io import sha256_file, write_csv, write_json, write_text
 from raygen.metrics import reconstruction as rm
 from raygen.models import discriminator as disc_lib
 from raygen.models.vqgan import VQGAN, VQGANConfig, build_vqgan, load_taming, model_state, taming_yaml
@@ -121,8 +121,7 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log)
-    profile = resolve_profile(read_params(args.params), args.profile)
-    params = load_section(args.params, "vqgan", VqganParams, profile)
+    profile, params = load_stage_params(args.params, "vqgan", VqganParams, args.profile)
     device = pick_device(params.device)
     configure_torch(device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -160,20 +159,11 @@ def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path) 
     write_text(out / "config.yaml", config.read_text())  # verbatim: its lossconfig is never built
     save_checkpoint(out / "model.ckpt", {
         "state_dict": model_state(model), "source": "pretrained",
-        "origin": {"config": str(config), "checkpoint": str(checkpoint), "sha256": _sha256(checkpoint)},
+        "origin": {"config": str(config), "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)},
     })
     log.info("installed pretrained VQ-GAN %s -> %s", checkpoint, out / "model.ckpt")
     return model, {}
 
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import getpass
-import hashlib
 import json
 import logging
 import netrc
@@ -46,6 +45,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from tqdm import tqdm
+
+from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +166,6 @@ def parse_sha256sums(text: str) -> dict[str, str]:
         rel = rel[2:] if rel.startswith("./") else rel
         sums[rel] = parts[0].lower()
     return sums
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def in_groups(rel: str, groups: Iterable[str]) -> bool:

@@ -20,7 +20,6 @@ is the one conversion to that range.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raygen.metrics.reconstruction import FeatureExtractor, _rename_legacy_densenet_keys, frechet_distance
+from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,7 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID 
 
 def file_sha12(path: str | Path) -> str:
     """First 12 hex digits of a file's SHA-256 (streamed): pins the weights in extractor names."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return sha256_file(path)[:12]
 
 
 # --------------------------------------------------------------------------------------------

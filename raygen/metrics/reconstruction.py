@@ -13,7 +13,6 @@ stage's FID (paper's torchxrayvision features) is separate from this one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def densenet121_extractor(weights: str | Path, device: str | torch.device = "cpu
     import torchvision
 
     weights = Path(weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    digest = sha256_file(weights)[:12]
     state = torch.load(weights, map_location="cpu", weights_only=True)
     state = _rename_legacy_densenet_keys(state)
     net = torchvision.models.densenet121(weights=None)

@@ -34,7 +34,6 @@ freshly initialised text projection and fp16 storage alike. ``l2`` gives unit-no
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +300,7 @@ def weights_sha256(folder: Path) -> str:
     for name in WEIGHT_FILES:
         path = folder / name
         if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(chunk)
-            return digest.hexdigest()
+            return sha256_file(path)
     return "missing"
 
 
