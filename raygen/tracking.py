@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +74,15 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def metric_name(name: str) -> str:
+    """An MLflow-legal metric name: ``+`` becomes ``_plus_`` (arm ``real+50`` -> ``real_plus_50``),
+    anything else but letters, digits, ``_``, ``-``, ``.``, space, ``:`` and ``/`` becomes ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "_plus_"))
+
+
 class Tracker:
-    """A thin facade over an active MLflow run; every method is a no-op when disabled."""
+    """A thin facade over an active MLflow run; every method is a no-op when disabled, and a tracking
+    error is logged as a warning, never raised: MLflow must not break a stage that has done its work."""
 
     def __init__(self, mlflow_module: Any | None) -> None:
         self._mlflow = mlflow_module
@@ -83,21 +91,28 @@ class Tracker:
     def active(self) -> bool:
         return self._mlflow is not None
 
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking must never break a stage
+            log.warning("MLflow %s failed (the stage's outputs are unaffected): %s", what, err)
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self._mlflow:
-            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            clean = {metric_name(k): float(v) for k, v in metrics.items() if v is not None}
+            self._call("log_metrics", self._mlflow.log_metrics, clean, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self._mlflow and Path(path).exists():
-            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+            self._call("log_artifact", self._mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
     def log_dict(self, obj: Any, name: str) -> None:
         if self._mlflow:
-            self._mlflow.log_dict(obj, name)
+            self._call("log_dict", self._mlflow.log_dict, obj, name)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self._mlflow:
-            self._mlflow.set_tags(tags)
+            self._call("set_tags", self._mlflow.set_tags, tags)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ from raygen.generation.sampler import SamplerConfig, TrainedDecoder
 from raygen.generation.schedule import sample_train_mask
 from raygen.io import write_json
 from raygen.models.decoder import DECODER_PRESETS, MaskedTokenDecoder, count_parameters, decoder_config
-from raygen.runtime import autocast_dtype, configure_torch, pick_device, seed_everything, setup_logging
+from raygen.runtime import (
+    Dist, autocast_dtype, configure_torch, init_distributed, relaunch_per_gpu, seed_everything, setup_logging,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,11 @@ class TrainDecoderParams:
     seed: int = 0  # initialisation, data order, masks and condition dropout
     workers: int = 0  # DataLoader processes; 0 on a 2-core CPU (a memmap gather costs ~0.1 ms)
     device: str = "auto"  # auto = CUDA if present else CPU; under torchrun each rank takes cuda:LOCAL_RANK
+    gpus: int = 0  # processes (one per GPU) via torchrun; 0 = every visible GPU, 1 = one; the CPU always uses 1
 
     def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ValueError("train_decoder.gpus must be >= 0 (0 = every visible GPU)")
         if self.preset not in DECODER_PRESETS:
             raise ValueError(f"train_decoder.preset {self.preset!r} not in {sorted(DECODER_PRESETS)}")
         if self.steps < 1 or self.batch_size < 1:
@@ -90,39 +96,12 @@ class TrainDecoderParams:
 
 
 # Params that may change between a killed run and its resumption without invalidating it.
-_RESUME_FREE = ("checkpoint_every", "sample_every", "workers", "device", "compile")
+_RESUME_FREE = ("checkpoint_every", "sample_every", "workers", "device", "compile", "gpus")
 
 
 # ---------------------------------------------------------------------------------------------
 # Process group
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in the (possibly single-process) job."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(requested_device: str) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(requested_device)
-    if world == 1:
-        return Dist(0, 1, device)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, device)
 
 
 def _gather(obj: Any, ctx: Dist) -> list[Any]:
@@ -436,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     setup_logging(args.log if rank == 0 else None, level=logging.INFO if rank == 0 else logging.WARNING)
     profile, p = load_stage_params(args.params, STAGE, TrainDecoderParams, args.profile)
+    code = relaunch_per_gpu("raygen.train_decoder", list(sys.argv[1:] if argv is None else argv), p.gpus, p.device)
+    if code is not None:
+        return code
     ctx = init_distributed(p.device)
     try:
         return _run(args, p, profile, ctx)

@@ -37,6 +37,17 @@ def test_fid_matches_direct_scipy_computation():
     assert (result.n_real, result.n_fake, result.extractor, result.kid_subset_size) == (300, 250, "toy", 250)
 
 
+@pytest.mark.parametrize("n_a, n_b", [(20, 30), (30, 20), (40, 40)])
+def test_fid_with_fewer_samples_than_dimensions_matches_scipy(n_a, n_b):
+    a, b = gaussian(n_a, 64, 3), gaussian(n_b, 64, 4, shift=0.2)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = linalg.sqrtm(cov_a).real
+    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * np.trace(linalg.sqrtm(root_a @ cov_b @ root_a).real)
+    assert fm.compute_fid(a, b, extractor="toy", kid_subsets=2).fid == pytest.approx(expected, rel=1e-6)
+    assert fm.compute_fid(a, a, extractor="toy", kid_subsets=2).fid == pytest.approx(0.0, abs=1e-6)
+
+
 def test_fid_of_a_set_with_itself_is_zero_and_a_mean_shift_adds_its_square_norm():
     a = gaussian(400, 10, 2)
     assert fm.compute_fid(a, a, extractor="toy", kid_subsets=2).fid == pytest.approx(0.0, abs=1e-6)

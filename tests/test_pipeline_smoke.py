@@ -43,12 +43,26 @@ def smoke_copy(root: Path) -> Path:
     return root
 
 
+def stage_instances(root: Path) -> dict[str, dict]:
+    """dvc.yaml's stages, a foreach stage expanded per key (``train_classifier@real`` ...), with
+    ``${profile}`` / ``${key}`` filled in; value: (log path, benchmark path, stage definition)."""
+    out = {}
+    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in stage:
+            for key in stage["foreach"]:
+                text = yaml.safe_dump(stage["do"]).replace("${key}", key)
+                out[f"{name}@{key}"] = {"log": f"logs/{name}/{key}.log", "benchmark": f"benchmarks/{name}/{key}.tsv",
+                                        "stage": yaml.safe_load(text)}
+        else:
+            out[name] = {"log": f"logs/{name}.log", "benchmark": f"benchmarks/{name}.tsv", "stage": stage}
+    return out
+
+
 def declared_outputs(root: Path) -> list[Path]:
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     paths = []
-    for stage in stages.values():
+    for instance in stage_instances(root).values():
         for key in ("outs", "metrics", "plots"):
-            for entry in stage.get(key, []):
+            for entry in instance["stage"].get(key, []):
                 name = entry if isinstance(entry, str) else next(iter(entry))
                 paths.append(root / name.replace("${profile}", "smoke"))
     return paths
@@ -92,9 +106,10 @@ def test_snakemake_runs_everything_once_and_hands_over_to_dvc(tmp_path, env):
     run_snakemake(root)
     missing = [str(p.relative_to(root)) for p in declared_outputs(root) if not p.exists()]
     assert not missing, f"declared outputs not produced: {missing}"
-    for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]:
-        assert (root / "logs" / f"{stage}.log").stat().st_size > 0, stage
-        assert (root / "benchmarks" / f"{stage}.tsv").exists(), stage
+    for name, instance in stage_instances(root).items():
+        assert (root / instance["log"]).stat().st_size > 0, name
+        assert (root / instance["benchmark"]).exists(), name
+    assert_results_are_complete(root)
 
     again = subprocess.run(
         [BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True, check=True
@@ -107,23 +122,50 @@ def test_snakemake_runs_everything_once_and_hands_over_to_dvc(tmp_path, env):
     with sqlite3.connect(env) as db:
         stages = {row[0] for row in db.execute("select value from tags where key = 'raygen.stage'")}
         groups = {row[0] for row in db.execute("select value from tags where key = 'raygen.pipeline_run'")}
-    assert {"vqgan", "embed_text", "train_decoder"} <= stages
+    tracked = {"vqgan", "embed_text", "train_decoder", "synthesize", "train_classifier", "evaluate", "tables"}
+    assert tracked <= stages, stages
     assert groups == {"smoke-test"}
-    assert_mlflow_ui_lists_runs(env, {"vqgan", "embed_text", "train_decoder"})
+    assert_mlflow_ui_lists_runs(env, tracked)
 
-    # A change in one section reruns that stage (and what follows it) only, in both tools.
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["profiles"]["smoke"]["train_decoder"]["steps"] = 21
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dry = subprocess.run([BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True, check=True)
-    planned = set(re.findall(r"^rule (\w+):$", dry.stdout, re.M)) - {"all"}
-    assert planned == {"train_decoder"}, planned
-    status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
-    changed = set(re.findall(r"^(\w+):$", status.stdout, re.M))
-    assert changed == {"train_decoder"}, status.stdout
+    # A change in one section reruns that stage and what follows it, nothing else, in both tools.
+    original = (root / "params.yaml").read_text()
+    for section, key, value, expected, arms in (
+        ("train_decoder", "steps", 21, {"train_decoder", "synthesize", "train_classifier", "evaluate", "tables"},
+         {"real+50", "real+100"}),  # the real arm reads no synthetic data
+        ("evaluate", "n_boot", 40, {"evaluate", "tables"}, set()),
+    ):
+        params = yaml.safe_load(original)
+        params["profiles"]["smoke"][section][key] = value
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        dry = subprocess.run([BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True,
+                             check=True)
+        planned = set(re.findall(r"^rule (\w+):$", dry.stdout, re.M)) - {"all"}
+        assert planned == expected, (section, planned)
+        assert set(re.findall(r"^    wildcards: arm=(\S+)$", dry.stdout, re.M)) == arms, dry.stdout
+        status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
+        changed = set(re.findall(r"^([\w@+]+):$", status.stdout, re.M))
+        assert changed == {section}, status.stdout
+    (root / "params.yaml").write_text(original)
 
 
-def test_dvc_repro_runs_the_same_pipeline(tmp_path, env):
+def assert_results_are_complete(root: Path) -> None:
+    """The tables and metrics hold what the paper reports, for every arm and class."""
+    metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
+    assert set(metrics["classifier"]) == {"real", "real+50", "real+100"}
+    assert metrics["fidelity"]["fid"]["extractor"].startswith("raygen-classifier-penultimate:")
+    assert metrics["fidelity"]["ms_ssim_between_seeds"]["n"] == metrics["counts"]["real_heldout"]
+    table3 = (root / "results/tables/table3.csv").read_text().splitlines()
+    assert len(table3) == 1 + 10 and "Pleural Effusion" in "".join(table3)
+    tables = (root / "results/tables/tables.md").read_text()
+    assert tables.count("## Table") == 3 and "0.7149" in tables  # the paper's Atelectasis AUROC beside ours
+    syn = json.loads((root / "results/synthesize/meta.json").read_text())
+    real_train = sum(1 for line in (root / "results/cohort/classifier.csv").read_text().splitlines()[1:]
+                     if ",train," in line)
+    assert real_train - 10 < syn["aug_100_images"] <= real_train  # the 100% arm: the real training size (floored)
+
+
+def test_dvc_repro_runs_the_same_pipeline(tmp_path, env, monkeypatch):
+    monkeypatch.setenv("RAYGEN_TRACKING", "off")  # MLflow is checked above; here it would add ~5 s per stage
     root = smoke_copy(tmp_path / "dvc")
     proc = subprocess.run([BIN / "dvc", "repro", "--quiet"], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -167,11 +167,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, m
     pd.testing.assert_frame_equal(pa, pb)
 
 
-def test_init_flag_must_match_params(dataset, tmp_path):
-    with pytest.raises(SystemExit, match="params say init: scratch"):
-        tc.main(["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
-                 "--out", str(tmp_path / "x"), "--params", str(write_params(tmp_path / "p.yaml")),
-                 "--init-chexnet", str(tmp_path / "chexnet.pth.tar")])
+def test_params_choose_the_init_file_and_a_missing_one_is_named(dataset, tmp_path):
+    args = ["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
+            "--out", str(tmp_path / "x"), "--init-chexnet", str(tmp_path / "absent.pth.tar")]
+    with pytest.raises(SystemExit, match="absent.pth.tar does not exist; get it from .*arnoweng/CheXNet"):
+        tc.main([*args, "--params", str(write_params(tmp_path / "c.yaml", init="chexnet"))])
     with pytest.raises(SystemExit, match="--init-chexnet.*arnoweng/CheXNet"):
         tc.main(["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
                  "--out", str(tmp_path / "x"), "--params", str(write_params(tmp_path / "q.yaml", init="chexnet"))])

@@ -146,7 +146,14 @@ def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, to
 
 
 def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, D) feature sets (Heusel et al. 2017)."""
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets (Heusel et al. 2017).
+
+    ``tr sqrt(C_a C_b)`` is the sum of square roots of the eigenvalues of ``C_a C_b``. With fewer
+    samples than dimensions those are, exactly, the eigenvalues of the small symmetric PSD matrix
+    ``(X_a X_b^T)(X_a X_b^T)^T / ((n_a - 1)(n_b - 1))`` (X centred), so no D x D matrix square root
+    is needed (170 demo images in 1024-d features: milliseconds instead of seconds, and no
+    regularisation of the singular product).
+    """
     from scipy import linalg
 
     a = np.asarray(features_a, dtype=np.float64)
@@ -154,10 +161,20 @@ def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarr
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least 2 samples per set")
     mu_a, mu_b = a.mean(0), b.mean(0)
+    mean_term = float(((mu_a - mu_b) ** 2).sum())
+    if min(len(a), len(b)) < a.shape[1]:
+        xa, xb = a - mu_a, b - mu_b
+        cross = xa @ xb.T  # (n_a, n_b)
+        small = cross @ cross.T / ((len(a) - 1) * (len(b) - 1)) if len(a) <= len(b) else \
+            cross.T @ cross / ((len(a) - 1) * (len(b) - 1))
+        tr_covmean = float(np.sqrt(np.clip(linalg.eigvalsh(small), 0.0, None)).sum())
+        tr_a = float((xa * xa).sum() / (len(a) - 1))
+        tr_b = float((xb * xb).sum() / (len(b) - 1))
+        return mean_term + tr_a + tr_b - 2.0 * tr_covmean
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     covmean = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all():  # singular product (N < D): regularise as pytorch-fid does
+    if not np.isfinite(covmean).all():  # numerically singular product: regularise as pytorch-fid does
         offset = np.eye(len(mu_a)) * 1e-6
         covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+    return float(mean_term + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))

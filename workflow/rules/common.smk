@@ -1,6 +1,7 @@
 # Shared helpers for the rules. Kept free of `raygen` imports so that Snakemake itself can run in
 # an environment without the package (conda jobs get it through PYTHONPATH, set below).
 import os
+import re
 import uuid
 
 PROFILES = ("demo", "smoke", "paper")
@@ -13,6 +14,10 @@ PARAMS = "params.yaml"
 DATA = f"data/{PROFILE}"
 JPG_ROOT = f"{DATA}/mimic-cxr-jpg/2.0.0"
 REPORTS_ROOT = f"{DATA}/mimic-cxr/2.0.0"
+ARMS = ("real", "real+50", "real+100")  # classifier arms: raygen.data.classifier_data.ARMS
+# torchxrayvision's DenseNet-121 (the paper's FID features), used by `evaluate` when present.
+XRV_WEIGHTS = "weights/torchxrayvision/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+CHEXNET_WEIGHTS = "weights/chexnet/model.pth.tar"  # the paper's classifier init (train_classifier.init: chexnet)
 CONDA_ENV = "../envs/raygen.yaml"
 
 # Jobs (conda ones too) import raygen from this checkout, and MLflow groups the runs of one
@@ -40,9 +45,12 @@ def section(name):
     return _merge(config.get(name) or {}, overlay)
 
 
-def stage_cmd(stage, args):
-    """`python -m raygen.<stage>` with the shared flags, then the stage's own arguments."""
-    return f"python -m raygen.{stage} --params {PARAMS} --profile {PROFILE} --log logs/{stage}.log {args}"
+def stage_cmd(stage, args, log=None):
+    """`python -m raygen.<stage>` with the shared flags, then the stage's own arguments.
+
+    The log is logs/<stage>.log, or `log` (a path under logs/<stage>/) for a stage that runs per wildcard.
+    """
+    return f"python -m raygen.{stage} --params {PARAMS} --profile {PROFILE} --log {log or f'logs/{stage}.log'} {args}"
 
 
 def dvc_handover():
@@ -80,3 +88,10 @@ def dvc_handover():
         logger.info("DVC hand-over: outputs committed to dvc.lock (`dvc repro` has nothing to redo)")
     else:
         logger.warning(f"DVC hand-over failed (run `dvc commit` by hand): {proc.stderr.strip()[-500:]}")
+
+
+def classifier_synthetic(wildcards):
+    """The augmented arms read the 100% manifest and its images; the real arm reads neither."""
+    if wildcards.arm == "real":
+        return {}
+    return {"synthetic": "results/synthesize/aug_100.csv", "synthetic_images": "results/synthesize/images"}

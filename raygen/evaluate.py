@@ -1,0 +1,414 @@
+"""Stage ``evaluate``: every number the paper reports, and two it could not measure.
+
+Command line::
+
+    raygen evaluate --synthetic results/synthesize --classifiers results/train_classifier \\
+        --generator results/cohort/generator.csv --jpg-root data/demo/mimic-cxr-jpg/2.0.0 \\
+        --xrv-weights weights/torchxrayvision/densenet121-res224-chex.pth --out results/evaluate
+
+What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/``):
+
+- **Classifier arms** (real, real+50, real+100): per-class and macro AUROC on the real test patients
+  (classes without positives left out and listed), F1 at thresholds chosen on validation, percentile
+  bootstrap 95% intervals over test images (:mod:`raygen.metrics.classification`); ROC curves per class
+  (``plots/roc.png``) and each arm's macro-average ROC (``roc/<arm>.csv``, a DVC plot).
+- **Fidelity and diversity** of the per-report set: FID and KID between the held-out real images and
+  the first generation of their reports, FID between two halves of the real images (the floor at this
+  sample count), SSIM between each real image and the image generated from its report, and MS-SSIM
+  between the two generations of each report (kernel size and scales stated).
+- **Feature extractor**: ``extractor: xrv`` needs the torchxrayvision DenseNet-121 file
+  (``--xrv-weights``, the paper's choice); ``classifier`` uses the real-only classifier's 1024-d
+  penultimate features; ``auto`` takes xrv when the file exists, else the classifier. The name and
+  weight hash of the extractor are written beside every FID.
+- **Conditional fidelity**: the real-only classifier's AUROC on synthetic images against the labels
+  their prompts asked for (augmentation set), and, where the held-out reports carry ground truth (the
+  demo's ``true_*`` columns), on the per-report images against the truth of their reports, beside the
+  same classifier on the real held-out images (the ceiling).
+- **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
+  feature space against the same distance for real held-out images; the share closer than the real
+  baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raygen import tracking
+from raygen.checkpoint import load_checkpoint
+from raygen.cli import stage_parser
+from raygen.config import load_stage_params, to_dict
+from raygen.data.classifier_data import ARMS
+from raygen.data.images import load_grey, preprocess, signed_to_unit
+from raygen.data.labels import CLASSES
+from raygen.io import atomic_path, sha256_file, write_csv, write_json
+from raygen.metrics.classification import auroc, evaluate_classifier
+from raygen.metrics.fid import (
+    FeatureExtractor,
+    compute_fid,
+    module_extractor,
+    xrv_densenet_extractor,
+)
+from raygen.metrics.image_similarity import ms_ssim
+from raygen.metrics.memorisation import memorisation, save_pairs_grid
+from raygen.metrics.reconstruction import ssim
+from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+from raygen.runtime import configure_torch, pick_device, setup_logging
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
+ROC_GRID = np.linspace(0.0, 1.0, 101)  # false-positive rates of the macro-average ROC curves
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The ``evaluate`` section of params.yaml (defaults = the demo profile)."""
+
+    extractor: Literal["auto", "xrv", "classifier"] = "auto"  # FID / memorisation feature space
+    n_boot: int = 1000  # bootstrap resamples for the 95% intervals
+    ci_level: float = 0.95
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000  # capped at the smaller set
+    msssim_kernel: int = 0  # 0 = by resolution (raygen.metrics.image_similarity: 7 px x 4 scales at 128 px)
+    msssim_scales: int = 0
+    memorisation_metric: Literal["cosine", "l2"] = "cosine"
+    memorisation_percentile: float = 1.0  # the real held-out baseline's percentile
+    memorisation_pairs: int = 8  # closest pairs drawn side by side
+    max_train_images: int = 0  # generator-training images searched for neighbours; 0 = all
+    seed: int = 0
+    workers: int = 2  # image-decoding threads
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n_boot < 10 or not 0.5 < self.ci_level < 1.0:
+            raise ValueError("evaluate.n_boot must be >= 10 and ci_level in (0.5, 1)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tensor:
+    """(N, 1, R, R) [0, 1] float32: grey files resized (shortest side) and centre-cropped like the
+    tokenizer's input (synthetic PNGs already at R pass through unchanged)."""
+    def one(path: Path) -> torch.Tensor:
+        return signed_to_unit(preprocess(load_grey(path), resolution, 1))
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return torch.stack(list(pool.map(one, paths)))
+
+
+def read_predictions(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N, K) int, probabilities (N, K) float) from ``<split>_predictions.csv``."""
+    frame = pd.read_csv(folder / f"{split}_predictions.csv")
+    return frame[list(CLASSES)].to_numpy(dtype=np.int64), frame[[f"prob_{c}" for c in CLASSES]].to_numpy(np.float64)
+
+
+def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int, str]:
+    """The real-only classifier (eval mode), its input resolution and its weight hash."""
+    state = load_checkpoint(path)
+    model = XrayDenseNet(ClassifierConfig(**state["classifier"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval().requires_grad_(False), int(state["config"]["params"]["resolution"]), \
+        sha256_file(path)[:12]
+
+
+class _Penultimate(nn.Module):
+    """The classifier's 1024-d penultimate features of [0, 1] images resized to its resolution."""
+
+    def __init__(self, model: XrayDenseNet, resolution: int) -> None:
+        super().__init__()
+        self.model, self.resolution = model, resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
+                          antialias=True) if x.shape[-1] != self.resolution else x
+        return self.model.penultimate(x * 2 - 1)
+
+
+def pick_extractor(p: EvaluateParams, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str,
+                   device: torch.device) -> FeatureExtractor:
+    """The FID / memorisation feature extractor named by ``p.extractor`` (see the module docstring)."""
+    use_xrv = p.extractor == "xrv" or (p.extractor == "auto" and xrv_weights is not None and xrv_weights.is_file())
+    if use_xrv:
+        return xrv_densenet_extractor(path=xrv_weights, device=device)  # raises naming the file when missing
+    if p.extractor == "auto":
+        log.info("no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features",
+                 xrv_weights)
+    return module_extractor(_Penultimate(model, resolution), f"raygen-classifier-penultimate:{sha}", device=device)
+
+
+@torch.no_grad()
+def classifier_probs(model: XrayDenseNet, images: torch.Tensor, resolution: int, device: torch.device,
+                     batch_size: int = 64) -> np.ndarray:
+    """(N, K) sigmoid probabilities of [0, 1] images (resized to the classifier's resolution)."""
+    out = []
+    for chunk in images.split(batch_size):
+        x = chunk.to(device)
+        if x.shape[-1] != resolution:
+            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+        out.append(torch.sigmoid(model(x * 2 - 1).float()).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve of one class (FPR, TPR ascending), thresholds at every distinct score."""
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps, fps = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
+    return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
+
+
+def macro_roc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Mean TPR over the classes with both labels at :data:`ROC_GRID` false-positive rates."""
+    curves = [np.interp(ROC_GRID, *roc_points(y[:, k], s[:, k])) for k in range(y.shape[1])
+              if 0 < y[:, k].sum() < len(y)]
+    return np.mean(curves, axis=0) if curves else np.full_like(ROC_GRID, np.nan)
+
+
+def report_dict(report: Any) -> dict[str, Any]:
+    """A ClassificationReport as plain JSON values (tuples to lists)."""
+    return {"auroc": asdict(report.auroc), "auroc_ci": asdict(report.auroc_ci), "f1": asdict(report.f1),
+            "f1_ci": asdict(report.f1_ci), "thresholds": asdict(report.thresholds), "n_test": report.n_test}
+
+
+def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]], path: Path) -> None:
+    """One panel per class, one line per arm, AUROC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 5, figsize=(17, 7), squeeze=False)
+    for ax, name in zip(axes.flat, CLASSES):
+        ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
+        for arm, per_class in curves.items():
+            if name in per_class:
+                fpr, tpr, value = per_class[name]
+                ax.plot(fpr, tpr, lw=1.2, label=f"{arm} {value:.3f}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("false-positive rate", fontsize=7)
+        ax.set_ylabel("true-positive rate", fontsize=7)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def conditional_fidelity(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """AUROC of the real-only classifier's scores against the labels the images should show."""
+    return asdict(auroc(labels, probs, CLASSES)) | {"n_images": len(labels)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser():
+    parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
+    parser.add_argument("--synthetic", type=Path, required=True, help="synthesize output folder")
+    parser.add_argument("--classifiers", type=Path, required=True,
+                        help="train_classifier output folder holding one sub-folder per arm (real, real+50, real+100)")
+    parser.add_argument("--generator", type=Path, required=True, help="cohort generator.csv (memorisation reference)")
+    parser.add_argument("--jpg-root", type=Path, required=True, help="JPG root the manifests' paths are relative to")
+    parser.add_argument("--xrv-weights", type=Path, default=None,
+                        help="torchxrayvision densenet121-res224-chex weight file (extractor: xrv / auto)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    profile, p = load_stage_params(args.params, STAGE, EvaluateParams, args.profile)
+    device = pick_device(p.device)
+    configure_torch(device)
+    started = time.perf_counter()
+    out = args.out
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "roc").mkdir(parents=True, exist_ok=True)
+
+    # 1. The classifier arms on the real test patients.
+    arms: dict[str, Any] = {}
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]] = {}
+    for arm in ARMS:
+        folder = args.classifiers / arm
+        y_val, s_val = read_predictions(folder, "val")
+        y_test, s_test = read_predictions(folder, "test")
+        report = evaluate_classifier(y_val, s_val, y_test, s_test, CLASSES, n_boot=p.n_boot, seed=p.seed,
+                                     level=p.ci_level)
+        trained = json_load(folder / "metrics.json")
+        arms[arm] = report_dict(report) | {"train_images": trained["train_images"],
+                                           "synthetic_train_images": trained["synthetic_train_images"],
+                                           "best_epoch": trained["best_epoch"]}
+        curves[arm] = {c: (*roc_points(y_test[:, k], s_test[:, k]), report.auroc.per_class[c])
+                       for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
+        write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))
+        log.info("arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images)", arm, report.auroc.macro,
+                 *report.auroc_ci.macro, report.f1.macro, report.n_test)
+    plot_roc(curves, out / "plots" / "roc.png")
+
+    # 2. Images: held-out real, their two generations, the augmentation set, generator training images.
+    per_report = pd.read_csv(args.synthetic / "per_report.csv", dtype={"dicom_id": str})
+    aug = pd.read_csv(args.synthetic / "aug_100.csv")
+    generator = pd.read_csv(args.generator, dtype={"dicom_id": str})
+    train = generator[generator["split"] == "train"]
+    if 0 < p.max_train_images < len(train):
+        train = train.sample(p.max_train_images, random_state=p.seed)
+    side = _png_side(args.synthetic / per_report["path_0"].iloc[0])
+    real = load_images([args.jpg_root / x for x in per_report["real_path"]], side, p.workers)
+    gen = [load_images([args.synthetic / x for x in per_report[f"path_{k}"]], side, p.workers)
+           for k in range(_n_seeds(per_report))]
+    aug_images = load_images([args.synthetic / x for x in aug["path"]], side, p.workers)
+    train_images = load_images([args.jpg_root / x for x in train["path"]], side, p.workers)
+    log.info("images at %d px: %d real held-out, %d x %d per-report, %d augmentation, %d generator-training",
+             side, len(real), len(gen), len(gen[0]), len(aug_images), len(train_images))
+
+    model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
+    extractor = pick_extractor(p, args.xrv_weights, model, resolution, sha, device)
+    feats = {name: np.asarray(extractor(x)) for name, x in
+             (("real", real), ("gen0", gen[0]), ("aug", aug_images), ("train", train_images))}
+
+    fid = compute_fid(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
+    halves = np.random.default_rng(p.seed).permutation(len(real))
+    floor = compute_fid(feats["real"][halves[::2]], feats["real"][halves[1::2]], extractor.name, p.kid_subsets,
+                        p.kid_subset_size, p.seed)
+    fidelity = {
+        "fid": asdict(fid),
+        "fid_real_halves": asdict(floor),
+        "ssim_real_vs_generated": _mean_std(ssim(real, gen[0])),
+        "resolution": side,
+    }
+    if len(gen) > 1:
+        fidelity["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], p.msssim_kernel or None,
+                                                           p.msssim_scales or None))
+    log.info("FID %.2f (real halves %.2f), KID %.4f, SSIM %.3f%s [%s]", fid.fid, floor.fid, fid.kid_mean,
+             fidelity["ssim_real_vs_generated"]["mean"],
+             f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "", extractor.name)
+
+    # 3. Conditional fidelity with the real-only classifier.
+    cond = {"augmentation_prompts": conditional_fidelity(
+        aug[list(CLASSES)].to_numpy(np.int64), classifier_probs(model, aug_images, resolution, device))}
+    truth = [f"true_{c}" for c in CLASSES]
+    if all(c in per_report.columns for c in truth):
+        y = per_report[truth].fillna(0).to_numpy(np.int64)
+        cond["per_report_generated"] = conditional_fidelity(y, classifier_probs(model, gen[0], resolution, device))
+        cond["per_report_real"] = conditional_fidelity(y, classifier_probs(model, real, resolution, device))
+    cond["classifier"] = f"real-only DenseNet-121:{sha}"
+    log.info("conditional fidelity: macro AUROC %.4f on %d augmentation images%s", cond["augmentation_prompts"]["macro"],
+             len(aug), ("; per-report %.4f generated vs %.4f real" % (cond["per_report_generated"]["macro"],
+                                                                       cond["per_report_real"]["macro"]))
+             if "per_report_real" in cond else "")
+
+    # 4. Memorisation against the generator's training images.
+    synthetic = np.concatenate([feats["gen0"], feats["aug"]])
+    mem = memorisation(synthetic, feats["real"], feats["train"], extractor.name, p.memorisation_metric,
+                       p.memorisation_percentile, k=p.memorisation_pairs)
+    syn_images = torch.cat([gen[0], aug_images])
+    save_pairs_grid(mem.closest, lambda i: syn_images[i], lambda i: train_images[i],
+                    out / "plots" / "memorisation_pairs.png")
+
+    metrics = {
+        "profile": profile,
+        "classifier": arms,
+        "fidelity": fidelity,
+        "conditional_fidelity": cond,
+        "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
+        "counts": {"real_heldout": len(real), "per_report_seeds": len(gen), "augmentation": len(aug),
+                   "generator_train": len(train_images)},
+        "extractor": extractor.name,
+        "classifier_resolution": resolution,
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    write_json(out / "metrics.json", _finite(metrics))
+    write_json(out / "summary.json", summary(metrics))
+    log.info("wrote %s in %.1f s", out / "metrics.json", metrics["wall_s"])
+    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:
+        tracker.set_tags({"raygen.extractor": extractor.name})
+        tracker.log_metrics({k: v for k, v in summary(metrics).items() if isinstance(v, float)})
+        for path in (out / "plots" / "roc.png", out / "plots" / "memorisation_pairs.png", out / "metrics.json",
+                     args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"):
+            if path.is_file():
+                tracker.log_artifact(path, "figures" if path.suffix == ".png" else None)
+    return 0
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers, flat (``dvc metrics show`` / ``dvc exp show`` columns)."""
+    out: dict[str, Any] = {}
+    for arm, r in metrics["classifier"].items():
+        out[f"{arm}/macro_auroc"] = r["auroc"]["macro"]
+        out[f"{arm}/macro_auroc_low"], out[f"{arm}/macro_auroc_high"] = r["auroc_ci"]["macro"]
+        out[f"{arm}/macro_f1"] = r["f1"]["macro"]
+    fid = metrics["fidelity"]
+    out["fid"], out["kid"] = fid["fid"]["fid"], fid["fid"]["kid_mean"]
+    out["fid_real_halves"] = fid["fid_real_halves"]["fid"]
+    out["ssim"] = fid["ssim_real_vs_generated"]["mean"]
+    if "ms_ssim_between_seeds" in fid:
+        out["ms_ssim"] = fid["ms_ssim_between_seeds"]["value"]
+    cond = metrics["conditional_fidelity"]
+    out["conditional_fidelity/augmentation"] = cond["augmentation_prompts"]["macro"]
+    if "per_report_generated" in cond:
+        out["conditional_fidelity/per_report"] = cond["per_report_generated"]["macro"]
+        out["conditional_fidelity/per_report_real"] = cond["per_report_real"]["macro"]
+    out["memorisation/share_below"] = metrics["memorisation"]["share_below"]
+    out["extractor"] = metrics["extractor"]
+    return _finite({k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in out.items()})
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None (JSON has neither; DVC and MLflow choke on them)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _mean_std(values: torch.Tensor) -> dict[str, float]:
+    return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def _n_seeds(per_report: pd.DataFrame) -> int:
+    return sum(1 for c in per_report.columns if c.startswith("path_"))
+
+
+def _png_side(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return min(img.size)
+
+
+def json_load(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

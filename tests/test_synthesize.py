@@ -1,0 +1,142 @@
+"""The synthesize stage's plans (who gets which prompt and label) and its resumable, seeded generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from raygen import synthesize as syn
+from raygen.data.augment_recipe import class_counts
+from raygen.data.labels import CLASSES
+from raygen.generation.sampler import SamplerConfig, TrainedDecoder
+from tests.test_generation import D, FakeVQ, L, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny models only."""
+
+
+def classifier_manifest(n_train: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_train + 10):
+        labels = (rng.random(len(CLASSES)) < np.linspace(0.05, 0.5, len(CLASSES))).astype(int)
+        labels[i % len(CLASSES)] = 1  # every class has positives
+        rows.append({"dicom_id": f"d{i}", "subject_id": 100 + i, "study_id": 5000 + i,
+                     "split": "train" if i < n_train else "test", "view": "AP", "path": f"files/{i}.jpg",
+                     **dict(zip(CLASSES, labels))})
+    return pd.DataFrame(rows)
+
+
+def test_class_name_plan_follows_the_recipe_with_one_hot_labels():
+    manifest = classifier_manifest()
+    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams())
+    train = manifest[manifest["split"] == "train"]
+    expected = class_counts(train[list(CLASSES)].sum().tolist(), len(train))
+    got = plan.groupby("prompt_class", sort=False).size().reindex(list(CLASSES)).tolist()
+    assert got == expected and len(plan) <= len(train)
+    assert (plan[list(CLASSES)].sum(axis=1) == 1).all()
+    assert all(plan.loc[i, row.prompt_class] == 1 for i, row in plan.iterrows())
+    assert list(plan["prompt_class"]) == sorted(plan["prompt_class"], key=list(CLASSES).index)  # grouped
+    assert plan["path"].is_unique and set(plan["prompt"]) == set(CLASSES)  # paper: the bare class name
+
+
+def test_template_and_size_override():
+    manifest = classifier_manifest()
+    p = syn.SynthesizeParams(class_template="Chest radiograph with {lower}.", aug_total=200)
+    plan = syn.augmentation_plan(manifest, p)
+    assert "Chest radiograph with pleural effusion." in set(plan["prompt"])
+    assert 190 < len(plan) <= 200
+
+
+def test_impression_plan_keeps_the_source_studies_labels():
+    manifest = classifier_manifest()
+    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))],
+                              "split": "train"})
+    impressions = syn.training_impressions(manifest, generator)
+    assert set(impressions["study_id"]) == set(manifest.loc[manifest["split"] == "train", "study_id"])
+    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"), impressions)
+    by_study = manifest.set_index("study_id")
+    for _, row in plan.iterrows():
+        source = by_study.loc[row["source_study_id"]]
+        assert source[row["prompt_class"]] == 1  # prompted with a study positive for its class
+        assert [row[c] for c in CLASSES] == [source[c] for c in CLASSES]
+        assert row["prompt"] == f"report {row['source_study_id'] - 5000}"
+
+
+def test_per_report_plan_has_one_path_per_seed_and_the_truth():
+    fid = pd.DataFrame({"dicom_id": ["a", "b"], "subject_id": [1, 2], "study_id": [10, 20], "view": "AP",
+                        "path": ["files/a.jpg", "files/b.jpg"], "text": ["x", "y"], "true_Edema": [1, 0]})
+    plan = syn.per_report_plan(fid, [0, 7], 0)
+    assert list(plan["path_1"]) == ["images/per_report/seed7/a.png", "images/per_report/seed7/b.png"]
+    assert list(plan["real_path"]) == ["files/a.jpg", "files/b.jpg"] and list(plan["true_Edema"]) == [1, 0]
+    assert len(syn.per_report_plan(fid, [0, 1], 1)) == 1
+
+
+def test_params_validate():
+    with pytest.raises(ValueError, match="count_rule"):
+        syn.SynthesizeParams(count_rule="sqrt")
+    with pytest.raises(ValueError, match="distinct"):
+        syn.SynthesizeParams(per_report_seeds=[3, 3])
+    with pytest.raises(ValueError, match="class_template"):
+        syn.SynthesizeParams(class_template="an X-ray")
+
+
+def _generate(folder, states, lengths, seed=0):
+    trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
+    paths = [folder / f"{i}.png" for i in range(len(states))]
+    made = syn.generate_set(trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), seed,
+                            0, None, "test")
+    return paths, made
+
+
+def test_generation_is_seeded_and_a_resumed_run_is_identical(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    states, lengths = torch.randn(5, L, D, generator=g).half(), torch.tensor([6, 3, 1, 2, 4])
+    full, made = _generate(tmp_path / "full", states, lengths)
+    assert made == 5 and all(p.is_file() for p in full)
+    pixels = [syn.load_pngs([p]) for p in full]
+
+    # Killed after the first batch: the second run regenerates only what is missing, bit for bit.
+    resumed, _ = _generate(tmp_path / "resumed", states, lengths)
+    for p in resumed[2:]:
+        p.unlink()
+    _, made = _generate(tmp_path / "resumed", states, lengths)
+    assert made == 3
+    assert all(torch.equal(a, syn.load_pngs([p])) for a, p in zip(pixels, resumed))
+
+    other, _ = _generate(tmp_path / "other", states, lengths, seed=1)
+    assert not all(torch.equal(a, syn.load_pngs([p])) for a, p in zip(pixels, other))
+
+
+def test_partial_folder_is_discarded_when_inputs_change(tmp_path):
+    partial = tmp_path / "images.partial"
+    syn._claim_partial(partial, {"params": 1})
+    (partial / "kept.png").write_bytes(b"x")
+    syn._claim_partial(partial, {"params": 1})
+    assert (partial / "kept.png").exists()
+    syn._claim_partial(partial, {"params": 2})
+    assert not (partial / "kept.png").exists()
+
+
+def test_png_round_trip_is_eight_bit_grey(tmp_path):
+    image = torch.linspace(-1, 1, 16).view(1, 4, 4).repeat(3, 1, 1)
+    syn.write_png(image, tmp_path / "x.png")
+    back = syn.load_pngs([tmp_path / "x.png"])
+    assert back.shape == (1, 1, 4, 4)
+    assert torch.allclose(back[0, 0], (image[0] + 1) / 2, atol=1 / 255)
+
+
+def test_sharded_generation_equals_one_process(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    states, lengths = torch.randn(7, L, D, generator=g).half(), torch.tensor([6, 3, 1, 2, 4, 5, 6])
+    single, _ = _generate(tmp_path / "single", states, lengths)
+    trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
+    paths = [tmp_path / "sharded" / f"{i}.png" for i in range(7)]
+    made = [syn.generate_set(trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), 0, 0,
+                             None, "test", rank=r, world=2) for r in (1, 0)]  # batches 1, 3 then 0, 2
+    assert made == [3, 4]
+    assert all(torch.equal(syn.load_pngs([a]), syn.load_pngs([b])) for a, b in zip(single, paths))

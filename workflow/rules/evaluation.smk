@@ -1,0 +1,145 @@
+# Evaluation phase: synthetic sets -> one classifier per arm -> metrics -> the paper's tables.
+
+
+
+rule synthesize:
+    input:
+        decoder=rules.train_decoder.output.model,
+        vqgan=rules.vqgan.output.model,
+        vqgan_config=rules.vqgan.output.config,
+        text=rules.embed_text.output.meta,
+        text_states=rules.embed_text.output.states,
+        fid=rules.cohort.output.fid,
+        generator=rules.cohort.output.generator,
+        classifier=rules.cohort.output.classifier,
+    output:
+        images=directory("results/synthesize/images"),
+        per_report="results/synthesize/per_report.csv",
+        aug="results/synthesize/aug_100.csv",
+        samples="results/synthesize/samples_per_class.png",
+        progressive="results/synthesize/progressive.png",
+        meta="results/synthesize/meta.json",
+    params:
+        section=section("synthesize"),
+        vqgan=lambda wildcards, input: os.path.dirname(input.vqgan),
+        text=lambda wildcards, input: os.path.dirname(input.text),
+        out=lambda wildcards, output: os.path.dirname(output.meta),
+    log:
+        "logs/synthesize.log",
+    benchmark:
+        "benchmarks/synthesize.tsv"
+    resources:
+        mem_mb=8000,
+        gpu=1 if PROFILE == "paper" else 0,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd(
+            "synthesize",
+            "--checkpoint {input.decoder} --vqgan {params.vqgan} --text {params.text} --fid {input.fid}"
+            " --generator {input.generator} --classifier {input.classifier} --out {params.out}",
+        )
+
+
+rule train_classifier:
+    input:
+        unpack(classifier_synthetic),
+        data=rules.download.output.complete,
+        manifest=rules.cohort.output.classifier,
+    output:
+        model="results/train_classifier/{arm}/model.ckpt",
+        history="results/train_classifier/{arm}/history.csv",
+        val="results/train_classifier/{arm}/val_predictions.csv",
+        test="results/train_classifier/{arm}/test_predictions.csv",
+        metrics="results/train_classifier/{arm}/metrics.json",
+    wildcard_constraints:
+        arm="|".join(re.escape(a) for a in ARMS),
+    params:
+        section=section("train_classifier"),
+        jpg=JPG_ROOT,
+        chexnet=CHEXNET_WEIGHTS,
+        xrv=XRV_WEIGHTS,
+        synthetic=lambda wildcards, input: f" --synthetic {input.synthetic}" if "synthetic" in input.keys() else "",
+        out=lambda wildcards, output: os.path.dirname(output.model),
+    log:
+        "logs/train_classifier/{arm}.log",
+    benchmark:
+        "benchmarks/train_classifier/{arm}.tsv"
+    resources:
+        mem_mb=8000,
+        gpu=1 if PROFILE == "paper" else 0,
+    # One thread each (Snakemake sets OMP_NUM_THREADS): two arms train side by side on 2 cores, 1.33x the
+    # throughput of one 2-thread run (22 vs 33 images/s per process, docs/benchmarks.md).
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd(
+            "train_classifier",
+            "--manifest {input.manifest} --jpg-root {params.jpg} --arm {wildcards.arm}"
+            " --init-chexnet {params.chexnet} --init-xrv {params.xrv} --out {params.out}{params.synthetic}",
+            log="logs/train_classifier/{wildcards.arm}.log",
+        )
+
+
+rule evaluate:
+    input:
+        per_report=rules.synthesize.output.per_report,
+        aug=rules.synthesize.output.aug,
+        images=rules.synthesize.output.images,
+        generator=rules.cohort.output.generator,
+        data=rules.download.output.complete,
+        classifiers=expand("results/train_classifier/{arm}/{name}", arm=ARMS,
+                           name=("model.ckpt", "val_predictions.csv", "test_predictions.csv", "metrics.json")),
+    output:
+        metrics="results/evaluate/metrics.json",
+        summary="results/evaluate/summary.json",
+        roc=expand("results/evaluate/roc/{arm}.csv", arm=ARMS),
+        roc_png="results/evaluate/plots/roc.png",
+        pairs="results/evaluate/plots/memorisation_pairs.png",
+    params:
+        section=section("evaluate"),
+        synthetic=lambda wildcards, input: os.path.dirname(input.per_report),
+        jpg=JPG_ROOT,
+        xrv=XRV_WEIGHTS,
+        out=lambda wildcards, output: os.path.dirname(output.metrics),
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "benchmarks/evaluate.tsv"
+    resources:
+        mem_mb=8000,
+        gpu=1 if PROFILE == "paper" else 0,
+    threads: 2
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd(
+            "evaluate",
+            "--synthetic {params.synthetic} --classifiers results/train_classifier --generator {input.generator}"
+            " --jpg-root {params.jpg} --xrv-weights {params.xrv} --out {params.out}",
+        )
+
+
+rule tables:
+    input:
+        metrics=rules.evaluate.output.metrics,
+    output:
+        tables="results/tables/tables.md",
+        md=expand("results/tables/table{i}.md", i=(1, 2, 3)),
+        csv=expand("results/tables/table{i}.csv", i=(1, 2, 3)),
+    params:
+        section=section("tables"),
+        out=lambda wildcards, output: os.path.dirname(output.tables),
+    log:
+        "logs/tables.log",
+    benchmark:
+        "benchmarks/tables.tsv"
+    resources:
+        mem_mb=1000,
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd("tables", "--metrics {input.metrics} --out {params.out}")
