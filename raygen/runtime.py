@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -158,3 +159,45 @@ def relaunch_per_gpu(module: str, argv: list[str], gpus: int, device: str) -> in
     cmd = torchrun_command(module, argv, nproc)
     log.info("%d GPUs: relaunching as %s", nproc, " ".join(cmd[:6]) + " ...")
     return subprocess.call(cmd)
+
+
+def setup_rank_logging(log_file: str | Path | None) -> None:
+    """:func:`setup_logging` for a stage that may run as several torchrun processes: rank 0 logs to the
+    stage's file at INFO, the other ranks only warnings, to stderr."""
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    setup_logging(log_file if main_rank else None, level=logging.INFO if main_rank else logging.WARNING)
+
+
+def run_per_gpu(module: str, argv: list[str] | None, gpus: int, device: str, body: Callable[[Dist], int]) -> int:
+    """Run ``body(ctx)`` in every process of the job: relaunched under torchrun when more than one GPU is
+    to be used (:func:`relaunch_per_gpu`), then joined to the process group, which is left at the end."""
+    code = relaunch_per_gpu(module, list(sys.argv[1:] if argv is None else argv), gpus, device)
+    if code is not None:
+        return code
+    ctx = init_distributed(device)
+    try:
+        return body(ctx)
+    finally:
+        if ctx.world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def gather_object(obj: Any, ctx: Dist) -> list[Any]:
+    """``obj`` of every rank, in rank order (just ``[obj]`` in a single process)."""
+    if ctx.world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ctx: Dist) -> None:
+    """Wait for every rank (nothing in a single process)."""
+    if ctx.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

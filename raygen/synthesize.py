@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +43,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
@@ -73,12 +70,7 @@ from raygen.generation.sampler import (
 )
 from raygen.io import sha256_file, write_csv, write_json
 from raygen.runtime import (
-    Dist,
-    autocast_dtype,
-    configure_torch,
-    init_distributed,
-    relaunch_per_gpu,
-    setup_logging,
+    Dist, autocast_dtype, barrier, configure_torch, gather_object, run_per_gpu, setup_rank_logging,
 )
 
 log = logging.getLogger(__name__)
@@ -243,19 +235,6 @@ def generate_set(trained: TrainedDecoder, vq: Any, states: torch.Tensor, lengths
     return made
 
 
-def _barrier(ctx: Dist) -> None:
-    if ctx.world_size > 1:
-        dist.barrier()
-
-
-def _gather(value: int, ctx: Dist) -> list[int]:
-    if ctx.world_size == 1:
-        return [value]
-    out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, value)
-    return out
-
-
 def _claim_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
     """Reuse ``partial`` only if it was started with the same params, models and manifests."""
     stamp = partial / "fingerprint.json"
@@ -300,18 +279,9 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    setup_logging(args.log if rank == 0 else None, level=logging.INFO if rank == 0 else logging.WARNING)
+    setup_rank_logging(args.log)
     profile, p = load_stage_params(args.params, STAGE, SynthesizeParams, args.profile)
-    code = relaunch_per_gpu("raygen.synthesize", list(sys.argv[1:] if argv is None else argv), p.gpus, p.device)
-    if code is not None:
-        return code
-    ctx = init_distributed(p.device)
-    try:
-        return _run(args, p, profile, ctx)
-    finally:
-        if ctx.world_size > 1:
-            dist.destroy_process_group()
+    return run_per_gpu("raygen.synthesize", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
 
 
 def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
@@ -341,7 +311,7 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
         _claim_partial(partial, {"params": {k: v for k, v in to_dict(p).items() if k not in ("gpus", "device")},
                                  "decoder": sha256_file(args.checkpoint), "vqgan": sha256_file(args.vqgan / "model.ckpt"),
                                  "fid": sha256_file(args.fid), "classifier": sha256_file(args.classifier)})
-    _barrier(ctx)
+    barrier(ctx)
     shard = {"rank": ctx.rank, "world": ctx.world_size}
 
     def at(rel: str) -> Path:  # manifests hold IMAGES/...; write into the partial folder
@@ -366,8 +336,8 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
         batch = cache.get(rows, dtype=torch.float16, device=device)
         made += generate_set(trained, vq, batch.states, batch.lengths, [at(x) for x in aug["path"]],
                              config, p.seed, 100, amp, "augmentation", **shard)
-    made = sum(_gather(made, ctx))
-    _barrier(ctx)
+    made = sum(gather_object(made, ctx))
+    barrier(ctx)
     if not ctx.main:
         return 0
     (partial / "fingerprint.json").unlink()

@@ -31,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,13 +46,30 @@ from raygen import tracking
 from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.token_dataset import StepBatchSampler, TokenBatch, TokenTextDataset, load_null_prompt, make_loader
+from raygen.data.token_dataset import (
+    StepBatchSampler,
+    TokenBatch,
+    TokenTextDataset,
+    load_null_prompt,
+    make_loader,
+)
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
 from raygen.generation.schedule import sample_train_mask
 from raygen.io import write_json
-from raygen.models.decoder import DECODER_PRESETS, MaskedTokenDecoder, count_parameters, decoder_config
+from raygen.models.decoder import (
+    DECODER_PRESETS,
+    MaskedTokenDecoder,
+    count_parameters,
+    decoder_config,
+)
 from raygen.runtime import (
-    Dist, autocast_dtype, configure_torch, init_distributed, relaunch_per_gpu, seed_everything, setup_logging,
+    Dist,
+    autocast_dtype,
+    configure_torch,
+    gather_object,
+    run_per_gpu,
+    seed_everything,
+    setup_rank_logging,
 )
 
 log = logging.getLogger(__name__)
@@ -97,19 +112,6 @@ class TrainDecoderParams:
 
 # Params that may change between a killed run and its resumption without invalidating it.
 _RESUME_FREE = ("checkpoint_every", "sample_every", "workers", "device", "compile", "gpus")
-
-
-# ---------------------------------------------------------------------------------------------
-# Process group
-# ---------------------------------------------------------------------------------------------
-
-
-def _gather(obj: Any, ctx: Dist) -> list[Any]:
-    if ctx.world_size == 1:
-        return [obj]
-    out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def rng_state(generator: torch.Generator, ctx: Dist) -> dict[str, list[torch.Ten
     local = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if ctx.device.type == "cuda":
         local["cuda"] = torch.cuda.get_rng_state(ctx.device)
-    gathered = _gather(local, ctx)
+    gathered = gather_object(local, ctx)
     return {key: [g[key] for g in gathered] for key in local}
 
 
@@ -412,18 +414,9 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    setup_logging(args.log if rank == 0 else None, level=logging.INFO if rank == 0 else logging.WARNING)
+    setup_rank_logging(args.log)
     profile, p = load_stage_params(args.params, STAGE, TrainDecoderParams, args.profile)
-    code = relaunch_per_gpu("raygen.train_decoder", list(sys.argv[1:] if argv is None else argv), p.gpus, p.device)
-    if code is not None:
-        return code
-    ctx = init_distributed(p.device)
-    try:
-        return _run(args, p, profile, ctx)
-    finally:
-        if ctx.world_size > 1:
-            dist.destroy_process_group()
+    return run_per_gpu("raygen.train_decoder", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
 
 
 def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
