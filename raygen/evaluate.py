@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from raygen import tracking
 from raygen.checkpoint import load_checkpoint
@@ -79,7 +80,7 @@ class EvaluateParams:
     n_boot: int = 1000  # bootstrap resamples for the 95% intervals
     ci_level: float = 0.95
     kid_subsets: int = 100
-    kid_subset_size: int = 1000  # capped at the smaller set
+    kid_subset_size: int = 100  # capped at the smaller set; keep it below the set size so subsets differ
     msssim_kernel: int = 0  # 0 = by resolution (raygen.metrics.image_similarity: 7 px x 4 scales at 128 px)
     msssim_scales: int = 0
     memorisation_metric: Literal["cosine", "l2"] = "cosine"
@@ -108,6 +109,15 @@ def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tenso
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return torch.stack(list(pool.map(one, paths)))
+
+
+def streamed_features(extractor: FeatureExtractor, paths: list[Path], resolution: int, workers: int,
+                      chunk: int = 256) -> np.ndarray:
+    """(N, F) features of image files, loaded ``chunk`` at a time: the generator's training set at the
+    paper profile (tens of thousands of 512-px images) never sits in memory whole."""
+    parts = [np.asarray(extractor(load_images(paths[i:i + chunk], resolution, workers)))
+             for i in tqdm(range(0, len(paths), chunk), desc="reference features", unit="chunk", leave=False)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
 def read_predictions(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -280,14 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     gen = [load_images([args.synthetic / x for x in per_report[f"path_{k}"]], side, p.workers)
            for k in range(_n_seeds(per_report))]
     aug_images = load_images([args.synthetic / x for x in aug["path"]], side, p.workers)
-    train_images = load_images([args.jpg_root / x for x in train["path"]], side, p.workers)
+    train_paths = [args.jpg_root / x for x in train["path"]]
     log.info("images at %d px: %d real held-out, %d x %d per-report, %d augmentation, %d generator-training",
-             side, len(real), len(gen), len(gen[0]), len(aug_images), len(train_images))
+             side, len(real), len(gen), len(gen[0]), len(aug_images), len(train_paths))
 
     model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
     extractor = pick_extractor(p, args.xrv_weights, model, resolution, sha, device)
-    feats = {name: np.asarray(extractor(x)) for name, x in
-             (("real", real), ("gen0", gen[0]), ("aug", aug_images), ("train", train_images))}
+    feats = {name: np.asarray(extractor(x)) for name, x in (("real", real), ("gen0", gen[0]), ("aug", aug_images))}
+    feats["train"] = streamed_features(extractor, train_paths, side, p.workers)
 
     fid = compute_fid(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
     halves = np.random.default_rng(p.seed).permutation(len(real))
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     mem = memorisation(synthetic, feats["real"], feats["train"], extractor.name, p.memorisation_metric,
                        p.memorisation_percentile, k=p.memorisation_pairs)
     syn_images = torch.cat([gen[0], aug_images])
-    save_pairs_grid(mem.closest, lambda i: syn_images[i], lambda i: train_images[i],
+    save_pairs_grid(mem.closest, lambda i: syn_images[i], lambda i: load_images([train_paths[i]], side, 1)[0],
                     out / "plots" / "memorisation_pairs.png")
 
     metrics = {
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "conditional_fidelity": cond,
         "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
         "counts": {"real_heldout": len(real), "per_report_seeds": len(gen), "augmentation": len(aug),
-                   "generator_train": len(train_images)},
+                   "generator_train": len(train_paths)},
         "extractor": extractor.name,
         "classifier_resolution": resolution,
         "wall_s": round(time.perf_counter() - started, 2),

@@ -72,3 +72,19 @@ def test_metrics_json_has_no_nan():
 def test_params_validate():
     with pytest.raises(ValueError):
         ev.EvaluateParams(n_boot=1)
+
+
+def test_streamed_features_equal_in_memory_features(tmp_path):
+    from PIL import Image
+
+    from raygen.metrics.fid import module_extractor
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (40, 36), dtype=np.uint8)).save(paths[-1])
+    extractor = module_extractor(torch.nn.AvgPool2d(8), "pool8")
+    whole = np.asarray(extractor(ev.load_images(paths, 32, 2)))
+    assert whole.shape == (7, 16)
+    assert np.array_equal(ev.streamed_features(extractor, paths, 32, 2, chunk=3), whole)
