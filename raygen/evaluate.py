@@ -27,6 +27,9 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
 - **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
   feature space against the same distance for real held-out images; the share closer than the real
   baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
+
+An unreadable or missing image is skipped and counted (``metrics.json`` -> ``unreadable``): a
+per-report pair counts only when the real image and every generation of it can be read.
 """
 
 from __future__ import annotations
@@ -101,23 +104,45 @@ class EvaluateParams:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tensor:
-    """(N, 1, R, R) [0, 1] float32: grey files resized (shortest side) and centre-cropped like the
-    tokenizer's input (synthetic PNGs already at R pass through unchanged)."""
-    def one(path: Path) -> torch.Tensor:
-        return signed_to_unit(preprocess(load_grey(path), resolution, 1))
+def load_images_checked(paths: list[Path], resolution: int, workers: int) -> tuple[torch.Tensor, np.ndarray]:
+    """(N, 1, R, R) [0, 1] float32 for every path and an (N,) bool mask of the files that could be read;
+    unreadable or missing files are logged, counted by the caller and left as zeros. Grey files are
+    resized (shortest side) and centre-cropped like the tokenizer's input (synthetic PNGs already at R
+    pass through unchanged)."""
+    def one(path: Path) -> torch.Tensor | None:
+        try:
+            return signed_to_unit(preprocess(load_grey(path), resolution, 1))
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: missing, truncated or not an image
+            log.warning("unreadable image %s (%s): skipped", path, err)
+            return None
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        return torch.stack(list(pool.map(one, paths)))
+        loaded = list(pool.map(one, paths))
+    ok = np.array([x is not None for x in loaded], dtype=bool)
+    blank = torch.zeros(1, resolution, resolution)
+    return (torch.stack([x if x is not None else blank for x in loaded]) if loaded
+            else torch.zeros(0, 1, resolution, resolution)), ok
+
+
+def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tensor:
+    """The readable images of ``paths`` (see :func:`load_images_checked`)."""
+    images, ok = load_images_checked(paths, resolution, workers)
+    return images[torch.from_numpy(ok)]
 
 
 def streamed_features(extractor: FeatureExtractor, paths: list[Path], resolution: int, workers: int,
-                      chunk: int = 256) -> np.ndarray:
-    """(N, F) features of image files, loaded ``chunk`` at a time: the generator's training set at the
-    paper profile (tens of thousands of 512-px images) never sits in memory whole."""
-    parts = [np.asarray(extractor(load_images(paths[i:i + chunk], resolution, workers)))
-             for i in tqdm(range(0, len(paths), chunk), desc="reference features", unit="chunk", leave=False)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
+                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(M, F) features of the readable image files and the (N,) mask of which were readable, loaded
+    ``chunk`` at a time: the generator's training set at the paper profile (tens of thousands of
+    512-px images) never sits in memory whole."""
+    parts, masks = [], []
+    for i in tqdm(range(0, len(paths), chunk), desc="reference features", unit="chunk", leave=False):
+        images, ok = load_images_checked(paths[i:i + chunk], resolution, workers)
+        masks.append(ok)
+        if ok.any():
+            parts.append(np.asarray(extractor(images[torch.from_numpy(ok)])))
+    mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+    return (np.concatenate(parts) if parts else np.zeros((0, 0))), mask
 
 
 def read_predictions(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -286,10 +311,23 @@ def main(argv: list[str] | None = None) -> int:
     if 0 < p.max_train_images < len(train):
         train = train.sample(p.max_train_images, random_state=p.seed)
     side = _png_side(args.synthetic / per_report["path_0"].iloc[0])
-    real = load_images([args.jpg_root / x for x in per_report["real_path"]], side, p.workers)
-    gen = [load_images([args.synthetic / x for x in per_report[f"path_{k}"]], side, p.workers)
-           for k in range(_n_seeds(per_report))]
-    aug_images = load_images([args.synthetic / x for x in aug["path"]], side, p.workers)
+    # Pairs (real, its generations) count only when every member could be read; unreadable files are counted.
+    real, ok = load_images_checked([args.jpg_root / x for x in per_report["real_path"]], side, p.workers)
+    unreadable = {"real_heldout": int((~ok).sum())}
+    gen = []
+    for k in range(_n_seeds(per_report)):
+        images, ok_k = load_images_checked([args.synthetic / x for x in per_report[f"path_{k}"]], side, p.workers)
+        gen.append(images)
+        ok &= ok_k
+    unreadable["per_report_pairs_dropped"] = int((~ok).sum())
+    keep = torch.from_numpy(ok)
+    per_report, real, gen = per_report[ok].reset_index(drop=True), real[keep], [g[keep] for g in gen]
+    aug_images, ok = load_images_checked([args.synthetic / x for x in aug["path"]], side, p.workers)
+    unreadable["augmentation"] = int((~ok).sum())
+    aug, aug_images = aug[ok].reset_index(drop=True), aug_images[torch.from_numpy(ok)]
+    if len(real) < 2 or len(aug) < 2:
+        raise SystemExit(f"too few readable images to evaluate ({len(real)} per-report pairs, {len(aug)} "
+                         f"augmentation images; unreadable: {unreadable})")
     train_paths = [args.jpg_root / x for x in train["path"]]
     log.info("images at %d px: %d real held-out, %d x %d per-report, %d augmentation, %d generator-training",
              side, len(real), len(gen), len(gen[0]), len(aug_images), len(train_paths))
@@ -297,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
     extractor = pick_extractor(p, args.xrv_weights, model, resolution, sha, device)
     feats = {name: np.asarray(extractor(x)) for name, x in (("real", real), ("gen0", gen[0]), ("aug", aug_images))}
-    feats["train"] = streamed_features(extractor, train_paths, side, p.workers)
+    feats["train"], ok = streamed_features(extractor, train_paths, side, p.workers)
+    unreadable["generator_train"] = int((~ok).sum())
+    train_paths = [path for path, good in zip(train_paths, ok) if good]
+    if any(unreadable.values()):
+        log.warning("unreadable images skipped: %s", unreadable)
 
     fid = compute_fid(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
     halves = np.random.default_rng(p.seed).permutation(len(real))
@@ -316,14 +358,21 @@ def main(argv: list[str] | None = None) -> int:
              fidelity["ssim_real_vs_generated"]["mean"],
              f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "", extractor.name)
 
-    # 3. Conditional fidelity with the real-only classifier.
-    cond = {"augmentation_prompts": conditional_fidelity(
-        aug[list(CLASSES)].to_numpy(np.int64), classifier_probs(model, aug_images, resolution, device))}
+    # 3. Conditional fidelity with the real-only classifier. When the FID features are its penultimate
+    # layer, its probabilities are its head on those features (the same numbers, one forward pass less).
+    def probs(name: str, images: torch.Tensor) -> np.ndarray:
+        if extractor.name.startswith("raygen-classifier-penultimate:"):
+            with torch.no_grad():
+                head = model.classifier(torch.from_numpy(feats[name]).float().to(device))
+            return torch.sigmoid(head).cpu().double().numpy()
+        return classifier_probs(model, images, resolution, device)
+
+    cond = {"augmentation_prompts": conditional_fidelity(aug[list(CLASSES)].to_numpy(np.int64), probs("aug", aug_images))}
     truth = [f"true_{c}" for c in CLASSES]
     if all(c in per_report.columns for c in truth):
         y = per_report[truth].fillna(0).to_numpy(np.int64)
-        cond["per_report_generated"] = conditional_fidelity(y, classifier_probs(model, gen[0], resolution, device))
-        cond["per_report_real"] = conditional_fidelity(y, classifier_probs(model, real, resolution, device))
+        cond["per_report_generated"] = conditional_fidelity(y, probs("gen0", gen[0]))
+        cond["per_report_real"] = conditional_fidelity(y, probs("real", real))
     cond["classifier"] = f"real-only DenseNet-121:{sha}"
     log.info("conditional fidelity: macro AUROC %.4f on %d augmentation images%s", cond["augmentation_prompts"]["macro"],
              len(aug), ("; per-report %.4f generated vs %.4f real" % (cond["per_report_generated"]["macro"],
@@ -344,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "fidelity": fidelity,
         "conditional_fidelity": cond,
         "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
+        "unreadable": unreadable,
         "counts": {"real_heldout": len(real), "per_report_seeds": len(gen), "augmentation": len(aug),
                    "generator_train": len(train_paths)},
         "extractor": extractor.name,

@@ -74,7 +74,7 @@ def test_params_validate():
         ev.EvaluateParams(n_boot=1)
 
 
-def test_streamed_features_equal_in_memory_features(tmp_path):
+def test_streamed_features_equal_in_memory_features_and_unreadable_files_are_skipped(tmp_path):
     from PIL import Image
 
     from raygen.metrics.fid import module_extractor
@@ -87,4 +87,23 @@ def test_streamed_features_equal_in_memory_features(tmp_path):
     extractor = module_extractor(torch.nn.AvgPool2d(8), "pool8")
     whole = np.asarray(extractor(ev.load_images(paths, 32, 2)))
     assert whole.shape == (7, 16)
-    assert np.array_equal(ev.streamed_features(extractor, paths, 32, 2, chunk=3), whole)
+    feats, ok = ev.streamed_features(extractor, paths, 32, 2, chunk=3)
+    assert ok.all() and np.array_equal(feats, whole)
+
+    paths[4].write_bytes(b"not a png")  # corrupt
+    paths[5].unlink()  # missing
+    images, ok = ev.load_images_checked(paths, 32, 2)
+    assert ok.tolist() == [True, True, True, True, False, False, True] and images.shape == (7, 1, 32, 32)
+    feats, ok = ev.streamed_features(extractor, paths, 32, 2, chunk=3)
+    assert (~ok).sum() == 2 and np.array_equal(feats, whole[[0, 1, 2, 3, 6]])
+
+
+def test_head_on_penultimate_features_equals_the_classifier():
+    torch.manual_seed(1)
+    model = XrayDenseNet(ClassifierConfig()).eval()
+    x = torch.rand(3, 1, 48, 48)
+    extractor = ev.pick_extractor(ev.EvaluateParams(), None, model, 32, "abc", "cpu")
+    feats = np.asarray(extractor(x))  # float64, as evaluate keeps them
+    with torch.no_grad():
+        head = torch.sigmoid(model.classifier(torch.from_numpy(feats).float())).double().numpy()
+    assert np.allclose(head, ev.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)

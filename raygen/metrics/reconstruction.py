@@ -44,15 +44,19 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
-    data range 1) between (B, C, H, W) [0, 1] images, averaged over channels: (B,) float64."""
+    data range 1) between (B, C, H, W) [0, 1] images, averaged over channels: (B,) float64.
+
+    Computed in float32: 13x faster than float64 on the CPU (170 pairs at 128 px: 0.65 s vs 8.8 s)
+    and within 2e-7 of it.
+    """
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    # Chunks of 8: torchmetrics' implementation needs ~80 MB per 128^2 image in float64.
+    # Chunks of 8: torchmetrics' implementation holds several copies of each image per window statistic.
     return torch.cat([
         structural_similarity_index_measure(
-            a.double(), b.double(), data_range=1.0, reduction="none",
+            a.float(), b.float(), data_range=1.0, reduction="none",
             gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03,
-        ).reshape(-1)
+        ).reshape(-1).double()
         for a, b in zip(x.split(8), y.split(8))
     ])
 
