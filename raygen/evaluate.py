@@ -34,6 +34,7 @@ per-report pair counts only when the real image and every generation of it can b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_curve
 from torch import nn
 from tqdm import tqdm
 
@@ -53,7 +55,7 @@ from raygen.checkpoint import load_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.data.classifier_data import ARMS
-from raygen.data.images import load_grey, preprocess, signed_to_unit
+from raygen.data.images import image_side, load_grey, preprocess, signed_to_unit
 from raygen.data.labels import CLASSES
 from raygen.io import atomic_path, sha256_file, write_csv, write_json
 from raygen.metrics.classification import auroc, evaluate_classifier
@@ -72,6 +74,7 @@ from raygen.runtime import configure_torch, pick_device, setup_logging
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
+PENULTIMATE = "raygen-classifier-penultimate:"  # name prefix of the real-only classifier's features
 ROC_GRID = np.linspace(0.0, 1.0, 101)  # false-positive rates of the macro-average ROC curves
 
 
@@ -160,6 +163,13 @@ def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int
         sha256_file(path)[:12]
 
 
+def to_classifier_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """[0, 1] (B, 1, S, S) images -> the classifier's [-1, 1] input at its resolution (bilinear, antialiased)."""
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x * 2 - 1
+
+
 class _Penultimate(nn.Module):
     """The classifier's 1024-d penultimate features of [0, 1] images resized to its resolution."""
 
@@ -168,9 +178,7 @@ class _Penultimate(nn.Module):
         self.model, self.resolution = model, resolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
-                          antialias=True) if x.shape[-1] != self.resolution else x
-        return self.model.penultimate(x * 2 - 1)
+        return self.model.penultimate(to_classifier_input(x, self.resolution))
 
 
 def pick_extractor(p: EvaluateParams, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str,
@@ -182,7 +190,15 @@ def pick_extractor(p: EvaluateParams, xrv_weights: Path | None, model: XrayDense
     if p.extractor == "auto":
         log.info("no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features",
                  xrv_weights)
-    return module_extractor(_Penultimate(model, resolution), f"raygen-classifier-penultimate:{sha}", device=device)
+    return module_extractor(_Penultimate(model, resolution), f"{PENULTIMATE}{sha}", device=device)
+
+
+@torch.no_grad()
+def head_probabilities(model: XrayDenseNet, features: np.ndarray, device: torch.device) -> np.ndarray:
+    """(N, K) sigmoid probabilities from (N, 1024) penultimate features (float64 copies of the float32
+    ones, so the cast back is exact): the classifier's head without running its backbone again."""
+    head = model.classifier(torch.from_numpy(np.asarray(features)).float().to(device))
+    return torch.sigmoid(head).cpu().double().numpy()
 
 
 @torch.no_grad()
@@ -191,10 +207,7 @@ def classifier_probs(model: XrayDenseNet, images: torch.Tensor, resolution: int,
     """(N, K) sigmoid probabilities of [0, 1] images (resized to the classifier's resolution)."""
     out = []
     for chunk in images.split(batch_size):
-        x = chunk.to(device)
-        if x.shape[-1] != resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
-        out.append(torch.sigmoid(model(x * 2 - 1).float()).cpu())
+        out.append(torch.sigmoid(model(to_classifier_input(chunk.to(device), resolution)).float()).cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -203,18 +216,9 @@ def classifier_probs(model: XrayDenseNet, images: torch.Tensor, resolution: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve of one class (FPR, TPR ascending), thresholds at every distinct score."""
-    order = np.argsort(-s, kind="stable")
-    y, s = y[order], s[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps, fps = np.cumsum(y)[distinct], np.cumsum(1 - y)[distinct]
-    return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
-
-
 def macro_roc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Mean TPR over the classes with both labels at :data:`ROC_GRID` false-positive rates."""
-    curves = [np.interp(ROC_GRID, *roc_points(y[:, k], s[:, k])) for k in range(y.shape[1])
+    curves = [np.interp(ROC_GRID, *roc_curve(y[:, k], s[:, k], drop_intermediate=False)[:2]) for k in range(y.shape[1])
               if 0 < y[:, k].sum() < len(y)]
     return np.mean(curves, axis=0) if curves else np.full_like(ROC_GRID, np.nan)
 
@@ -292,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         y_test, s_test = read_predictions(folder, "test")
         report = evaluate_classifier(y_val, s_val, y_test, s_test, CLASSES, n_boot=p.n_boot, seed=p.seed,
                                      level=p.ci_level)
-        trained = json_load(folder / "metrics.json")
+        trained = json.loads((folder / "metrics.json").read_text())
         arms[arm] = report_dict(report) | {"train_images": trained["train_images"],
                                            "synthetic_train_images": trained["synthetic_train_images"],
                                            "best_epoch": trained["best_epoch"]}
-        curves[arm] = {c: (*roc_points(y_test[:, k], s_test[:, k]), report.auroc.per_class[c])
+        curves[arm] = {c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
                        for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
         write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))
         log.info("arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images)", arm, report.auroc.macro,
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     train = generator[generator["split"] == "train"]
     if 0 < p.max_train_images < len(train):
         train = train.sample(p.max_train_images, random_state=p.seed)
-    side = _png_side(args.synthetic / per_report["path_0"].iloc[0])
+    side = image_side(args.synthetic / per_report["path_0"].iloc[0])
     # Pairs (real, its generations) count only when every member could be read; unreadable files are counted.
     real, ok = load_images_checked([args.jpg_root / x for x in per_report["real_path"]], side, p.workers)
     unreadable = {"real_heldout": int((~ok).sum())}
@@ -361,10 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Conditional fidelity with the real-only classifier. When the FID features are its penultimate
     # layer, its probabilities are its head on those features (the same numbers, one forward pass less).
     def probs(name: str, images: torch.Tensor) -> np.ndarray:
-        if extractor.name.startswith("raygen-classifier-penultimate:"):
-            with torch.no_grad():
-                head = model.classifier(torch.from_numpy(feats[name]).float().to(device))
-            return torch.sigmoid(head).cpu().double().numpy()
+        if extractor.name.startswith(PENULTIMATE):
+            return head_probabilities(model, feats[name], device)
         return classifier_probs(model, images, resolution, device)
 
     cond = {"augmentation_prompts": conditional_fidelity(aug[list(CLASSES)].to_numpy(np.int64), probs("aug", aug_images))}
@@ -400,12 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         "classifier_resolution": resolution,
         "wall_s": round(time.perf_counter() - started, 2),
     }
+    headline = summary(metrics)
     write_json(out / "metrics.json", _finite(metrics))
-    write_json(out / "summary.json", summary(metrics))
+    write_json(out / "summary.json", headline)
     log.info("wrote %s in %.1f s", out / "metrics.json", metrics["wall_s"])
     with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:
         tracker.set_tags({"raygen.extractor": extractor.name})
-        tracker.log_metrics({k: v for k, v in summary(metrics).items() if isinstance(v, float)})
+        tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)})
         for path in (out / "plots" / "roc.png", out / "plots" / "memorisation_pairs.png", out / "metrics.json",
                      args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"):
             if path.is_file():
@@ -455,19 +458,6 @@ def _mean_std(values: torch.Tensor) -> dict[str, float]:
 
 def _n_seeds(per_report: pd.DataFrame) -> int:
     return sum(1 for c in per_report.columns if c.startswith("path_"))
-
-
-def _png_side(path: Path) -> int:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return min(img.size)
-
-
-def json_load(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

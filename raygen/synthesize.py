@@ -51,7 +51,7 @@ from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.data.augment_recipe import RULES, class_counts
 from raygen.data.classifier_data import read_classifier_manifest
-from raygen.data.images import signed_to_uint8
+from raygen.data.images import image_side, load_grey, signed_to_uint8
 from raygen.data.labels import CLASSES
 from raygen.data.text_cache import TextCache
 from raygen.generate import (
@@ -254,8 +254,7 @@ def _claim_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
 
 def load_pngs(paths: list[Path]) -> torch.Tensor:
     """(N, 1, R, R) [0, 1] float32 from grey PNGs."""
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("L"), dtype=np.float32) / 255.0)[None]
-                        for p in paths])
+    return torch.stack([torch.from_numpy(np.asarray(load_grey(p), dtype=np.float32) / 255.0)[None] for p in paths])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +317,7 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
         return partial / Path(rel).relative_to(IMAGES)
 
     made = 0
-    rows = torch.from_numpy(cache.rows_for(per_report["study_id"]))
-    batch = cache.get(rows, dtype=torch.float16, device=device)
+    batch = cache.get(cache.rows_for(per_report["study_id"]), dtype=torch.float16, device=device)
     for k, seed in enumerate(p.per_report_seeds):
         made += generate_set(trained, vq, batch.states, batch.lengths, [at(x) for x in per_report[f"path_{k}"]],
                              config, seed, k, amp, f"per-report seed {seed}", **shard)
@@ -332,8 +330,7 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
             made += generate_set(trained, vq, states[k:k + 1], lengths[k:k + 1], [at(x) for x in group["path"]],
                                  config, p.seed, 100 + k, amp, f"augmentation {name}", **shard)
     else:
-        rows = torch.from_numpy(cache.rows_for(aug["source_study_id"]))
-        batch = cache.get(rows, dtype=torch.float16, device=device)
+        batch = cache.get(cache.rows_for(aug["source_study_id"]), dtype=torch.float16, device=device)
         made += generate_set(trained, vq, batch.states, batch.lengths, [at(x) for x in aug["path"]],
                              config, p.seed, 100, amp, "augmentation", **shard)
     made = sum(gather_object(made, ctx))
@@ -353,7 +350,7 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
         "profile": profile, "params": to_dict(p), "per_report_images": len(per_report),
         "per_report_seeds": p.per_report_seeds, "aug_100_images": len(aug),
         "aug_50_images": int((counts // 2).sum()), "aug_per_class": {c: int(n) for c, n in counts.items()},
-        "resolution": int(load_pngs([out / per_report["path_0"].iloc[0]]).shape[-1]) if len(per_report) else None,
+        "resolution": image_side(out / per_report["path_0"].iloc[0]) if len(per_report) else None,
         "images_generated_now": made, "wall_s": round(elapsed, 2),
         "images_per_s": round(made / elapsed, 3) if made else None,
     }

@@ -12,21 +12,20 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 from raygen import evaluate as ev
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 
 
-def test_roc_points_match_scikit_learn():
+def test_macro_roc_of_one_class_has_its_auroc():
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 300)
-    s = np.round(rng.random(300) + 0.4 * y, 2)  # ties on purpose
-    fpr, tpr = ev.roc_points(y, s)
-    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
-    assert math.isclose(np.trapezoid(tpr, fpr), roc_auc_score(y, s), rel_tol=1e-12)
+    y = rng.integers(0, 2, (300, 1))
+    s = np.round(rng.random((300, 1)) + 0.4 * y, 2)  # ties on purpose
+    curve = ev.macro_roc(y, s)
+    assert curve[0] >= 0.0 and curve[-1] == 1.0 and (np.diff(curve) >= 0).all()
+    assert math.isclose(np.trapezoid(curve, ev.ROC_GRID), roc_auc_score(y[:, 0], s[:, 0]), abs_tol=0.01)
 
 
 def test_macro_roc_averages_scored_classes_only():
@@ -103,7 +102,6 @@ def test_head_on_penultimate_features_equals_the_classifier():
     model = XrayDenseNet(ClassifierConfig()).eval()
     x = torch.rand(3, 1, 48, 48)
     extractor = ev.pick_extractor(ev.EvaluateParams(), None, model, 32, "abc", "cpu")
-    feats = np.asarray(extractor(x))  # float64, as evaluate keeps them
-    with torch.no_grad():
-        head = torch.sigmoid(model.classifier(torch.from_numpy(feats).float())).double().numpy()
+    assert extractor.name.startswith(ev.PENULTIMATE)
+    head = ev.head_probabilities(model, np.asarray(extractor(x)), torch.device("cpu"))
     assert np.allclose(head, ev.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)

@@ -159,8 +159,9 @@ def assert_results_are_complete(root: Path) -> None:
     tables = (root / "results/tables/tables.md").read_text()
     assert tables.count("## Table") == 3 and "0.7149" in tables  # the paper's Atelectasis AUROC beside ours
     syn = json.loads((root / "results/synthesize/meta.json").read_text())
-    real_train = sum(1 for line in (root / "results/cohort/classifier.csv").read_text().splitlines()[1:]
-                     if ",train," in line)
+    import pandas as pd
+
+    real_train = int((pd.read_csv(root / "results/cohort/classifier.csv")["split"] == "train").sum())
     assert real_train - 10 < syn["aug_100_images"] <= real_train  # the 100% arm: the real training size (floored)
 
 

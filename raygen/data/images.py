@@ -94,6 +94,12 @@ def preprocess(image: Image.Image | np.ndarray, resolution: int, channels: int) 
     return unit_to_signed(x).expand(channels, -1, -1).contiguous()  # (C, R, R) in [-1, 1]
 
 
+def image_side(path: str | Path) -> int:
+    """The shorter side of an image file in pixels (reads the header only)."""
+    with Image.open(path) as img:
+        return min(img.size)
+
+
 def load_preprocessed(path: str | Path, resolution: int, channels: int) -> torch.Tensor:
     """:func:`load_grey` then :func:`preprocess`: (C, R, R) float32 in [-1, 1]."""
     return preprocess(load_grey(path), resolution, channels)
