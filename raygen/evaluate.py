@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         trained = json.loads((folder / "metrics.json").read_text())
         arms[arm] = report_dict(report) | {"train_images": trained["train_images"],
                                            "synthetic_train_images": trained["synthetic_train_images"],
-                                           "best_epoch": trained["best_epoch"]}
+                                           "best_epoch": trained["best_epoch"],
+                                           "optimizer_steps": trained.get("optimizer_steps")}
         curves[arm] = {c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
                        for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
         write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))

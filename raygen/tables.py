@@ -111,6 +111,7 @@ def table1(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
             "paper avg AUROC": PAPER_TABLE1[arm],
             "our training images": f"{real:,} real" + (f" + {r['synthetic_train_images']:,} synthetic"
                                                        if r["synthetic_train_images"] else ""),
+            "our optimizer steps": f"{r['optimizer_steps']:,}" if r.get("optimizer_steps") is not None else "n/a",
             "our avg AUROC [95% CI]": _with_ci(r["auroc"]["macro"], r["auroc_ci"]["macro"], p),
             "our avg F1 [95% CI]": _with_ci(r["f1"]["macro"], r["f1_ci"]["macro"], p),
             "classes left out": ", ".join(r["auroc"]["excluded"]) or "none",

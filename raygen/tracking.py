@@ -21,11 +21,15 @@ import logging
 import os
 import re
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 300.0  # how long a finished stage waits for the MLflow helper
 
 # Keys whose values must never reach MLflow, whatever a caller passes.
 _SECRET_WORDS = ("password", "passwd", "token", "secret", "credential", "user", "netrc")
@@ -115,43 +119,135 @@ class Tracker:
             self._call("set_tags", self._mlflow.set_tags, tags)
 
 
+class _RunProcess:
+    """One MLflow run driven by a helper process (``python -m raygen.tracking``), so that importing MLflow
+    (~3 s) and opening the sqlite store (~2 s) overlap the stage's own work instead of preceding it.
+
+    Calls go to the helper as JSON lines, in order; metric timestamps are taken when the stage logs them.
+    A separate interpreter, not a thread: the stages fork (DataLoader workers, render pools), and a
+    child forked while a thread is half-way through an import inherits a module lock nobody releases.
+    The helper reports problems on its stdout; :meth:`close` logs them as warnings.
+    """
+
+    def __init__(self, stage: str, profile: str, tags: dict[str, str], params: dict[str, str]) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-m", "raygen.tracking"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
+        self.status = "FAILED"
+        self._send("start", uri=tracking_uri(), experiment=f"raygen-{profile}", run_name=stage, tags=tags,
+                   params=params)
+
+    def _send(self, op: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._proc.stdin.write(json.dumps({"op": op, "args": args, "kwargs": kwargs}, default=str) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # the helper died; close() logs what it said
+            pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._send("log_metrics", metrics, step=step, timestamp=int(time.time() * 1000))
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        self._send("log_artifact", str(Path(path).resolve()), artifact_path=artifact_path)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        self._send("log_dict", obj, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._send("set_tags", tags)
+
+    def close(self, timeout: float = JOIN_TIMEOUT_S) -> None:
+        """Send the end of the run (``self.status``), wait for the helper, log what it reported."""
+        self._send("end_run", status=self.status)
+        try:
+            out, _ = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, _ = self._proc.communicate()
+            log.warning("MLflow did not finish within %.0f s; this run's tracking may be incomplete", timeout)
+        for line in (out or "").splitlines():
+            log.warning("%s", line)
+        if self._proc.returncode not in (0, None) and not out:
+            log.warning("the MLflow helper exited with status %s; this run may be untracked", self._proc.returncode)
+
+
+def _pythonpath() -> str:
+    """The helper must import this very package (an editable install, a conda job, or a checkout)."""
+    here = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def serve(lines: Iterator[str], report: Any) -> None:
+    """The helper's loop: replay JSON-line calls on MLflow's fluent API until ``end_run``."""
+    mlflow = None
+    for line in lines:
+        msg = json.loads(line)
+        op, args, kwargs = msg["op"], msg["args"], msg["kwargs"]
+        if op == "start":
+            try:
+                import mlflow as module
+
+                module.set_tracking_uri(kwargs["uri"])
+                module.set_experiment(kwargs["experiment"])
+                module.start_run(run_name=kwargs["run_name"])
+                mlflow = module
+                mlflow.set_tags(kwargs["tags"])
+                items = list(kwargs["params"].items())
+                for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
+                    mlflow.log_params(dict(items[i:i + 100]))
+            except Exception as err:  # noqa: BLE001 - tracking must never break a stage
+                print(f"MLflow tracking disabled for this run: {err}", file=report, flush=True)
+                if mlflow is not None:
+                    with contextlib.suppress(Exception):
+                        mlflow.end_run(status="FAILED")
+                mlflow = None
+            continue
+        if mlflow is None:
+            if op == "end_run":
+                return
+            continue
+        try:
+            getattr(mlflow, op)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            print(f"MLflow {op} failed (the stage's outputs are unaffected): {err}", file=report, flush=True)
+        if op == "end_run":
+            return
+    if mlflow is not None:  # the stage died without ending its run
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status="KILLED")
+
+
 @contextlib.contextmanager
 def start_run(
     stage: str, profile: str, params: dict[str, Any] | None = None, enabled: bool = True
 ) -> Iterator[Tracker]:
     """Open an MLflow run for ``stage`` in experiment ``raygen-<profile>``; yield a :class:`Tracker`.
 
-    Tracking problems (a locked database, a missing package) are logged and the stage goes on
-    untracked: MLflow is never an input of the pipeline.
+    The run lives in a helper process (:class:`_RunProcess`): the stage starts working at once, and
+    leaving the block waits for the helper to finish the calls. Tracking problems (a locked database, a missing
+    package) are logged and the stage goes on untracked: MLflow is never an input of the pipeline.
     """
     params = params or {}
     if not (enabled and enabled_by_env()):
         yield Tracker(None)
         return
+    tags = {
+        "raygen.stage": stage,
+        "raygen.profile": profile,
+        "raygen.pipeline_run": os.environ.get("RAYGEN_PIPELINE_RUN", "manual"),
+        "raygen.params_hash": params_hash(params),
+        "mlflow.source.git.commit": git_commit(),
+    }
+    run = _RunProcess(stage, profile, tags, flatten(params))
     try:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment(f"raygen-{profile}")
-        mlflow.start_run(run_name=stage)
-    except Exception as err:  # noqa: BLE001 - tracking must never break a stage
-        log.warning("MLflow tracking disabled for this run: %s", err)
-        yield Tracker(None)
-        return
-    tracker = Tracker(mlflow)
-    status = "FAILED"
-    try:
-        tracker.set_tags({
-            "raygen.stage": stage,
-            "raygen.profile": profile,
-            "raygen.pipeline_run": os.environ.get("RAYGEN_PIPELINE_RUN", "manual"),
-            "raygen.params_hash": params_hash(params),
-            "mlflow.source.git.commit": git_commit(),
-        })
-        flat = flatten(params)
-        for i in range(0, len(flat), 100):  # MLflow caps one batch at 100 params
-            mlflow.log_params(dict(list(flat.items())[i : i + 100]))
-        yield tracker
-        status = "FINISHED"
+        yield Tracker(run)
+        run.status = "FINISHED"
     finally:
-        mlflow.end_run(status=status)
+        run.close()
+
+
+if __name__ == "__main__":  # the helper process of _RunProcess
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle; it then ends the run FAILED
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    serve(sys.stdin, sys.stdout)

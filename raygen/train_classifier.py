@@ -13,6 +13,10 @@ on the validation macro AUROC (real validation images only; classes without both
 The model is evaluated once, with the best validation weights, on the real held-out test patients.
 Real and synthetic images go through the same preprocessing at ``resolution`` (shortest side, centre
 crop). ``--synthetic`` is the 100% synthetic set; ``real+50`` takes the first half of each class.
+``epoch_size: real`` gives every arm the real arm's number of optimizer steps (an epoch draws as many
+images as the real training set holds, from a stream of shuffled passes over the arm's images), so the
+arms differ in their data only; ``epoch_size: arm`` makes an epoch one pass over the arm's own images
+(the paper's protocol: more images, more steps).
 
 Outputs in ``--out``: ``model.ckpt`` (plain dict: best-validation weights, classifier config, resolved
 params, best epoch), ``history.csv`` (epoch, train_loss, val_macro_auroc, lr, seconds),
@@ -67,6 +71,9 @@ class TrainClassifierParams:
     resolution: int = 64  # px, square; real AND synthetic (128 px) images are resized to it the same way (CPU budget)
     channels: int = 1  # grey input; 3 replicates grey (ImageNet-style stems)
     epochs: int = 3  # max epochs; demo: ~90 s for ~900 images at 64 px
+    epoch_size: Literal["arm", "real"] = "real"  # images per epoch: arm = one pass over the arm's own training set
+    # (the paper: the augmented arms take 1.5x / 2x the optimizer steps); real = as many as the real training set,
+    # so every arm takes the same optimizer steps and only the data differs (augmented arms see each image less often)
     batch_size: int = 16  # images per step; more steps per epoch learn faster in a 4-epoch run
     lr: float = 2e-3  # AdamW peak; short from-scratch demo runs (CheXNet fine-tuning: Adam 1e-3)
     weight_decay: float = 1e-4  # decoupled, on conv / linear weights only
@@ -182,6 +189,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def epoch_indices(n: int, per_epoch: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of ``epoch`` when each epoch takes ``per_epoch`` of ``n`` images.
+
+    The images come from an endless stream of passes, pass k being :func:`epoch_order` (n, seed, k), so
+    every image is drawn once per pass and the order is a function of (seed, epoch) only (resumable).
+    ``per_epoch == n`` is exactly ``epoch_order(n, seed, epoch)``.
+    """
+    start, stop = epoch * per_epoch, (epoch + 1) * per_epoch
+    first, last = start // n, (stop - 1) // n
+    stream = np.concatenate([epoch_order(n, seed, k) for k in range(first, last + 1)])
+    return stream[start - first * n:stop - first * n]
+
+
+def images_per_epoch(data: ClassifierImages, epoch_size: str) -> int:
+    """``len(data)`` for ``epoch_size: arm``; for ``real`` the number of readable real training images."""
+    if epoch_size == "arm" or "synthetic" not in data.frame.columns:
+        return len(data)
+    return max(2, int((~data.frame["synthetic"].astype(bool)).sum()))
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The augmentation generator of ``epoch`` (CPU), a function of (seed, epoch) only."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -194,12 +221,13 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 def train_epoch(model: XrayDenseNet, optimizer: torch.optim.Optimizer, scheduler: Any, data: ClassifierImages,
                 epoch: int, p: TrainClassifierParams, device: torch.device, pos_weight: torch.Tensor | None) -> float:
-    """One pass over ``data`` in the epoch's order; returns the mean training loss."""
+    """One epoch (:func:`images_per_epoch` images of ``data`` in the epoch's order); returns the mean loss."""
     model.train()
     amp = autocast_dtype(device, p.precision)
-    order = torch.from_numpy(epoch_order(len(data), p.seed, epoch))
+    per_epoch = images_per_epoch(data, p.epoch_size)
+    order = torch.from_numpy(epoch_indices(len(data), per_epoch, p.seed, epoch))
     generator = epoch_generator(p.seed, epoch)
-    steps = batches_per_epoch(len(data), p.batch_size)
+    steps = batches_per_epoch(per_epoch, p.batch_size)
     total = torch.zeros((), dtype=torch.float64, device=device)
     bar = tqdm(range(steps), desc=f"{STAGE} epoch {epoch + 1}/{p.epochs}", unit="batch", mininterval=2.0, leave=False)
     for i in bar:
@@ -217,7 +245,7 @@ def train_epoch(model: XrayDenseNet, optimizer: torch.optim.Optimizer, scheduler
         total += loss.detach().double() * len(idx)
         if i % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    return float(total) / max(1, min(len(data), steps * p.batch_size))
+    return float(total) / max(1, min(per_epoch, steps * p.batch_size))
 
 
 def make_optimizer(model: XrayDenseNet, p: TrainClassifierParams, device: torch.device) -> torch.optim.AdamW:
@@ -372,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     if p.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, p, device)
-    total_steps = p.epochs * batches_per_epoch(len(data["train"]), p.batch_size)
+    steps_per_epoch = batches_per_epoch(images_per_epoch(data["train"], p.epoch_size), p.batch_size)
+    total_steps = p.epochs * steps_per_epoch
+    log.info("epoch size %s: %d steps of %d images per epoch, at most %d epochs", p.epoch_size, steps_per_epoch,
+             p.batch_size, p.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, p.warmup_steps, total_steps))
     state = TrainState(model, optimizer, scheduler, EarlyStopping(p.patience), _cpu_state(model), [])
     last_path = args.out / "last.ckpt"
@@ -389,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in state.history:  # a resumed run re-logs the curve so far
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         run_epochs(state, data, p, device, pw, config, last_path, tracker)
-        _finish(args, p, state, data, device, splits, tracker, started)
+        _finish(args, p, state, data, device, splits, tracker, started, steps_per_epoch)
     return 0
 
 
@@ -417,7 +448,7 @@ def run_epochs(state: TrainState, data: dict[str, ClassifierImages], p: TrainCla
 
 
 def _finish(args: Any, p: TrainClassifierParams, state: TrainState, data: dict[str, ClassifierImages],
-            device: torch.device, splits: Any, tracker: tracking.Tracker, started: float) -> None:
+            device: torch.device, splits: Any, tracker: tracking.Tracker, started: float, steps_per_epoch: int) -> None:
     """Best weights -> val / test predictions, model.ckpt, history.csv, metrics.json; drop last.ckpt."""
     state.model.load_state_dict(state.best_weights)
     probs = {name: predict(state.model, data[name], p, device) for name in ("val", "test")}
@@ -430,7 +461,8 @@ def _finish(args: Any, p: TrainClassifierParams, state: TrainState, data: dict[s
         "classifier": to_dict(state.model.config), "classes": list(CLASSES),
         "config": {"params": to_dict(p), "arm": args.arm}})
     metrics = {
-        "arm": args.arm, "best_epoch": best_epoch, "epochs_run": state.epoch,
+        "arm": args.arm, "best_epoch": best_epoch, "epochs_run": state.epoch, "epoch_size": p.epoch_size,
+        "steps_per_epoch": steps_per_epoch, "optimizer_steps": steps_per_epoch * state.epoch,
         "val_macro_auroc": _macro_auroc(data["val"].labels.numpy(), probs["val"]),
         "test_macro_auroc": _macro_auroc(data["test"].labels.numpy(), probs["test"]),
         "train_images": len(data["train"]), "real_train_images": splits.n_real_train,

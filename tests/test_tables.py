@@ -20,6 +20,7 @@ def fake_metrics() -> dict:
             "f1": {"per_class": {}, "macro": 0.4, "excluded": []},
             "f1_ci": {"per_class": {}, "macro": [0.35, 0.45]},
             "n_test": 104, "train_images": 874 + synthetic, "synthetic_train_images": synthetic,
+            "optimizer_steps": 165 if synthetic < 500 else 1650,
         }
 
     return {
@@ -43,6 +44,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     m = fake_metrics()["classifier"]["real"]["auroc"]["macro"]
     assert t1.loc[0, "our avg AUROC [95% CI]"] == f"{m:.3f} [{m - 0.03:.3f}, {m + 0.03:.3f}]"
     assert t1.loc[2, "our training images"] == "874 real + 432 synthetic" and t1.loc[0, "classes left out"] == "Fracture"
+    assert list(t1["our optimizer steps"]) == ["165", "1,650", "165"]
     t2 = pd.read_csv(tmp_path / "t" / "table2.csv")
     assert list(t2.columns) == ["metric", "RoentGen", "UniXGen", "RayGen (paper)", "RayGen (ours)"]
     assert t2.loc[0, "RayGen (paper)"] == "7.90" and t2.loc[0, "RayGen (ours)"].startswith("12.35")

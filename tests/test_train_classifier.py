@@ -80,6 +80,8 @@ def test_smoke_run_writes_every_output(dataset, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["synthetic_train_images"] == 6 and metrics["train_images"] == 22
     assert metrics["real_train_images"] == 16 and metrics["test_images"] == 4
+    # epoch_size real (the default): an epoch is 16 images, as in the real arm: 2 steps of 8, not 3.
+    assert metrics["steps_per_epoch"] == 2 and metrics["optimizer_steps"] == 4
 
     # Test predictions: exactly the test split, whose patients are not in training; probabilities in [0, 1].
     frame = dataset["frame"]
@@ -114,6 +116,21 @@ def test_real_arm_trains_on_real_images_only(dataset, tmp_path):
     assert metrics["synthetic_train_images"] == 0 and metrics["train_images"] == 16
 
 
+def test_epoch_size_arm_makes_an_epoch_one_pass_over_the_arms_images(dataset, tmp_path):
+    out = tmp_path / "arm"
+    run(dataset, out, write_params(tmp_path / "p.yaml", epoch_size="arm"), arm="real+100", synthetic=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_per_epoch"] == 3 and metrics["optimizer_steps"] == 6  # 22 images: 8 + 8 + 6
+
+
+def test_epoch_indices_stream_whole_passes():
+    assert np.array_equal(tc.epoch_indices(10, 10, seed=3, epoch=2), tc.epoch_order(10, 3, 2))
+    # 4 of 10 per epoch: epochs 0-4 are passes 0 and 1 cut into pieces; each pass holds every index once.
+    pieces = np.concatenate([tc.epoch_indices(10, 4, seed=3, epoch=e) for e in range(5)])
+    assert np.array_equal(pieces, np.concatenate([tc.epoch_order(10, 3, 0), tc.epoch_order(10, 3, 1)]))
+    assert sorted(pieces[:10]) == list(range(10)) and not np.array_equal(pieces[:10], pieces[10:])
+
+
 def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path, monkeypatch):
     scripted = iter([0.6, 0.8, 0.7, 0.75])  # best at epoch 2; two worse epochs stop the run (patience 2)
     real_auroc = tc._macro_auroc
@@ -145,8 +162,8 @@ def test_early_stopping_rules():
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, monkeypatch):
-    params = write_params(tmp_path / "p.yaml", epochs=2)
-    run(dataset, tmp_path / "straight", params)
+    params = write_params(tmp_path / "p.yaml", epochs=2)  # real+100 at epoch_size real: epochs cut passes
+    run(dataset, tmp_path / "straight", params, arm="real+100", synthetic=True)
 
     def crash(epoch):
         if epoch == 1:
@@ -154,10 +171,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, m
 
     monkeypatch.setattr(tc, "_on_epoch_end", crash)
     with pytest.raises(KeyboardInterrupt):
-        run(dataset, tmp_path / "resumed", params)
+        run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
     assert load_checkpoint(tmp_path / "resumed" / "last.ckpt")["epoch"] == 1
     monkeypatch.setattr(tc, "_on_epoch_end", lambda epoch: None)
-    run(dataset, tmp_path / "resumed", params)
+    run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
 
     a, b = (load_checkpoint(tmp_path / name / "model.ckpt")["model"] for name in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)

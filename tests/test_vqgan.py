@@ -160,6 +160,29 @@ def test_preprocess_resizes_shortest_side_centre_crops_and_never_flips():
     assert tall.shape == (1, 8, 8) and torch.allclose(tall, torch.ones_like(tall))
 
 
+@pytest.mark.parametrize("h, w, r", [(400, 330, 128), (330, 400, 64), (128, 128, 128), (37, 52, 32), (64, 200, 128),
+                                     (300, 301, 299)])
+def test_resize_and_crop_equal_torchvisions_bit_for_bit(h, w, r):
+    import torchvision.transforms.functional as TF  # the reference the stages no longer import (~3 s)
+
+    from raygen.data.images import center_crop, resize_short_side
+
+    x = torch.rand(1, h, w, generator=torch.Generator().manual_seed(h * w))
+    ref = TF.center_crop(TF.resize(x, r, interpolation=TF.InterpolationMode.BILINEAR, antialias=True), [r, r])
+    assert torch.equal(center_crop(resize_short_side(x, r), r), ref)
+
+
+@pytest.mark.parametrize("n, c, columns", [(5, 3, 2), (8, 1, 8), (3, 3, 5), (7, 1, 3)])
+def test_tile_lays_out_like_torchvisions_make_grid(n, c, columns):
+    from torchvision.utils import make_grid
+
+    from raygen.data.images import tile
+
+    x = torch.rand(n, c, 6, 9, generator=torch.Generator().manual_seed(n))
+    ref = make_grid(x, nrow=columns, padding=2, pad_value=1.0)  # 1-channel input comes back as 3 equal channels
+    assert torch.equal(tile(x, columns), ref[:c])
+
+
 def test_unreadable_file_raises_on_load(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8not a jpeg")

@@ -157,7 +157,9 @@ def build_splits(manifest: pd.DataFrame, arm: str, synthetic: pd.DataFrame | Non
         raise ValueError(f"arm {arm!r} needs a synthetic manifest (--synthetic)")
     else:
         syn = synthetic_for_arm(synthetic, arm, fraction=len(real_train) / max(n_all, 1))
-    train = pd.concat([real_train, syn], ignore_index=True) if syn is not None else real_train.reset_index(drop=True)
+    real_train = real_train.assign(synthetic=False)  # train_classifier's epoch_size: real counts these
+    train = (pd.concat([real_train, syn.assign(synthetic=True)], ignore_index=True) if syn is not None
+             else real_train.reset_index(drop=True))
     return ClassifierSplits(
         train=train,
         val=manifest[manifest["split"] == "val"].reset_index(drop=True),

@@ -14,11 +14,12 @@ horizontally flipped chest X-ray puts the heart on the wrong side.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
+import torch.nn.functional as F
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,30 @@ def preprocess(image: Image.Image | np.ndarray, resolution: int, channels: int) 
     if grey.dtype != np.uint8 or grey.ndim != 2:
         raise ValueError(f"expected a (H, W) uint8 image, got {grey.dtype} {grey.shape}")
     x = torch.from_numpy(grey.copy()).to(torch.float32).div_(255.0)[None]  # (1, H, W) in [0, 1]
-    x = TF.resize(x, resolution, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    x = TF.center_crop(x, [resolution, resolution])  # (1, R, R)
+    x = center_crop(resize_short_side(x, resolution), resolution)  # (1, R, R)
     x = x.clamp_(0.0, 1.0)  # bilinear antialias stays in range; clamp guards float round-off
     return unit_to_signed(x).expand(channels, -1, -1).contiguous()  # (C, R, R) in [-1, 1]
+
+
+def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(C, H, W) float -> shortest side ``size``, bilinear with antialiasing: torchvision's
+    ``resize(x, size, BILINEAR, antialias=True)`` on tensors, without importing torchvision (~3 s)."""
+    h, w = x.shape[-2:]
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return x
+    new_long = int(size * long / short)
+    out = (size, new_long) if h <= w else (new_long, size)
+    return F.interpolate(x[None], size=out, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of (C, H, W), as torchvision's ``center_crop`` (no padding)."""
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"cannot centre-crop {size} px from a {h}x{w} image")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
 
 
 def image_side(path: str | Path) -> int:
@@ -105,13 +126,24 @@ def load_preprocessed(path: str | Path, resolution: int, channels: int) -> torch
     return preprocess(load_grey(path), resolution, channels)
 
 
+def tile(pixels: torch.Tensor, columns: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """(N, C, H, W) -> one (C, H', W') image, row-major with ``padding``-px gutters of ``pad_value``
+    (the layout of torchvision's ``make_grid``, whose import alone costs a stage ~3 s)."""
+    n, c, h, w = pixels.shape
+    cols = max(1, min(columns, n))
+    rows = math.ceil(n / cols)
+    grid = pixels.new_full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    for i in range(n):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        grid[:, top:top + h, left:left + w] = pixels[i]
+    return grid
+
+
 def save_grid(pixels: torch.Tensor, path: str | Path, columns: int) -> None:
     """Write a (N, C, H, W) [0, 1] batch as one PNG grid (row-major, 2-pixel white gutters), atomically."""
-    from torchvision.utils import make_grid
-
     from raygen.io import atomic_path
 
-    grid = make_grid(pixels.float().clamp(0, 1), nrow=columns, padding=2, pad_value=1.0)  # (3|C, H', W')
+    grid = tile(pixels.float().clamp(0, 1), columns)  # (C, H', W')
     array = unit_to_uint8(grid).permute(1, 2, 0).numpy()
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     with atomic_path(path) as tmp:

@@ -69,9 +69,10 @@ rule train_classifier:
     resources:
         mem_mb=8000,
         gpu=1 if PROFILE == "paper" else 0,
-    # One thread each (Snakemake sets OMP_NUM_THREADS): two arms train side by side on 2 cores, 1.33x the
-    # throughput of one 2-thread run (22 vs 33 images/s per process, docs/benchmarks.md).
-    threads: 1
+    # The augmented arms take one thread each (Snakemake sets OMP_NUM_THREADS): they become ready together
+    # and train side by side, 1.33x the throughput of one 2-thread run (22 vs 33 images/s per process,
+    # docs/benchmarks.md). The real arm has no partner with the same inputs, so it takes two.
+    threads: lambda wildcards: 2 if wildcards.arm == "real" else 1
     conda:
         CONDA_ENV
     shell:
