@@ -71,10 +71,10 @@ class VqganParams:
     attn_resolutions: tuple[int, ...] = ()  # extra attention levels; the mid block always has one
     dropout: float = 0.0  # as UniXGen
     # --- training (source=train) ---
-    steps: int = 150  # optimiser steps: 600 image passes ~ 3 min of stage time on an idle 2-core CPU
+    steps: int = 130  # optimiser steps: 520 image passes ~ 2 min of stage time on an idle 2-core CPU
     batch_size: int = 4  # images per step (CPU: more steps beat bigger batches in a fixed budget)
     lr: float = 2e-4  # Adam; taming uses 4.5e-6 x batch, too slow for a few hundred CPU steps
-    disc_start: int = 100  # step at which the GAN loss switches on, once L1 has shaped the images
+    disc_start: int = 85  # step at which the GAN loss switches on, once L1 has shaped the images
     disc_weight: float = 0.8  # taming's ImageNet/faces configs
     disc_ndf: int = 32  # discriminator base width (taming: 64)
     disc_layers: int = 2  # PatchGAN depth (taming: 3; 2 gives 30-px patches at 128 px)
