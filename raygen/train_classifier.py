@@ -80,7 +80,8 @@ class TrainClassifierParams:
     warmup_steps: int = 20  # linear warm-up (~1/3 epoch at demo size); then cosine decay to 0 at the last step
     patience: int = 2  # epochs without a better val macro AUROC before stopping
     pos_weight: Literal["none", "balanced"] = "none"  # balanced = neg/pos per class (capped); paper: none
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time only, never flips
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))  # train-time only, never
+    # flips; off in the demo's 3-epoch runs (it slowed learning), on in the paper profile's 30
     init: Literal["scratch", "chexnet", "xrv"] = "scratch"  # paper: CheXNet; demo: no weights offline
     memory_efficient: bool = False  # torchvision's checkpointed dense layers: less memory, slower
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and tensor-core GPUs

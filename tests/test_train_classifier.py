@@ -73,7 +73,8 @@ def run(dataset, out, params, arm="real", synthetic=False):
 
 def test_smoke_run_writes_every_output(dataset, tmp_path):
     out = tmp_path / "real+100"
-    assert run(dataset, out, write_params(tmp_path / "p.yaml"), arm="real+100", synthetic=True) == 0
+    params = write_params(tmp_path / "p.yaml", augment={"enabled": True})  # the demo turns it off; exercise it here
+    assert run(dataset, out, params, arm="real+100", synthetic=True) == 0
     for name in ("model.ckpt", "history.csv", "test_predictions.csv", "val_predictions.csv", "metrics.json"):
         assert (out / name).is_file(), name
     assert not (out / "last.ckpt").exists()
