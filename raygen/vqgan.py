@@ -63,7 +63,7 @@ class VqganParams:
     embed_dim: int = 64  # codebook vector size (UniXGen: 256)
     n_embed: int = 512  # codebook entries (UniXGen: 1024); demo images are one CT's DRRs, 512 suffice
     z_channels: int = 64  # encoder output channels (UniXGen: 256)
-    resolution: int = 128  # pixels (UniXGen: 512); 128 keeps the 2-core CPU demo within minutes
+    resolution: int = 96  # pixels (UniXGen: 512); 96 (12x12 tokens) keeps the 2-core CPU demo within minutes
     in_channels: int = 1  # grey radiographs (UniXGen: 3, grey copied to RGB)
     ch: int = 32  # base width; taming's GroupNorm(32) makes 32 the minimum
     ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # 4 levels -> f=8 -> 16x16 tokens at 128 px
@@ -71,10 +71,10 @@ class VqganParams:
     attn_resolutions: tuple[int, ...] = ()  # extra attention levels; the mid block always has one
     dropout: float = 0.0  # as UniXGen
     # --- training (source=train) ---
-    steps: int = 130  # optimiser steps: 520 image passes ~ 2 min of stage time on an idle 2-core CPU
+    steps: int = 150  # optimiser steps: 600 image passes, ~1.5 min of stage time at 96 px on an idle 2-core CPU
     batch_size: int = 4  # images per step (CPU: more steps beat bigger batches in a fixed budget)
     lr: float = 2e-4  # Adam; taming uses 4.5e-6 x batch, too slow for a few hundred CPU steps
-    disc_start: int = 85  # step at which the GAN loss switches on, once L1 has shaped the images
+    disc_start: int = 100  # step at which the GAN loss switches on, once L1 has shaped the images
     disc_weight: float = 0.8  # taming's ImageNet/faces configs
     disc_ndf: int = 32  # discriminator base width (taming: 64)
     disc_layers: int = 2  # PatchGAN depth (taming: 3; 2 gives 30-px patches at 128 px)

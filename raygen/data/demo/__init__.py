@@ -3,7 +3,7 @@
 Usage::
 
     from raygen.data.demo import DemoParams, build_demo_dataset
-    summary = build_demo_dataset(Path("data/demo"), DemoParams(studies=1600, patients=560, seed=0), workers=2)
+    summary = build_demo_dataset(Path("data/demo"), DemoParams(studies=2000, patients=700, seed=0), workers=2)
 
 writes, under ``out`` (the DATA layout of the project's data contract)::
 
@@ -61,8 +61,8 @@ MARKER = "demo-complete.json"
 class DemoParams:
     """Size and look of the demo dataset (the ``download.demo`` params section)."""
 
-    studies: int = 1600  # enough for a 10-class classifier at 64-128 px; renders in ~2 min on 2 cores
-    patients: int = 560  # ~2.9 studies per patient, like MIMIC-CXR's 227,835 / 65,379 = 3.5
+    studies: int = 2000  # enough for a 10-class classifier at 64 px; renders in ~2.5 min on 2 cores
+    patients: int = 700  # ~2.9 studies per patient, like MIMIC-CXR's 227,835 / 65,379 = 3.5
     seed: int = 0  # dataset seed: the plan and every study's rendering derive from it
     voxel_mm: float = 2.0  # working CT grid (mm): fine enough for 400-px images, cheap on CPU
     height_range: tuple[int, int] = (368, 400)  # JPG Rows (px), portrait like MIMIC's 3056 x 2544 at ~1/8 scale
