@@ -80,7 +80,8 @@ def dvc_handover():
             for name in files:
                 path = os.path.join(folder, name)
                 mtimes[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
-    proc = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
+    # --no-relink: with DVC's default copy cache, relinking would copy every output back out of the cache.
+    proc = subprocess.run(["dvc", "commit", "--force", "--quiet", "--no-relink"], capture_output=True, text=True)
     for path, mtime in mtimes.items():
         if os.path.lexists(path):
             os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
