@@ -87,7 +87,7 @@ class EvaluateParams:
     ci_level: float = 0.95
     kid_subsets: int = 100
     kid_subset_size: int = 100  # capped at the smaller set; keep it below the set size so subsets differ
-    msssim_kernel: int = 0  # 0 = by resolution (raygen.metrics.image_similarity: 7 px x 4 scales at 128 px)
+    msssim_kernel: int = 0  # 0 = by resolution (raygen.metrics.image_similarity: 5 px x 3 scales at 96 px)
     msssim_scales: int = 0
     memorisation_metric: Literal["cosine", "l2"] = "cosine"
     memorisation_percentile: float = 1.0  # the real held-out baseline's percentile

@@ -68,7 +68,7 @@ POS_WEIGHT_MAX = 20.0  # cap on neg/pos: a class with 2 positives must not domin
 class TrainClassifierParams:
     """The ``train_classifier`` section of params.yaml (defaults = the demo profile)."""
 
-    resolution: int = 64  # px, square; real AND synthetic (128 px) images are resized to it the same way (CPU budget)
+    resolution: int = 64  # px, square; real AND synthetic (96 px) images are resized to it the same way (CPU budget)
     channels: int = 1  # grey input; 3 replicates grey (ImageNet-style stems)
     epochs: int = 3  # max epochs; demo: ~90 s for ~900 images at 64 px
     epoch_size: Literal["arm", "real"] = "real"  # images per epoch: arm = one pass over the arm's own training set

@@ -66,7 +66,7 @@ class VqganParams:
     resolution: int = 96  # pixels (UniXGen: 512); 96 (12x12 tokens) keeps the 2-core CPU demo within minutes
     in_channels: int = 1  # grey radiographs (UniXGen: 3, grey copied to RGB)
     ch: int = 32  # base width; taming's GroupNorm(32) makes 32 the minimum
-    ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # 4 levels -> f=8 -> 16x16 tokens at 128 px
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # 4 levels -> f=8 -> 12x12 tokens at 96 px (16x16 at 128)
     num_res_blocks: int = 1  # per level (UniXGen: 2); the decoder has one more
     attn_resolutions: tuple[int, ...] = ()  # extra attention levels; the mid block always has one
     dropout: float = 0.0  # as UniXGen
@@ -77,7 +77,7 @@ class VqganParams:
     disc_start: int = 100  # step at which the GAN loss switches on, once L1 has shaped the images
     disc_weight: float = 0.8  # taming's ImageNet/faces configs
     disc_ndf: int = 32  # discriminator base width (taming: 64)
-    disc_layers: int = 2  # PatchGAN depth (taming: 3; 2 gives 30-px patches at 128 px)
+    disc_layers: int = 2  # PatchGAN depth (taming: 3; 2 gives 30-px receptive fields)
     codebook_weight: float = 1.0  # taming default
     perceptual_weight: float = 1.0  # LPIPS weight when --lpips-dir holds its files, else off (logged)
     dead_code_every: int = 25  # steps between re-seeding unused codes from encoder outputs (0 = off);
