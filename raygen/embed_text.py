@@ -97,21 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_prompts(list(args.prompts))
     device = pick_device(params.device)
     configure_torch(device)
-    t0 = time.perf_counter()
-    encoder = build_text_encoder(
-        params.source, model_dir=args.model_dir, hub_id=params.hub_id, revision=params.revision,
-        max_length=params.max_length, normalize=params.normalize, device=device,
-        autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
-    )
-    log.info("encoder loaded in %.1f s", time.perf_counter() - t0)
-    meta = {
-        "encoder": encoder.identity,
-        "normalize": params.normalize,
-        "params": to_dict(params),
-        "profile": profile,
-        "prompt_manifests": [str(p) for p in args.prompts],
-    }
+    # Opened first: the MLflow helper starts up while the encoder loads.
     with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
+        t0 = time.perf_counter()
+        encoder = build_text_encoder(
+            params.source, model_dir=args.model_dir, hub_id=params.hub_id, revision=params.revision,
+            max_length=params.max_length, normalize=params.normalize, device=device,
+            autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
+        )
+        log.info("encoder loaded in %.1f s", time.perf_counter() - t0)
+        meta = {
+            "encoder": encoder.identity,
+            "normalize": params.normalize,
+            "params": to_dict(params),
+            "profile": profile,
+            "prompt_manifests": [str(p) for p in args.prompts],
+        }
         stats = write_text_cache(args.out, prompts["study_id"].tolist(), prompts["text"].tolist(), encoder,
                                  batch_size=params.batch_size, meta=meta)
         rate = stats.unique_texts / max(stats.seconds, 1e-9)

@@ -282,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     profile, p = load_stage_params(args.params, STAGE, EvaluateParams, args.profile)
     device = pick_device(p.device)
     configure_torch(device)
+    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:  # first: MLflow starts meanwhile
+        return _evaluate(args, p, profile, device, tracker)
+
+
+def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, tracker: tracking.Tracker) -> int:
     started = time.perf_counter()
     out = args.out
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -407,13 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "metrics.json", _finite(metrics))
     write_json(out / "summary.json", headline)
     log.info("wrote %s in %.1f s", out / "metrics.json", metrics["wall_s"])
-    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:
-        tracker.set_tags({"raygen.extractor": extractor.name})
-        tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)})
-        for path in (out / "plots" / "roc.png", out / "plots" / "memorisation_pairs.png", out / "metrics.json",
-                     args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"):
-            if path.is_file():
-                tracker.log_artifact(path, "figures" if path.suffix == ".png" else None)
+    tracker.set_tags({"raygen.extractor": extractor.name})
+    tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)})
+    for path in (out / "plots" / "roc.png", out / "plots" / "memorisation_pairs.png", out / "metrics.json",
+                 args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"):
+        if path.is_file():
+            tracker.log_artifact(path, "figures" if path.suffix == ".png" else None)
     return 0
 
 

@@ -284,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
+    with tracking.start_run(STAGE, profile, params=to_dict(p), enabled=ctx.main) as tracker:  # MLflow starts meanwhile
+        return _synthesize(args, p, profile, ctx, tracker)
+
+
+def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker: tracking.Tracker) -> int:
     device = ctx.device
     configure_torch(device)
     amp = autocast_dtype(device, p.precision)
@@ -357,11 +362,10 @@ def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
     write_json(out / "meta.json", meta)
     log.info("wrote %d images (%d generated now) in %.1f s (%.2f images/s); 100%% arm %d, 50%% arm %d",
              n_images, made, elapsed, made / max(elapsed, 1e-9), len(aug), meta["aug_50_images"])
-    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:
-        tracker.log_metrics({"images_per_s": meta["images_per_s"] or 0.0, "aug_100_images": len(aug),
-                             "per_report_images": len(per_report)})
-        for name in ("samples_per_class.png", "progressive.png", "meta.json"):
-            tracker.log_artifact(out / name)
+    tracker.log_metrics({"images_per_s": meta["images_per_s"] or 0.0, "aug_100_images": len(aug),
+                         "per_report_images": len(per_report)})
+    for name in ("samples_per_class.png", "progressive.png", "meta.json"):
+        tracker.log_artifact(out / name)
     return 0
 
 

@@ -188,18 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
     profile, p = load_stage_params(args.params, STAGE, TablesParams, args.profile)
-    metrics = json.loads(args.metrics.read_text())
-    context = context_line(metrics)
-    sections = []
-    for name, build in (("table1", table1), ("table2", table2), ("table3", table3)):
-        frame = build(metrics, p)
-        write_csv(args.out / f"{name}.csv", frame, index=False)
-        text = f"## {TITLES[name]}\n\n{context}\n\n{markdown(frame)}\n"
-        write_text(args.out / f"{name}.md", text)
-        sections.append(text)
-    write_text(args.out / "tables.md", "# RayGen results\n\n" + "\n".join(sections))
-    log.info("wrote Tables 1-3 to %s", args.out)
-    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:
+    with tracking.start_run(STAGE, profile, params=to_dict(p)) as tracker:  # first: MLflow starts meanwhile
+        metrics = json.loads(args.metrics.read_text())
+        context = context_line(metrics)
+        sections = []
+        for name, build in (("table1", table1), ("table2", table2), ("table3", table3)):
+            frame = build(metrics, p)
+            write_csv(args.out / f"{name}.csv", frame, index=False)
+            text = f"## {TITLES[name]}\n\n{context}\n\n{markdown(frame)}\n"
+            write_text(args.out / f"{name}.md", text)
+            sections.append(text)
+        write_text(args.out / "tables.md", "# RayGen results\n\n" + "\n".join(sections))
+        log.info("wrote Tables 1-3 to %s", args.out)
         tracker.log_artifact(args.out / "tables.md")
     return 0
 

@@ -51,7 +51,7 @@ class TokenizeParams:
 
     batch_size: int = 32  # images per encoder call
     workers: int = 2  # DataLoader processes decoding JPEGs while the main process encodes
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: ids exactly as taming's encoder
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: taming's ids (bf16 flips near-tie argmins)
     #                                                    gives them (bf16 can flip near-tie argmins)
     device: str = "auto"  # auto: CUDA when present
 

@@ -204,10 +204,9 @@ def epoch_indices(n: int, per_epoch: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def images_per_epoch(data: ClassifierImages, epoch_size: str) -> int:
-    """``len(data)`` for ``epoch_size: arm``; for ``real`` the number of readable real training images."""
-    if epoch_size == "arm" or "synthetic" not in data.frame.columns:
-        return len(data)
-    return max(2, int((~data.frame["synthetic"].astype(bool)).sum()))
+    """``len(data)`` for ``epoch_size: arm``; for ``real`` the number of readable real training images
+    (``build_splits`` marks each training row's ``synthetic`` column)."""
+    return len(data) if epoch_size == "arm" else int((~data.frame["synthetic"]).sum())
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -402,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, p, device)
     steps_per_epoch = batches_per_epoch(images_per_epoch(data["train"], p.epoch_size), p.batch_size)
+    if steps_per_epoch == 0:
+        raise SystemExit("epoch_size: real needs at least 2 readable real training images")
     total_steps = p.epochs * steps_per_epoch
     log.info("epoch size %s: %d steps of %d images per epoch, at most %d epochs", p.epoch_size, steps_per_epoch,
              p.batch_size, p.epochs)
