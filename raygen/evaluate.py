@@ -10,12 +10,19 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
 
 - **Classifier arms** (real, real+50, real+100): per-class and macro AUROC on the real test patients
   (classes without positives left out and listed), F1 at thresholds chosen on validation, percentile
-  bootstrap 95% intervals over test images (:mod:`raygen.metrics.classification`); ROC curves per class
-  (``plots/roc.png``) and each arm's macro-average ROC (``roc/<arm>.csv``, a DVC plot).
-- **Fidelity and diversity** of the per-report set: FID and KID between the held-out real images and
-  the first generation of their reports, FID between two halves of the real images (the floor at this
-  sample count), SSIM between each real image and the image generated from its report, and MS-SSIM
-  between the two generations of each report (kernel size and scales stated).
+  bootstrap 95% intervals that resample test *patients* (``subject_id``) with all their images
+  (:mod:`raygen.metrics.classification`); ROC curves per class (``plots/roc.png``) and each arm's
+  macro-average ROC (``roc/<arm>.csv``, a DVC plot). The arms' test predictions are aligned by
+  ``dicom_id`` (differing test sets are an error), so every resample draws the same patients for every
+  arm, and each augmented arm's macro AUROC minus the real-only arm's (``delta_auroc``) gets a paired
+  interval from those shared resamples.
+- **Fidelity and diversity** of the per-report set: the headline FID and KID between every held-out
+  real image (N) and the first generation of its own report (N); the equal-N floor on two
+  patient-disjoint halves A and B of the held-out set (same size n): FID(real A, generated for B's
+  reports) beside FID(real A, real B), the value a perfect generator would reach at that n (a half too
+  small to score is recorded as "not computed: <reason>"); SSIM between each real image and the image
+  generated from its report, and MS-SSIM between the two generations of each report (kernel size and
+  scales stated).
 - **Feature extractor**: ``extractor: xrv`` needs the torchxrayvision DenseNet-121 file
   (``--xrv-weights``, the paper's choice); ``classifier`` uses the real-only classifier's 1024-d
   penultimate features; ``auto`` takes xrv when the file exists, else the classifier. The name and
@@ -58,13 +65,15 @@ from raygen.data.classifier_data import ARMS
 from raygen.data.images import image_side, load_grey, preprocess, signed_to_unit
 from raygen.data.labels import CLASSES
 from raygen.io import atomic_path, sha256_file, write_csv, write_json
-from raygen.metrics.classification import auroc, evaluate_classifier
+from raygen.metrics.classification import auroc, evaluate_classifier, paired_delta
 from raygen.metrics.fid import (
     FeatureExtractor,
     compute_fid,
+    compute_fid_or_reason,
     module_extractor,
     xrv_densenet_extractor,
 )
+from raygen.metrics.resampling import disjoint_halves
 from raygen.metrics.image_similarity import ms_ssim
 from raygen.metrics.memorisation import memorisation, save_pairs_grid
 from raygen.metrics.reconstruction import ssim
@@ -76,6 +85,7 @@ log = logging.getLogger(__name__)
 STAGE = "evaluate"
 PENULTIMATE = "raygen-classifier-penultimate:"  # name prefix of the real-only classifier's features
 ROC_GRID = np.linspace(0.0, 1.0, 101)  # false-positive rates of the macro-average ROC curves
+REFERENCE_ARM = "real"  # the arm every augmented arm is compared with
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class EvaluateParams:
     """The ``evaluate`` section of params.yaml (defaults = the demo profile)."""
 
     extractor: Literal["auto", "xrv", "classifier"] = "auto"  # FID / memorisation feature space
-    n_boot: int = 1000  # bootstrap resamples for the 95% intervals
+    n_boot: int = 1000  # bootstrap resamples (of test patients) for the 95% intervals
     ci_level: float = 0.95
     kid_subsets: int = 100
     kid_subset_size: int = 100  # capped at the smaller set; keep it below the set size so subsets differ
@@ -148,10 +158,51 @@ def streamed_features(extractor: FeatureExtractor, paths: list[Path], resolution
     return (np.concatenate(parts) if parts else np.zeros((0, 0))), mask
 
 
+def read_prediction_frame(folder: Path, split: str) -> pd.DataFrame:
+    """``<split>_predictions.csv`` as written by train_classifier (dicom_id as text)."""
+    return pd.read_csv(folder / f"{split}_predictions.csv", dtype={"dicom_id": str})
+
+
+def labels_and_scores(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N, K) int, probabilities (N, K) float) of a predictions frame."""
+    return frame[list(CLASSES)].to_numpy(dtype=np.int64), frame[[f"prob_{c}" for c in CLASSES]].to_numpy(np.float64)
+
+
 def read_predictions(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels (N, K) int, probabilities (N, K) float) from ``<split>_predictions.csv``."""
-    frame = pd.read_csv(folder / f"{split}_predictions.csv")
-    return frame[list(CLASSES)].to_numpy(dtype=np.int64), frame[[f"prob_{c}" for c in CLASSES]].to_numpy(np.float64)
+    return labels_and_scores(read_prediction_frame(folder, split))
+
+
+def align_test_predictions(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Every arm's test predictions in the reference arm's row order, so row i is the same image everywhere.
+
+    The arms were tested on the same real test patients; a different set of ``dicom_id`` values, a
+    duplicate, different labels or a missing ``subject_id`` (the bootstrap's cluster id) is an error.
+    """
+    reference = frames[REFERENCE_ARM]
+    for arm, frame in frames.items():
+        if "subject_id" not in frame.columns:
+            raise ValueError(f"arm {arm}: test_predictions.csv has no subject_id column, which the "
+                             "patient-clustered bootstrap needs; rerun train_classifier (it writes subject_id)")
+        if frame["dicom_id"].duplicated().any():
+            raise ValueError(f"arm {arm}: test_predictions.csv lists some dicom_id more than once")
+    return {arm: _aligned(reference, frame, arm) for arm, frame in frames.items()}
+
+
+def _aligned(reference: pd.DataFrame, frame: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """``frame`` reordered to ``reference``'s dicom_id order, after checking both hold the same images."""
+    ref_ids, ids = set(reference["dicom_id"]), set(frame["dicom_id"])
+    if ref_ids != ids:
+        missing, extra = sorted(ref_ids - ids), sorted(ids - ref_ids)
+        raise ValueError(f"arm {arm} was tested on other images than arm {REFERENCE_ARM}: {len(missing)} missing "
+                         f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]}); paired comparisons need "
+                         "the same test set, so retrain the arms on one cohort")
+    out = frame.set_index("dicom_id").loc[reference["dicom_id"]].reset_index()
+    same = ["subject_id", *CLASSES]
+    if not np.array_equal(out[same].to_numpy(), reference[same].to_numpy()):
+        raise ValueError(f"arm {arm}: the same test images carry other labels or patients than in arm "
+                         f"{REFERENCE_ARM}; retrain the arms on one cohort")
+    return out
 
 
 def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int, str]:
@@ -253,6 +304,88 @@ def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]],
     plt.close(fig)
 
 
+def score_arms(classifiers: Path, p: EvaluateParams, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every arm's report (patient-clustered intervals) and each augmented arm's paired AUROC delta.
+
+    Writes ``roc/<arm>.csv`` and ``plots/roc.png``. All arms are scored on the reference arm's row
+    order with the same seed, so resample b draws the same patients for every arm.
+    """
+    test = align_test_predictions({arm: read_prediction_frame(classifiers / arm, "test") for arm in ARMS})
+    groups = test[REFERENCE_ARM]["subject_id"].to_numpy()  # (N,) cluster ids
+    boot = {"n_boot": p.n_boot, "seed": p.seed, "level": p.ci_level, "groups": groups}
+    arms: dict[str, Any] = {}
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]] = {}
+    for arm in ARMS:
+        y_val, s_val = read_predictions(classifiers / arm, "val")
+        y_test, s_test = labels_and_scores(test[arm])
+        report = evaluate_classifier(y_val, s_val, y_test, s_test, CLASSES, **boot)
+        arms[arm] = report_dict(report) | training_facts(classifiers / arm)
+        curves[arm] = {c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
+                       for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
+        write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))
+        log.info("arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images, %d patients)", arm,
+                 report.auroc.macro, *report.auroc_ci.macro, report.f1.macro, report.n_test,
+                 report.auroc_ci.n_clusters)
+    plot_roc(curves, out / "plots" / "roc.png")
+    y, s_ref = labels_and_scores(test[REFERENCE_ARM])
+    deltas = {}
+    for arm in (a for a in ARMS if a != REFERENCE_ARM):
+        delta = paired_delta(y, s_ref, labels_and_scores(test[arm])[1], CLASSES, **boot)
+        deltas[arm] = asdict(delta) | {"reference": REFERENCE_ARM}
+        log.info("arm %s - %s: macro AUROC %+.4f [%+.4f, %+.4f] (paired, patient-clustered)", arm, REFERENCE_ARM,
+                 delta.delta, *delta.interval)
+    return arms, deltas
+
+
+def training_facts(folder: Path) -> dict[str, Any]:
+    """Counts and the training seed from an arm's train_classifier ``metrics.json`` (seed None if unrecorded)."""
+    trained = json.loads((folder / "metrics.json").read_text())
+    return {"train_images": trained["train_images"], "synthetic_train_images": trained["synthetic_train_images"],
+            "best_epoch": trained["best_epoch"], "optimizer_steps": trained.get("optimizer_steps"),
+            "train_seeds": [trained["seed"]] if "seed" in trained else None}
+
+
+FID_DEFINITIONS = {
+    "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
+           "comparable across runs of this repository at the same N, not with the floor below",
+    "fid_equal_n": "held-out patients split into disjoint halves A and B of n images each: real A vs images "
+                   "generated from B's reports, beside real A vs real B (the floor: what a perfect generator "
+                   "would score at this n)",
+}
+
+
+def _split_column(per_report: pd.DataFrame) -> str:
+    """The finest id that keeps a patient's images together: subject_id, else study_id, else dicom_id."""
+    return next(c for c in ("subject_id", "study_id", "dicom_id") if c in per_report.columns)
+
+
+def equal_n_floor(real: np.ndarray, generated: np.ndarray, per_report: pd.DataFrame, extractor: str,
+                  p: EvaluateParams) -> dict[str, Any]:
+    """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n.
+
+    real, generated: (N, F) features, row i = per_report row i (real image, its report's generation).
+    A half too small to score gives ``"not computed: <reason>"`` in place of the FID result.
+    """
+    column = _split_column(per_report)
+    groups = per_report[column].to_numpy()
+    a, b = disjoint_halves(groups, p.seed)
+    result: dict[str, Any] = {"split_by": column, "n_per_half": len(a), "groups_a": len(np.unique(groups[a])),
+                              "groups_b": len(np.unique(groups[b]))}
+    if len(a) == 0:
+        reason = (f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "
+                  "halves need at least 2")
+        return result | {"real_a_vs_generated_b": reason, "real_a_vs_real_b": reason}
+    kid = (p.kid_subsets, p.kid_subset_size, p.seed)
+    for key, other in (("real_a_vs_generated_b", generated), ("real_a_vs_real_b", real)):
+        value = compute_fid_or_reason(real[a], other[b], extractor, *kid)
+        result[key] = value if isinstance(value, str) else asdict(value)
+    return result
+
+
+def _fid_text(value: Any) -> str:
+    return f"{value['fid']:.2f}" if isinstance(value, dict) else str(value)
+
+
 def conditional_fidelity(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """AUROC of the real-only classifier's scores against the labels the images should show."""
     return asdict(auroc(labels, probs, CLASSES)) | {"n_images": len(labels)}
@@ -292,26 +425,8 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
     (out / "plots").mkdir(parents=True, exist_ok=True)
     (out / "roc").mkdir(parents=True, exist_ok=True)
 
-    # 1. The classifier arms on the real test patients.
-    arms: dict[str, Any] = {}
-    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]] = {}
-    for arm in ARMS:
-        folder = args.classifiers / arm
-        y_val, s_val = read_predictions(folder, "val")
-        y_test, s_test = read_predictions(folder, "test")
-        report = evaluate_classifier(y_val, s_val, y_test, s_test, CLASSES, n_boot=p.n_boot, seed=p.seed,
-                                     level=p.ci_level)
-        trained = json.loads((folder / "metrics.json").read_text())
-        arms[arm] = report_dict(report) | {"train_images": trained["train_images"],
-                                           "synthetic_train_images": trained["synthetic_train_images"],
-                                           "best_epoch": trained["best_epoch"],
-                                           "optimizer_steps": trained.get("optimizer_steps")}
-        curves[arm] = {c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
-                       for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
-        write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))
-        log.info("arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images)", arm, report.auroc.macro,
-                 *report.auroc_ci.macro, report.f1.macro, report.n_test)
-    plot_roc(curves, out / "plots" / "roc.png")
+    # 1. The classifier arms on the real test patients, every arm on the same rows and resamples.
+    arms, deltas = score_arms(args.classifiers, p, out)
 
     # 2. Images: held-out real, their two generations, the augmentation set, generator training images.
     per_report = pd.read_csv(args.synthetic / "per_report.csv", dtype={"dicom_id": str})
@@ -352,19 +467,20 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
         log.warning("unreadable images skipped: %s", unreadable)
 
     fid = compute_fid(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
-    halves = np.random.default_rng(p.seed).permutation(len(real))
-    floor = compute_fid(feats["real"][halves[::2]], feats["real"][halves[1::2]], extractor.name, p.kid_subsets,
-                        p.kid_subset_size, p.seed)
     fidelity = {
         "fid": asdict(fid),
-        "fid_real_halves": asdict(floor),
+        "fid_equal_n": equal_n_floor(feats["real"], feats["gen0"], per_report, extractor.name, p),
+        "definitions": FID_DEFINITIONS,
         "ssim_real_vs_generated": _mean_std(ssim(real, gen[0])),
         "resolution": side,
     }
     if len(gen) > 1:
         fidelity["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], p.msssim_kernel or None,
                                                            p.msssim_scales or None))
-    log.info("FID %.2f (real halves %.2f), KID %.4f, SSIM %.3f%s [%s]", fid.fid, floor.fid, fid.kid_mean,
+    floor = fidelity["fid_equal_n"]
+    log.info("FID %.2f (%d vs %d), KID %.4f; equal-N (n = %d per half): generated %s vs real floor %s; "
+             "SSIM %.3f%s [%s]", fid.fid, fid.n_real, fid.n_fake, fid.kid_mean, floor["n_per_half"],
+             _fid_text(floor["real_a_vs_generated_b"]), _fid_text(floor["real_a_vs_real_b"]),
              fidelity["ssim_real_vs_generated"]["mean"],
              f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "", extractor.name)
 
@@ -398,6 +514,7 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
     metrics = {
         "profile": profile,
         "classifier": arms,
+        "delta_auroc": deltas,
         "fidelity": fidelity,
         "conditional_fidelity": cond,
         "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
@@ -428,9 +545,14 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
         out[f"{arm}/macro_auroc"] = r["auroc"]["macro"]
         out[f"{arm}/macro_auroc_low"], out[f"{arm}/macro_auroc_high"] = r["auroc_ci"]["macro"]
         out[f"{arm}/macro_f1"] = r["f1"]["macro"]
+    for arm, d in metrics.get("delta_auroc", {}).items():
+        out[f"delta_auroc/{arm}"] = d["delta"]
+        out[f"delta_auroc/{arm}_low"], out[f"delta_auroc/{arm}_high"] = d["interval"]
     fid = metrics["fidelity"]
     out["fid"], out["kid"] = fid["fid"]["fid"], fid["fid"]["kid_mean"]
-    out["fid_real_halves"] = fid["fid_real_halves"]["fid"]
+    for key, name in (("real_a_vs_generated_b", "generated"), ("real_a_vs_real_b", "real_floor")):
+        value = fid["fid_equal_n"][key]
+        out[f"fid_equal_n/{name}"] = value["fid"] if isinstance(value, dict) else None
     out["ssim"] = fid["ssim_real_vs_generated"]["mean"]
     if "ms_ssim_between_seeds" in fid:
         out["ms_ssim"] = fid["ms_ssim_between_seeds"]["value"]

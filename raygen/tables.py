@@ -9,9 +9,12 @@ Writes ``table1``, ``table2`` and ``table3`` as ``.md`` and ``.csv`` under ``--o
 feature extractor and the sample counts behind our numbers; the paper's numbers are MIMIC-CXR p10 at
 512 px (design.md), so on the demo profile they are a reference point, not a target.
 
-- Table 1: average (macro) AUROC and F1 of the three classifier arms, with bootstrap intervals.
+- Table 1: average (macro) AUROC and F1 of the three classifier arms, with patient-clustered bootstrap
+  intervals, and each augmented arm's paired AUROC difference from the real-only arm; a note says how
+  the intervals were drawn and how many training seeds stand behind each arm.
 - Table 2: generator comparison (FID, MS-SSIM, average AUROC) for RoentGen, UniXGen, the paper's RayGen
-  and ours, plus two rows the paper could not measure: conditional fidelity and memorisation.
+  and ours, plus rows the paper could not measure: the equal-N FID floor, conditional fidelity and
+  memorisation; a note says what each FID compares.
 - Table 3: class-wise AUROC of the three arms.
 """
 
@@ -94,10 +97,12 @@ def context_line(m: dict[str, Any]) -> str:
     """Dataset, resolutions, extractor and sample counts behind our numbers."""
     arms = m["classifier"]
     fid = m["fidelity"]["fid"]
+    patients = arms["real"]["auroc_ci"].get("n_clusters")
+    of_patients = f" of {patients} patients" if patients else ""
     return (f"Ours: {DATASETS.get(m['profile'], m['profile'])}; synthetic images {m['fidelity']['resolution']} px, "
             f"classifier input {m.get('classifier_resolution', 'n/a')} px; {arms['real']['n_test']} real test "
-            f"images; FID features {m['extractor']} on {fid['n_real']} real vs {fid['n_fake']} generated images. "
-            "Paper: MIMIC-CXR p10, 512 px, 605 test images, FID on 2,568 held-out images.")
+            f"images{of_patients}; FID features {m['extractor']} on {fid['n_real']} real vs {fid['n_fake']} generated "
+            "images. Paper: MIMIC-CXR p10, 512 px, 605 test images, FID on 2,568 held-out images.")
 
 
 def table1(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -113,10 +118,50 @@ def table1(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
                                                        if r["synthetic_train_images"] else ""),
             "our optimizer steps": f"{r['optimizer_steps']:,}" if r.get("optimizer_steps") is not None else "n/a",
             "our avg AUROC [95% CI]": _with_ci(r["auroc"]["macro"], r["auroc_ci"]["macro"], p),
+            "our AUROC difference vs real only [95% CI]": _delta_text(m.get("delta_auroc", {}).get(arm), arm, p),
             "our avg F1 [95% CI]": _with_ci(r["f1"]["macro"], r["f1_ci"]["macro"], p),
             "classes left out": ", ".join(r["auroc"]["excluded"]) or "none",
         })
     return pd.DataFrame(rows)
+
+
+def _delta_text(delta: dict[str, Any] | None, arm: str, p: TablesParams) -> str:
+    """An augmented arm's paired macro AUROC difference from the real-only arm, signed, with its interval."""
+    if arm == "real":
+        return "reference"
+    if not delta or delta.get("delta") is None:
+        return "n/a"
+    text = f"{delta['delta']:+.{p.decimals}f}"
+    low, high = delta["interval"]
+    if p.show_ci and low is not None and high is not None:
+        text += f" [{low:+.{p.decimals}f}, {high:+.{p.decimals}f}]"
+    return text
+
+
+def _seed_text(arms: dict[str, Any]) -> str:
+    """How many training runs (seeds) stand behind each arm, from the seeds evaluate recorded."""
+    seeds = [r.get("train_seeds") for r in arms.values()]
+    if any(s is None for s in seeds):
+        return "Each arm is one training run (its seed was not recorded)"
+    counts = sorted({len(s) for s in seeds})
+    count = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    listed = ", ".join(str(x) for x in sorted({x for s in seeds for x in s}))
+    return f"Each arm is {count} training run{'' if counts == [1] else 's'} (seed {listed})"
+
+
+def table1_note(m: dict[str, Any]) -> str:
+    """How the intervals were drawn, and how many training seeds each number stands on."""
+    ci = m["classifier"]["real"]["auroc_ci"]
+    level = f"{ci.get('level', 0.95):.0%}"
+    if ci.get("n_clusters"):
+        drawn = (f"over the {ci['n_clusters']} test patients: each of {ci['n_boot']} resamples draws patients "
+                 "with replacement and takes all of a drawn patient's images")
+    else:
+        drawn = f"over test images, not clustered by patient ({ci['n_boot']} resamples)"
+    return (f"Intervals: {level} percentile bootstrap {drawn}. The difference from the real-only arm is paired: "
+            "every resample scores both arms on the same patients. "
+            f"{_seed_text(m['classifier'])}: the intervals cover which patients were tested, not the "
+            "variation between training runs.")
 
 
 def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -130,13 +175,16 @@ def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
         cond_text += (f"; {_fmt(cond['per_report_generated']['macro'], p.decimals)} per-report vs "
                       f"{_fmt(cond['per_report_real']['macro'], p.decimals)} on the real images")
     ours = {
-        "FID": f"{_fmt(fid['fid']['fid'], 2)} (real-vs-real halves: {_fmt(fid['fid_real_halves']['fid'], 2)})",
+        "FID": f"{_fmt(fid['fid']['fid'], 2)} ({fid['fid']['n_real']} real vs {fid['fid']['n_fake']} generated from "
+               "their own reports)",
         "MS-SSIM (lower = more diverse)": (f"{_fmt(ms['value'], p.decimals)} ({ms['kernel_size']} px window, "
                                            f"{ms['scales']} scales)") if ms else "n/a",
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, p.decimals),
         "conditional fidelity (macro AUROC)": cond_text,
         "memorisation (share closer than real p1)": (f"{_fmt(mem['share_below'], p.decimals)} "
                                                      f"({mem['n_below']} / {mem['n_synthetic']})"),
+        "FID at equal N, patient-disjoint halves: real A vs generated for B (real A vs real B floor)":
+            _equal_n_text(fid.get("fid_equal_n")),
     }
     rows = []
     for i, metric in enumerate(ours):
@@ -146,6 +194,25 @@ def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
         row["RayGen (ours)"] = ours[metric]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _equal_n_text(floor: dict[str, Any] | None) -> str:
+    """"<generated> (floor <real>), n = <n> per half", or the reason a half could not be scored."""
+    if not floor:
+        return "n/a"
+    values = [floor["real_a_vs_generated_b"], floor["real_a_vs_real_b"]]
+    if any(isinstance(v, str) for v in values):
+        return next(v for v in values if isinstance(v, str))
+    return f"{_fmt(values[0]['fid'], 2)} (floor {_fmt(values[1]['fid'], 2)}), n = {floor['n_per_half']} per half"
+
+
+def table2_note(m: dict[str, Any]) -> str:
+    """What each FID compares, so the headline is not read against the floor."""
+    return ("FID (headline): every held-out real image against the image generated from its own report, N vs N. "
+            "Equal-N floor: the held-out patients split into two disjoint halves A and B of n images each; "
+            "real A against the images generated from B's reports is the fair comparison with real A against "
+            "real B, the score a perfect generator would reach at that n. FID falls as the sample count grows, "
+            "so only FIDs at the same count compare.")
 
 
 def table3(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -177,6 +244,9 @@ TITLES = {
 }
 
 
+NOTES = {"table1": table1_note, "table2": table2_note}  # printed under the table
+
+
 def build_parser():
     parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
     parser.add_argument("--metrics", type=Path, required=True, help="evaluate metrics.json")
@@ -195,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, build in (("table1", table1), ("table2", table2), ("table3", table3)):
             frame = build(metrics, p)
             write_csv(args.out / f"{name}.csv", frame, index=False)
-            text = f"## {TITLES[name]}\n\n{context}\n\n{markdown(frame)}\n"
+            note = f"\n{NOTES[name](metrics)}\n" if name in NOTES else ""
+            text = f"## {TITLES[name]}\n\n{context}\n\n{markdown(frame)}\n{note}"
             write_text(args.out / f"{name}.md", text)
             sections.append(text)
         write_text(args.out / "tables.md", "# RayGen results\n\n" + "\n".join(sections))

@@ -20,12 +20,12 @@ arms differ in their data only; ``epoch_size: arm`` makes an epoch one pass over
 
 Outputs in ``--out``: ``model.ckpt`` (plain dict: best-validation weights, classifier config, resolved
 params, best epoch), ``history.csv`` (epoch, train_loss, val_macro_auroc, lr, seconds),
-``val_predictions.csv`` / ``test_predictions.csv`` (dicom_id, the 10 true labels, ``prob_<class>`` for
-each; the demo's ``true_*`` columns are carried along when present) and ``metrics.json`` (best epoch,
-val and test macro AUROC, counts, wall time). ``last.ckpt`` is written atomically after every epoch; a
-killed run started again with the same arguments resumes from it (weights, optimizer, scheduler, best
-so far, patience counter, RNG) and removes it at the end. Data order and augmentation are pure
-functions of (seed, epoch), so a resumed run equals an uninterrupted one.
+``val_predictions.csv`` / ``test_predictions.csv`` (dicom_id, subject_id, the 10 true labels,
+``prob_<class>`` for each; the demo's ``true_*`` columns are carried along when present) and
+``metrics.json`` (best epoch, val and test macro AUROC, counts, seed, wall time). ``last.ckpt`` is
+written atomically after every epoch; a killed run started again with the same arguments resumes from
+it (weights, optimizer, scheduler, best so far, patience counter, RNG) and removes it at the end. Data
+order and augmentation are pure functions of (seed, epoch), so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ def _finish(args: Any, p: TrainClassifierParams, state: TrainState, data: dict[s
         "test_macro_auroc": _macro_auroc(data["test"].labels.numpy(), probs["test"]),
         "train_images": len(data["train"]), "real_train_images": splits.n_real_train,
         "synthetic_train_images": splits.n_synthetic, "val_images": len(data["val"]),
-        "test_images": len(data["test"]), "wall_s": time.perf_counter() - started,
+        "test_images": len(data["test"]), "seed": p.seed, "wall_s": time.perf_counter() - started,
     }
     write_json(args.out / "metrics.json", metrics)
     (args.out / "last.ckpt").unlink(missing_ok=True)

@@ -94,6 +94,7 @@ class TrainDecoderParams:
     compile: bool = False  # torch.compile: worth it on GPU; compile time outweighs a short CPU run
     checkpoint_every: int = 100  # steps between resumable checkpoints (last.ckpt); ~1 minute of demo work
     sample_every: int = 0  # steps between sample grids to MLflow; 0 = only the final samples.png
+    sample_schedule: Literal["maskgit", "raygen_paper"] = "maskgit"  # decoding loop of the sample grids
     seed: int = 0  # initialisation, data order, masks and condition dropout
     workers: int = 0  # DataLoader processes; 0 on a 2-core CPU (a memmap gather costs ~0.1 ms)
     device: str = "auto"  # auto = CUDA if present else CPU; under torchrun each rank takes cuda:LOCAL_RANK
@@ -111,7 +112,7 @@ class TrainDecoderParams:
 
 
 # Params that may change between a killed run and its resumption without invalidating it.
-_RESUME_FREE = ("checkpoint_every", "sample_every", "workers", "device", "compile", "gpus")
+_RESUME_FREE = ("checkpoint_every", "sample_every", "sample_schedule", "workers", "device", "compile", "gpus")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,15 +242,15 @@ def evaluate(model: MaskedTokenDecoder, data: TokenTextDataset, batch_size: int,
 
 
 def write_samples(model: MaskedTokenDecoder, data: TokenTextDataset, null: tuple[torch.Tensor, int], vq: Any,
-                  path: Path, seed: int, device: torch.device) -> None:
-    """Generate images for the first validation prompts (paper sampling settings) into ``path``."""
+                  path: Path, seed: int, device: torch.device, schedule: str = "maskgit") -> None:
+    """Images for the first validation prompts (paper sampling settings, ``schedule``'s loop) into ``path``."""
     from raygen.generate import generate_images, save_image_grid
 
     rows = np.arange(min(SAMPLE_PROMPTS, len(data)))
     batch = data.gather(rows).to(device)
     trained = TrainedDecoder(model=model, null_states=null[0].to(device), null_length=null[1], config={})
     images, _ = generate_images(trained, batch.text_states, batch.text_lengths,
-                                SamplerConfig(batch_size=SAMPLE_PROMPTS), seed, vq)
+                                SamplerConfig(batch_size=SAMPLE_PROMPTS, schedule=schedule), seed, vq)
     save_image_grid(images, path, titles=[str(t) for t in data.frame["text"].iloc[rows]])
     model.train()
 
@@ -468,7 +469,7 @@ def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     with tracking.start_run(STAGE, profile, params=to_dict(p), enabled=ctx.main) as tracker:
         def on_sample(step: int) -> None:
             path = args.out / "samples" / f"step_{step:07d}.png"
-            write_samples(model, val if len(val) else train, null, vq, path, p.seed, ctx.device)
+            write_samples(model, val if len(val) else train, null, vq, path, p.seed, ctx.device, p.sample_schedule)
             tracker.log_artifact(path, "samples")
 
         stats = train_loop(state, forward_model, loader, null, p, ctx, tracker, on_checkpoint, on_sample)
@@ -496,7 +497,7 @@ def _finish(args: Any, p: TrainDecoderParams, ctx: Dist, state: TrainState, fina
         "world_size": ctx.world_size,
         "train_loop_s": stats.loop_s,
     }
-    write_samples(state.model, prompts, null, vq, args.out / "samples.png", p.seed, ctx.device)
+    write_samples(state.model, prompts, null, vq, args.out / "samples.png", p.seed, ctx.device, p.sample_schedule)
     save_checkpoint(args.out / "model.ckpt", final)
     metrics["wall_s"] = time.perf_counter() - started
     write_json(args.out / "metrics.json", metrics)

@@ -10,6 +10,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -105,3 +106,99 @@ def test_head_on_penultimate_features_equals_the_classifier():
     assert extractor.name.startswith(ev.PENULTIMATE)
     head = ev.head_probabilities(model, np.asarray(extractor(x)), torch.device("cpu"))
     assert np.allclose(head, ev.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)
+
+
+# --- arms on the same test patients ------------------------------------------------------------
+
+
+def write_arm(folder, frame: pd.DataFrame, seed: int = 0) -> None:
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / "test_predictions.csv", index=False)
+    frame.to_csv(folder / "val_predictions.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps({"train_images": 10, "synthetic_train_images": 0, "best_epoch": 1,
+                                                     "optimizer_steps": 4, "seed": seed}))
+
+
+def predictions(n: int = 90, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(CLASSES))) < 0.3).astype(int)
+    frame = pd.DataFrame({"dicom_id": [f"d{i:03d}" for i in range(n)], "subject_id": np.arange(n) // 3})
+    frame[list(CLASSES)] = y
+    noise = np.random.default_rng(99).normal(size=y.shape)  # shared by every arm built from this seed
+    frame[[f"prob_{c}" for c in CLASSES]] = 1 / (1 + np.exp(-(signal * y + noise)))
+    return frame
+
+
+def test_arms_are_aligned_by_dicom_id_and_other_test_sets_are_errors():
+    real = predictions()
+    shuffled = real.sample(frac=1.0, random_state=0)
+    aligned = ev.align_test_predictions({"real": real, "real+50": shuffled})
+    assert aligned["real+50"].equals(real[aligned["real+50"].columns])
+    with pytest.raises(ValueError, match=r"other images than arm real: 1 missing .* 0 extra"):
+        ev.align_test_predictions({"real": real, "real+50": real.iloc[1:]})
+    with pytest.raises(ValueError, match="subject_id"):
+        ev.align_test_predictions({"real": real, "real+50": real.drop(columns="subject_id")})
+    relabelled = real.copy()
+    relabelled.loc[0, "Edema"] = 1 - relabelled.loc[0, "Edema"]
+    with pytest.raises(ValueError, match="other labels or patients"):
+        ev.align_test_predictions({"real": real, "real+50": relabelled})
+
+
+def test_score_arms_gives_patient_clustered_intervals_and_paired_deltas(tmp_path):
+    write_arm(tmp_path / "real", predictions())
+    write_arm(tmp_path / "real+50", predictions().sample(frac=1.0, random_state=1))  # same scores, other order
+    write_arm(tmp_path / "real+100", predictions(signal=3.0))  # the same patients, better ranked
+    (tmp_path / "out" / "roc").mkdir(parents=True)
+    (tmp_path / "out" / "plots").mkdir()
+    arms, deltas = ev.score_arms(tmp_path, ev.EvaluateParams(n_boot=100), tmp_path / "out")
+    assert arms["real"]["auroc_ci"]["n_clusters"] == 30 and arms["real"]["train_seeds"] == [0]
+    assert arms["real+50"]["auroc_ci"] == arms["real"]["auroc_ci"]  # same patients drawn, same scores
+    assert deltas["real+50"]["delta"] == 0.0 and deltas["real+50"]["interval"] == (0.0, 0.0)
+    assert deltas["real+100"]["interval"][0] > 0 and deltas["real+100"]["reference"] == "real"
+    headline = ev.summary(fake_metrics(arms, deltas))
+    assert headline["delta_auroc/real+50"] == 0.0
+    assert headline["delta_auroc/real+100_low"] > 0 and headline["delta_auroc/real+100_high"] > \
+        headline["delta_auroc/real+100"]
+    assert headline["fid_equal_n/generated"] == 5.0 and headline["fid_equal_n/real_floor"] is None
+
+
+def fake_metrics(arms: dict, deltas: dict) -> dict:
+    return {"classifier": arms, "delta_auroc": deltas,
+            "fidelity": {"fid": {"fid": 9.0, "kid_mean": 0.01}, "ssim_real_vs_generated": {"mean": 0.5},
+                         "fid_equal_n": {"real_a_vs_generated_b": {"fid": 5.0}, "real_a_vs_real_b": "not computed: x"}},
+            "conditional_fidelity": {"augmentation_prompts": {"macro": 0.6}}, "memorisation": {"share_below": 0.0},
+            "extractor": "toy"}
+
+
+# --- the equal-N FID floor ----------------------------------------------------------------------
+
+
+def test_fid_floor_halves_are_equal_in_size_and_disjoint_by_patient():
+    from raygen.metrics.resampling import disjoint_halves
+
+    groups = np.repeat(np.arange(40), np.random.default_rng(0).integers(1, 6, 40))  # 1-5 images per patient
+    a, b = disjoint_halves(groups, seed=0)
+    assert len(a) == len(b) > 0.4 * len(groups)  # equal N, and little is thrown away
+    assert not set(groups[a]) & set(groups[b])
+    assert len(set(a)) == len(a) and np.array_equal(a, np.sort(a))
+    assert all(np.array_equal(x, y) for x, y in zip((a, b), disjoint_halves(groups, seed=0)))  # seeded
+
+    rng = np.random.default_rng(1)
+    per_report = pd.DataFrame({"subject_id": groups, "study_id": np.arange(len(groups))})
+    real, generated = rng.normal(size=(len(groups), 8)), rng.normal(size=(len(groups), 8)) + 0.5
+    floor = ev.equal_n_floor(real, generated, per_report, "toy", ev.EvaluateParams(kid_subsets=2))
+    assert floor["split_by"] == "subject_id" and floor["n_per_half"] == len(a)
+    for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
+        assert floor[key]["n_real"] == floor[key]["n_fake"] == len(a)
+    assert floor["real_a_vs_generated_b"]["fid"] > floor["real_a_vs_real_b"]["fid"]  # the shift shows
+
+
+@pytest.mark.parametrize(("subjects", "reason"), [([7, 7, 7], "1 subject_id value"), ([1, 2, 2], "1 real vs 1")])
+def test_fid_floor_too_small_is_recorded_not_raised(subjects, reason):
+    per_report = pd.DataFrame({"subject_id": subjects})
+    feats = np.random.default_rng(0).normal(size=(len(subjects), 4))
+    floor = ev.equal_n_floor(feats, feats, per_report, "toy", ev.EvaluateParams(kid_subsets=2))
+    for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
+        assert floor[key].startswith("not computed: ") and reason in floor[key]
+    assert ev.summary(fake_metrics({}, {}) | {"fidelity": {**fake_metrics({}, {})["fidelity"], "fid_equal_n": floor}})[
+        "fid_equal_n/real_floor"] is None

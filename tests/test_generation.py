@@ -14,8 +14,10 @@ from raygen import generate
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
 from raygen.generation.sampler import SamplerConfig, load_decoder_checkpoint, sample_tokens
-from raygen.generation.schedule import mask_ratio, masked_count_after, sample_train_mask
-from raygen.generation.step import decode_step, filter_top_share, gumbel_noise
+from raygen.generation.schedule import (
+    mask_ratio, masked_count_after, paper_masked_input, remask_count, sample_train_mask,
+)
+from raygen.generation.step import decode_step, filter_top_share, gumbel_noise, step_temperature
 from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
 
 V, GRID, L, D = 16, (4, 4), 6, 8
@@ -59,6 +61,31 @@ def test_decode_schedule_is_monotone_and_ends_unmasked(steps):
         assert counts == [886, 512, 0]
     with pytest.raises(ValueError):
         masked_count_after(steps, steps, 1024)
+
+
+def test_both_loops_pin_remask_counts_and_temperatures_for_k3_over_1024_tokens():
+    # MaskGIT-style: floor(1024 cos(pi/2 (k+1)/3)) left masked after step k; T (1 - k/3).
+    assert [remask_count("maskgit", k, 3, 1024) for k in range(3)] == [886, 512, 0]
+    assert [step_temperature(1.3, k, 3, True) for k in range(3)] == pytest.approx([1.3, 1.3 * 2 / 3, 1.3 / 3])
+    # The authors' loop: step k sees max(int(1024 cos(pi/2 t_k)), 1), t = linspace(0, 1, 3) = 0, 0.5, 1 ...
+    assert [paper_masked_input(k, 3, 1024) for k in range(3)] == [1024, 724, 1]
+    # ... so after step k that many of the next step stay masked (the last step re-predicts one token) ...
+    assert [remask_count("raygen_paper", k, 3, 1024) for k in range(3)] == [724, 1, 0]
+    # ... and T (K - 1 - k) / K: the last step is greedy.
+    temps = [step_temperature(1.3, k, 3, True, "raygen_paper") for k in range(3)]
+    assert temps == pytest.approx([1.3 * 2 / 3, 1.3 / 3, 0.0])
+    assert step_temperature(1.3, 2, 3, False, "raygen_paper") == 1.3  # anneal off: constant, as maskgit
+    with pytest.raises(ValueError):
+        remask_count("muse", 0, 3, 1024)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8, 18])
+def test_paper_schedule_is_monotone_and_ends_unmasked(steps):
+    counts = [remask_count("raygen_paper", k, steps, 1024) for k in range(steps)]
+    assert counts[-1] == 0 and all(b <= a for a, b in zip(counts, counts[1:]))
+    assert paper_masked_input(0, steps, 1024) == 1024  # the first step sees a fully masked canvas
+    if steps > 1:
+        assert counts[-2] == 1  # max(., 1): the last step always has one token to predict
 
 
 def test_train_mask_counts_between_one_and_n_with_cosine_mean():
@@ -115,6 +142,69 @@ def test_decoding_never_remasks_and_ends_without_masks(steps, gumbel_scale):
         assert kept[new].all()
         ids, prev_fixed = out.ids, fixed
     assert not (ids == V).any() and ids.min() >= 0 and ids.max() < V
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5])
+def test_paper_loop_never_remasks_fixed_tokens_and_ends_without_masks(steps):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.full((4, N), V)
+    prev_fixed = torch.zeros(4, N, dtype=torch.bool)
+    for k in range(steps):
+        logits = torch.randn(4, N, V, generator=g) * 3
+        out = decode_step(logits, ids, k, steps, V, g, temperature=1.3, alpha=0.5, schedule="raygen_paper")
+        assert torch.all(~out.masked[prev_fixed]) and torch.equal(out.ids[prev_fixed], ids[prev_fixed])
+        assert (out.masked.sum(dim=1) == remask_count("raygen_paper", k, steps, N)).all()
+        ids, prev_fixed = out.ids, ~out.masked
+    assert not (ids == V).any() and ids.min() >= 0 and ids.max() < V
+
+
+def _start_of_step_reference(logits_fn, batch: int, steps: int, g: torch.Generator) -> torch.Tensor:
+    """The authors' loop as they structure it: re-mask the top ``1 - p`` scores at the START of each step.
+
+    Written from the description in raygen.generation.schedule (T = 1.3, alpha = 0.5), not from their code.
+    """
+    ids, scores = torch.full((batch, N), V), torch.zeros(batch, N)
+    for k, t in enumerate(torch.linspace(0, 1, steps)):
+        count = max(int((torch.cos(t * math.pi * 0.5) * N).item()), 1)
+        ids = ids.scatter(1, scores.topk(count, dim=-1).indices, V)
+        logits = logits_fn(ids)
+        temp = 1.3 * (steps - 1 - k) / steps
+        noisy = filter_top_share(logits, 0.5) / max(temp, 1e-10) + gumbel_noise(logits.shape, g, logits.device)
+        pred = noisy.argmax(-1)
+        is_mask = ids == V
+        ids = torch.where(is_mask, pred, ids)
+        p = logits.softmax(-1).gather(-1, pred[..., None])[..., 0]
+        scores = (1 - p).masked_fill(~is_mask, -1e5)
+    return ids
+
+
+@pytest.mark.parametrize("steps", [2, 3, 6])
+def test_paper_loop_equals_the_start_of_step_formulation(steps):
+    """Re-masking at the end of step k with the next step's count is the same loop as the original's."""
+    table = torch.randn(V + 1, N, V, generator=torch.Generator().manual_seed(5)) * 2
+
+    def logits_fn(ids: torch.Tensor) -> torch.Tensor:  # depends on the canvas, like a network
+        return table[ids, torch.arange(N)] + 0.3 * table[ids.roll(1, dims=1), torch.arange(N)]
+
+    ref = _start_of_step_reference(logits_fn, 4, steps, torch.Generator().manual_seed(1))
+    g, ids = torch.Generator().manual_seed(1), torch.full((4, N), V)
+    for k in range(steps):
+        ids = decode_step(logits_fn(ids), ids, k, steps, V, g, temperature=1.3, alpha=0.5,
+                          schedule="raygen_paper").ids
+    assert torch.equal(ids, ref)
+
+
+def test_paper_loop_ranks_by_the_unfiltered_probability_maskgit_by_the_filtered_one():
+    # Greedy picks token 0 at both positions. Keeping the top half (alpha = 0.5) of 4 logits:
+    # position 0: unfiltered p = 1 / (1 + e^-1.5 + 2 e^-1.6) = 0.61, filtered 1 / (1 + e^-1.5) = 0.82;
+    # position 1: p = 1 / (1 + e^-0.8) = 0.69 either way. One of the two stays masked after step 0 of 2.
+    logits = torch.tensor([[[3.0, 1.5, 1.4, 1.4], [3.0, 2.2, -20.0, -20.0]]])
+    ids = torch.full((1, 2), 4)
+    paper = decode_step(logits, ids, 0, 2, 4, torch.Generator(), temperature=0.0, alpha=0.5, schedule="raygen_paper")
+    maskgit = decode_step(logits, ids, 0, 2, 4, torch.Generator(), temperature=0.0, alpha=0.5)
+    assert paper.masked.tolist() == [[True, False]] and maskgit.masked.tolist() == [[False, True]]
+    with pytest.raises(ValueError, match="gumbel"):
+        decode_step(logits, ids, 0, 2, 4, torch.Generator(), gumbel_scale=1.0, schedule="raygen_paper")
 
 
 def test_greedy_step_fixes_the_most_confident():
@@ -174,11 +264,30 @@ def test_cross_attention_kv_computed_once_per_generation():
     assert [int((h == V).sum(1)[0]) for h in out.history] == [masked_count_after(k, 4, N) for k in range(4)]
 
 
+def test_paper_loop_end_to_end_with_a_tiny_decoder():
+    model = tiny_model()
+    states, lengths = prompts()
+    cfg = SamplerConfig(steps=3, temperature=1.3, alpha=0.5, schedule="raygen_paper")
+    a = sample_tokens(model, states, lengths, cfg, torch.Generator().manual_seed(7), keep_history=True)
+    b = sample_tokens(model, states, lengths, cfg, torch.Generator().manual_seed(7)).ids
+    assert torch.equal(a.ids, b) and a.ids.shape == (3, N)
+    assert not (a.ids == V).any() and a.ids.min() >= 0 and a.ids.max() < V  # no mask token left
+    # 4x4 grid, K=3: steps see 16, int(16 cos(pi/4)) = 11 and 1 masked tokens.
+    assert [int((h == V).sum(1)[0]) for h in a.history] == [11, 1, 0]
+    c = sample_tokens(model, states, lengths, cfg, torch.Generator().manual_seed(8)).ids
+    assert not torch.equal(a.ids, c)
+
+
 def test_sampler_config_validates():
     with pytest.raises(ValueError):
         SamplerConfig(steps=0)
     with pytest.raises(ValueError):
         SamplerConfig(alpha=1.0)
+    assert SamplerConfig().schedule == "maskgit"
+    with pytest.raises(ValueError, match="schedule"):
+        SamplerConfig(schedule="muse")
+    with pytest.raises(ValueError, match="gumbel_scale"):
+        SamplerConfig(schedule="raygen_paper", gumbel_scale=4.5)
 
 
 # --- figures and the generate command ------------------------------------------------------------
@@ -229,6 +338,15 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
     first = np.asarray(Image.open(out)).copy()
     assert generate.main(args) == 0
     assert np.array_equal(first, np.asarray(Image.open(out))), "same seed must give the same image"
+
+
+def test_generate_command_schedule_flag():
+    base = ["--prompt", "x", "--out", "grid.png"]
+    assert generate.sampler_config(generate.build_parser().parse_args(base)).schedule == "maskgit"
+    paper = generate.sampler_config(generate.build_parser().parse_args(base + ["--schedule", "raygen_paper"]))
+    assert paper.schedule == "raygen_paper" and paper.steps == 3
+    with pytest.raises(SystemExit):
+        generate.build_parser().parse_args(base + ["--schedule", "muse"])
 
 
 def test_generate_images_progressive_frames_grey_out_masked_tokens():

@@ -1,4 +1,4 @@
-"""AUROC / F1 / bootstrap CIs for the classifier arms."""
+"""AUROC / F1 / bootstrap CIs (image-level and patient-clustered) and paired deltas for the classifier arms."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from raygen.metrics.classification import (
-    Thresholds, auroc, bootstrap_ci, choose_thresholds, evaluate_classifier, f1_at_thresholds,
+    Thresholds, auroc, bootstrap_ci, choose_thresholds, evaluate_classifier, f1_at_thresholds, paired_delta,
 )
+from raygen.metrics.resampling import bootstrap_indices
 
 CLASSES = ("A", "B", "C")
 
@@ -112,3 +113,75 @@ def test_evaluate_classifier_bundles_everything():
     assert isinstance(report.thresholds, Thresholds)
     with pytest.raises(ValueError):
         auroc(y_test * 2, s_test, CLASSES)  # labels must be 0/1
+
+
+# --------------------------------------------------------------------------------------------
+# Patient-clustered bootstrap and paired differences
+
+
+def one_patient_many_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """60 single-image patients plus one patient with 60 identical images (a positive scored low).
+
+    Image-level resampling treats that patient's 60 copies as 60 independent cases, so its weight barely
+    moves between resamples; drawn as one patient it is absent, once, twice, ... and the AUROC swings.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.r_[rng.integers(0, 2, 60), np.ones(60, dtype=int)][:, None]
+    s = np.r_[y[:60, 0] + rng.normal(size=60), np.full(60, -1.0)][:, None]
+    groups = np.r_[np.arange(60), np.full(60, 1000)]
+    return y, s, groups
+
+
+def test_clustered_interval_is_wider_than_the_image_level_one():
+    y, s, groups = one_patient_many_images()
+    images = bootstrap_ci(y, s, ("A",), n_boot=400, seed=0)
+    patients = bootstrap_ci(y, s, ("A",), n_boot=400, seed=0, groups=groups)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(patients.macro) > 1.5 * width(images.macro)
+    assert images.n_clusters is None and patients.n_clusters == 61
+    assert patients == bootstrap_ci(y, s, ("A",), n_boot=400, seed=0, groups=groups)  # seeded
+
+
+def test_clustered_resamples_draw_whole_patients():
+    _, _, groups = one_patient_many_images()
+    groups = np.r_[groups[:40], np.repeat([7000, 7001], [3, 17]), groups[60:]]  # a few mid-size patients too
+    for idx in bootstrap_indices(len(groups), groups, n_boot=20, seed=3):
+        copies = np.bincount(idx, minlength=len(groups))  # (N,) times each image was drawn
+        per_patient = {g: set(copies[groups == g]) for g in np.unique(groups)}
+        assert all(len(c) == 1 for c in per_patient.values()), "a patient was split"
+        assert sum(c.pop() for c in per_patient.values()) == len(per_patient)  # G patients drawn per resample
+
+
+def test_identical_arms_have_a_zero_delta_with_a_zero_interval():
+    y, s = make(200, 11)
+    groups = np.arange(200) // 3  # patients of three images
+    same = paired_delta(y, s, s.copy(), CLASSES, n_boot=200, seed=0, groups=groups)
+    assert same.delta == 0.0 and same.interval == (0.0, 0.0) and set(same.per_class.values()) == {0.0}
+    monotone = paired_delta(y, s, 2 * s + 1, CLASSES, n_boot=200, seed=0, groups=groups)  # same ranking
+    assert monotone.delta == 0.0 and monotone.interval == (0.0, 0.0)
+    assert same.n_clusters == 67 and same.macro_skipped == 0
+
+
+def test_uniformly_better_arm_has_a_positive_paired_interval():
+    y, s = make(300, 12, signal=0.5)
+    better = s + 1.5 * y  # every positive moves up: a better ranking in every class
+    groups = np.arange(300) // 2
+    delta = paired_delta(y, s, better, CLASSES, n_boot=300, seed=1, groups=groups)
+    point = auroc(y, better, CLASSES).macro - auroc(y, s, CLASSES).macro
+    assert delta.delta == pytest.approx(point) and delta.delta > 0
+    assert 0 < delta.interval[0] < delta.delta < delta.interval[1]
+    assert all(low > 0 for low, _ in delta.per_class_interval.values())
+    # Pairing: both arms drawn on the same patients, so the delta's interval is far narrower than
+    # what the two arms' own intervals would suggest.
+    ci_ref = bootstrap_ci(y, s, CLASSES, n_boot=300, seed=1, groups=groups)
+    ci_arm = bootstrap_ci(y, better, CLASSES, n_boot=300, seed=1, groups=groups)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(delta.interval) < width(ci_ref.macro) + width(ci_arm.macro)
+
+
+def test_paired_delta_skips_resamples_where_a_class_loses_its_positives():
+    y, s = make(40, 6)
+    y[:, 1] = 0
+    y[0, 1] = 1  # B: a single positive
+    delta = paired_delta(y, s, s + 0.5 * y, CLASSES, n_boot=200, seed=0)
+    assert 40 < delta.macro_skipped < 110 and not any(math.isnan(v) for v in delta.interval)

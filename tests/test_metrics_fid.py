@@ -75,6 +75,15 @@ def test_kid_single_subset_equals_hand_unbiased_mmd():
     assert mean == pytest.approx(expected, rel=1e-10) and std == 0.0 and m == 6
 
 
+def test_fid_or_reason_records_why_instead_of_raising():
+    a, b = gaussian(30, 4, 7), gaussian(30, 4, 8)
+    assert fm.compute_fid_or_reason(a, b, "toy", kid_subsets=2) == fm.compute_fid(a, b, "toy", kid_subsets=2)
+    for small in (a[:1], a[:0]):
+        text = fm.compute_fid_or_reason(small, b, "toy", kid_subsets=2)
+        assert text.startswith("not computed: ") and f"{len(small)} real vs 30 generated" in text
+    assert fm.compute_fid_or_reason(a, b[:, :3], "toy").startswith("not computed: expected (N, F)")
+
+
 # --------------------------------------------------------------------------------------------
 # Pixel convention
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from raygen import synthesize as syn
-from raygen.data.augment_recipe import class_counts
+from raygen.data.augment_recipe import class_counts, half_arm
+from raygen.data.classifier_data import read_synthetic_manifest, synthetic_for_arm
 from raygen.data.labels import CLASSES
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
 from tests.test_generation import D, FakeVQ, L, tiny_model
@@ -65,6 +66,30 @@ def test_impression_plan_keeps_the_source_studies_labels():
         assert source[row["prompt_class"]] == 1  # prompted with a study positive for its class
         assert [row[c] for c in CLASSES] == [source[c] for c in CLASSES]
         assert row["prompt"] == f"report {row['source_study_id'] - 5000}"
+
+
+def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp_path):
+    manifest = classifier_manifest()
+    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))],
+                              "split": "train"})
+    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"),
+                                 syn.training_impressions(manifest, generator))
+    plan.to_csv(tmp_path / "aug_100.csv", index=False)
+    rows = read_synthetic_manifest(tmp_path / "aug_100.csv")
+    first_positive = np.asarray(CLASSES)[rows[list(CLASSES)].to_numpy().argmax(axis=1)]
+    assert (first_positive != rows["prompt_class"]).any(), "the two groupings must disagree for this test"
+
+    train = manifest[manifest["split"] == "train"]
+    recipe = half_arm(class_counts(train[list(CLASSES)].sum().tolist(), len(train)))
+    meta_half = {c: n // 2 for c, n in syn.aug_class_counts(plan).items()}  # meta.json's aug_50_per_class
+    half = synthetic_for_arm(rows, "real+50")
+    got = half.groupby("prompt_class").size().reindex(list(CLASSES), fill_value=0).tolist()
+    assert got == recipe == list(meta_half.values())
+    assert len(half) == sum(meta_half.values())  # meta.json's aug_50_images
+    # The first-positive-label grouping (the fallback without the column) would train on other counts.
+    fallback = synthetic_for_arm(rows.drop(columns="prompt_class"), "real+50")
+    assert rows.loc[fallback.index, "prompt_class"].value_counts().reindex(list(CLASSES), fill_value=0).tolist() \
+        != recipe
 
 
 def test_per_report_plan_has_one_path_per_seed_and_the_truth():

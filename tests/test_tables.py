@@ -16,17 +16,22 @@ def fake_metrics() -> dict:
         macro = sum(per.values()) / len(per)
         return {
             "auroc": {"metric": "auroc", "per_class": per, "macro": macro, "excluded": ["Fracture"]},
-            "auroc_ci": {"per_class": {c: [v - 0.05, v + 0.05] for c, v in per.items()}, "macro": [macro - 0.03, macro + 0.03]},
+            "auroc_ci": {"per_class": {c: [v - 0.05, v + 0.05] for c, v in per.items()}, "macro": [macro - 0.03, macro + 0.03],
+                         "level": 0.95, "n_boot": 1000, "n_clusters": 37},
             "f1": {"per_class": {}, "macro": 0.4, "excluded": []},
             "f1_ci": {"per_class": {}, "macro": [0.35, 0.45]},
             "n_test": 104, "train_images": 874 + synthetic, "synthetic_train_images": synthetic,
-            "optimizer_steps": 165 if synthetic < 500 else 1650,
+            "optimizer_steps": 165 if synthetic < 500 else 1650, "train_seeds": [0],
         }
 
     return {
         "profile": "demo",
         "classifier": {"real": arm(0.8, 0), "real+50": arm(0.7, 432), "real+100": arm(0.6, 868)},
-        "fidelity": {"fid": {"fid": 12.345, "n_real": 170, "n_fake": 170}, "fid_real_halves": {"fid": 3.21},
+        "delta_auroc": {"real+50": {"delta": -0.1, "interval": [-0.14, -0.06]},
+                        "real+100": {"delta": -0.2, "interval": [-0.25, -0.15]}},
+        "fidelity": {"fid": {"fid": 12.345, "n_real": 170, "n_fake": 170},
+                     "fid_equal_n": {"n_per_half": 80, "real_a_vs_generated_b": {"fid": 20.5},
+                                     "real_a_vs_real_b": {"fid": 6.25}},
                      "ms_ssim_between_seeds": {"value": 0.61, "kernel_size": 7, "scales": 4}, "resolution": 128},
         "conditional_fidelity": {"augmentation_prompts": {"macro": 0.55},
                                  "per_report_generated": {"macro": 0.66}, "per_report_real": {"macro": 0.9}},
@@ -45,9 +50,14 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t1.loc[0, "our avg AUROC [95% CI]"] == f"{m:.3f} [{m - 0.03:.3f}, {m + 0.03:.3f}]"
     assert t1.loc[2, "our training images"] == "874 real + 432 synthetic" and t1.loc[0, "classes left out"] == "Fracture"
     assert list(t1["our optimizer steps"]) == ["165", "1,650", "165"]
+    assert list(t1["our AUROC difference vs real only [95% CI]"]) == ["reference", "-0.200 [-0.250, -0.150]",
+                                                                      "-0.100 [-0.140, -0.060]"]
     t2 = pd.read_csv(tmp_path / "t" / "table2.csv")
     assert list(t2.columns) == ["metric", "RoentGen", "UniXGen", "RayGen (paper)", "RayGen (ours)"]
-    assert t2.loc[0, "RayGen (paper)"] == "7.90" and t2.loc[0, "RayGen (ours)"].startswith("12.35")
+    assert t2.loc[0, "RayGen (paper)"] == "7.90"
+    assert t2.loc[0, "RayGen (ours)"] == "12.35 (170 real vs 170 generated from their own reports)"
+    assert t2.loc[5, "RayGen (ours)"] == "20.50 (floor 6.25), n = 80 per half"
+    assert t2.loc[5, "UniXGen"] == "not measured"
     assert "0.012 (12 / 1000)" == t2.loc[4, "RayGen (ours)"] and t2.loc[4, "RoentGen"] == "not measured"
     assert "0.660 per-report vs 0.900" in t2.loc[3, "RayGen (ours)"]
     t3 = pd.read_csv(tmp_path / "t" / "table3.csv")
@@ -55,6 +65,24 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t3.set_index("class").loc["Edema", "paper real+100"] == 0.8547
     md = (tmp_path / "t" / "tables.md").read_text()
     assert md.count("## Table") == 3 and md.count("raygen-classifier-penultimate:abc123 on 170 real") == 3
+    assert "104 real test images of 37 patients" in md
+    note = (tmp_path / "t" / "table1.md").read_text()
+    assert "over the 37 test patients: each of 1000 resamples draws patients with replacement" in note
+    assert "is paired" in note
+    assert "Each arm is 1 training run (seed 0)" in note
+    assert "disjoint halves A and B" in (tmp_path / "t" / "table2.md").read_text()
+
+
+def test_small_sets_and_old_metrics_show_their_reason():
+    m = fake_metrics()
+    m["fidelity"]["fid_equal_n"]["real_a_vs_real_b"] = "not computed: 1 real vs 1 generated image(s)"
+    assert tables.table2(m, tables.TablesParams()).loc[5, "RayGen (ours)"].startswith("not computed: 1 real")
+    del m["delta_auroc"]
+    for r in m["classifier"].values():
+        r["train_seeds"] = None
+    assert list(tables.table1(m, tables.TablesParams())["our AUROC difference vs real only [95% CI]"]) == [
+        "reference", "n/a", "n/a"]
+    assert "its seed was not recorded" in tables.table1_note(m)
 
 
 def test_markdown_escapes_pipes():

@@ -81,6 +81,7 @@ def test_smoke_run_writes_every_output(dataset, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["synthetic_train_images"] == 6 and metrics["train_images"] == 22
     assert metrics["real_train_images"] == 16 and metrics["test_images"] == 4
+    assert metrics["seed"] == 0  # evaluate states how many training seeds stand behind each arm
     # epoch_size real (the default): an epoch is 16 images, as in the real arm: 2 steps of 8, not 3.
     assert metrics["steps_per_epoch"] == 2 and metrics["optimizer_steps"] == 4
 

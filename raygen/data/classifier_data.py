@@ -9,9 +9,12 @@ Synthetic rows come from a manifest CSV with ``path`` (absolute, or relative to 
     real+50    plus the first half (``n // 2``) of each class's synthetic images (the paper's 50% arm)
     real+100   plus every synthetic image (the paper's 100% arm)
 
-The synthetic manifest is the 100% set (the synthesize stage's ``aug_100.csv``); a row's class is its
-first positive label (the paper's synthetic images are one-hot). Validation and test are real only,
-and patients never cross splits (checked).
+The synthetic manifest is the 100% set (the synthesize stage's ``aug_100.csv``); a row's class is the
+class it was generated for, its ``prompt_class`` column (the synthesize stage writes it for both
+``prompts: class_name`` and ``prompts: impression``, and its meta.json counts the 50% arm the same
+way); only a manifest without that column falls back to the first positive label, which is the same
+thing for one-hot class-name images but not for impression prompts, whose rows keep the source
+study's labels. Validation and test are real only, and patients never cross splits (checked).
 
 Augmentation (training only, seeded by an explicit ``torch.Generator``): a small random affine map
 (rotation, translation, isotropic scale; its determinant is always positive, so it never mirrors)
@@ -37,7 +40,7 @@ from raygen.data.labels import CLASSES
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ARMS", "AugmentConfig", "ClassifierImages", "ClassifierSplits", "COHORT_COLUMNS", "augment_batch",
+    "ARMS", "AugmentConfig", "ClassifierImages", "ClassifierSplits", "COHORT_COLUMNS", "arm_groups", "augment_batch",
     "build_splits", "check_patient_disjoint", "load_images", "read_classifier_manifest",
     "read_synthetic_manifest", "synthetic_for_arm",
 ]
@@ -93,18 +96,32 @@ def read_synthetic_manifest(path: str | Path, root: str | Path | None = None) ->
     return frame
 
 
+def arm_groups(synthetic: pd.DataFrame) -> np.ndarray:
+    """(N,) the class each synthetic row was generated for: ``prompt_class`` when the manifest has it.
+
+    Without that column (a hand-made manifest), the row's first positive label, "" when it has none.
+    Impression-prompted rows carry their source study's labels, so their first positive label is often
+    another class than the one they were generated for: the column is the truth.
+    """
+    if "prompt_class" in synthetic.columns:
+        return synthetic["prompt_class"].fillna("").astype(str).to_numpy()
+    labels = synthetic[list(CLASSES)].to_numpy()
+    first = np.asarray(CLASSES, dtype=object)[labels.argmax(axis=1)]
+    return np.where(labels.any(axis=1), first, "").astype(str)
+
+
 def synthetic_for_arm(synthetic: pd.DataFrame, arm: str, fraction: float = 1.0) -> pd.DataFrame:
-    """The synthetic rows an arm trains on: per class (first positive label; none = its own group), the
-    first ``floor(n_c * share)`` rows in manifest order, ``share`` = ARMS[arm] * ``fraction``. The 50%
-    arm takes ``n_c // 2`` (the paper's first half of each class). ``fraction`` < 1 scales the set down
-    with the real training set (``max_train_images``)."""
+    """The synthetic rows an arm trains on: per class (:func:`arm_groups`: ``prompt_class``, else the first
+    positive label; none = its own group), the first ``floor(n_c * share)`` rows in manifest order,
+    ``share`` = ARMS[arm] * ``fraction``. The 50% arm takes ``n_c // 2`` (the paper's first half of each
+    class, as the synthesize stage's meta.json counts it). ``fraction`` < 1 scales the set down with the
+    real training set (``max_train_images``)."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose one of {list(ARMS)}")
     share = ARMS[arm] * fraction
     if share <= 0.0 or synthetic.empty:
         return synthetic.iloc[:0]
-    labels = synthetic[list(CLASSES)].to_numpy()
-    group = np.where(labels.any(axis=1), labels.argmax(axis=1), -1)  # (N,) first positive class, -1 none
+    group = arm_groups(synthetic)  # (N,)
     keep = np.zeros(len(synthetic), dtype=bool)
     for g in np.unique(group):
         rows = np.flatnonzero(group == g)

@@ -5,6 +5,15 @@ module runs the loop, :mod:`raygen.generation.step` does one step, :mod:`raygen.
 says how many tokens stay masked. The text's cross-attention keys/values are computed once per
 call (conditional and null prompt in one batch), never once per step.
 
+Two decoding loops are offered (``SamplerConfig.schedule``; details in
+:mod:`raygen.generation.schedule` and :mod:`raygen.generation.step`):
+
+- ``maskgit`` (the default): a MaskGIT-style loop; after step k, floor(cos(pi/2 (k+1)/K) N) of the
+  new tokens stay masked, temperature T (1 - k/K), confidence from the top-share-filtered logits.
+- ``raygen_paper``: the RayGen authors' own loop (their ``generate``, lucidrains' muse-maskgit-pytorch
+  loop): step k sees max(int(cos(pi/2 t_k) N), 1) masked tokens, t_k = linspace(0, 1, K)[k],
+  temperature T (K-1-k)/K (the last step greedy), re-masking by 1 - p under the unfiltered softmax.
+
 Classifier-free guidance mixes the two passes as ``uncond + s * (cond - uncond)``: ``s = 1`` is the
 plain conditional model (the paper's sampling; the null pass is skipped), ``s = 0`` the
 unconditional one, ``s > 1`` pushes towards the prompt.
@@ -18,21 +27,23 @@ from pathlib import Path
 
 import torch
 
+from raygen.generation.schedule import SCHEDULES
 from raygen.generation.step import decode_step
 from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Sampling settings shared by ``raygen generate`` and the ``synthesize`` stage."""
+    """Sampling settings shared by ``raygen generate``, the ``synthesize`` stage and training sample grids."""
 
     steps: int = 3  # K parallel decoding steps (paper: K=3)
-    temperature: float = 1.3  # sampling temperature T at the first step (paper: T=1.3)
-    temperature_anneal: bool = True  # T decays linearly to T/K over the steps (MaskGIT / muse-maskgit)
-    alpha: float = 0.5  # drop the lowest alpha share of logits, keep the top 1-alpha (paper: 0.5)
+    temperature: float = 1.3  # sampling temperature T (paper: T=1.3); the schedule says how it anneals
+    temperature_anneal: bool = True  # maskgit: T -> T/K over the steps; raygen_paper: T(K-1)/K -> 0
+    alpha: float = 0.5  # drop the lowest alpha share of logits before sampling, keep the top 1-alpha (paper: 0.5)
     gumbel_scale: float = 0.0  # Gumbel noise on the confidence (MaskGIT uses 4.5); 0 = paper's none
     cfg_scale: float = 1.0  # classifier-free guidance s; 1 = conditional only (paper), 0 = unconditional
     batch_size: int = 16  # prompts decoded together (memory / speed trade-off)
+    schedule: str = "maskgit"  # decoding loop: maskgit (MaskGIT-style) | raygen_paper (the authors' own)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -41,6 +52,10 @@ class SamplerConfig:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "raygen_paper" and self.gumbel_scale > 0:
+            raise ValueError("schedule raygen_paper has no confidence noise: gumbel_scale must be 0")
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,7 @@ def sample_tokens(
             out = decode_step(
                 logits, ids, step, config.steps, cfg.mask_id, generator,
                 temperature=config.temperature, temperature_anneal=config.temperature_anneal,
-                alpha=config.alpha, gumbel_scale=config.gumbel_scale,
+                alpha=config.alpha, gumbel_scale=config.gumbel_scale, schedule=config.schedule,
             )
             ids = out.ids
             if keep_history:

@@ -1,5 +1,5 @@
-"""Multi-label classifier metrics: per-class and macro AUROC, F1 at validation-chosen thresholds, and
-percentile bootstrap confidence intervals over test images.
+"""Multi-label classifier metrics: per-class and macro AUROC, F1 at validation-chosen thresholds, percentile
+bootstrap confidence intervals, and paired bootstrap differences between two arms.
 
 Inputs: ``y_true`` (N, K) 0/1 ints and ``y_score`` (N, K) floats (probabilities or logits; only their
 order matters for AUROC, thresholds are in the same units), columns in ``classes`` order
@@ -10,22 +10,29 @@ Undefined is never scored: a class with no positives or no negatives in the eval
 never counted as 0 or 0.5. In a bootstrap resample, a class that loses its positives (or negatives) is
 skipped for that resample, and the macro of a resample in which any scored class is undefined is skipped
 too (so every macro value averages the same classes); the skip counts are reported.
+
+Resampling (:mod:`raygen.metrics.resampling`): with ``groups`` (cluster ids such as subject_id) every
+resample draws whole clusters with replacement, taking all their rows; without, it draws rows. A paired
+difference scores both arms on the same resamples, so its interval reflects how much the arms differ
+on the same patients, not how hard each resample's patients happen to be.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
+from raygen.metrics.resampling import bootstrap_indices, clusters
+
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BootstrapCI", "ClassScores", "ClassificationReport", "Thresholds", "auroc", "bootstrap_ci",
-    "choose_thresholds", "evaluate_classifier", "f1_at_thresholds",
+    "BootstrapCI", "ClassScores", "ClassificationReport", "PairedDelta", "Thresholds", "auroc", "bootstrap_ci",
+    "choose_thresholds", "evaluate_classifier", "f1_at_thresholds", "paired_delta",
 ]
 
 
@@ -52,10 +59,11 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class BootstrapCI:
-    """Percentile bootstrap intervals over resampled test images.
+    """Percentile bootstrap intervals over resampled test images (or whole clusters of them).
 
     ``per_class[c] = (low, high)``; ``skipped[c]``: resamples where ``c`` was undefined;
-    ``macro_skipped``: resamples without a macro value (some scored class undefined).
+    ``macro_skipped``: resamples without a macro value (some scored class undefined);
+    ``n_clusters``: clusters drawn per resample (patients), None when images were drawn one by one.
     """
 
     metric: str
@@ -66,6 +74,29 @@ class BootstrapCI:
     seed: int
     skipped: dict[str, int]
     macro_skipped: int
+    n_clusters: int | None = None
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    """An arm's metric minus a reference arm's on the same test rows, with paired percentile intervals.
+
+    ``delta``: macro(arm) - macro(reference) on the full test set (the same classes in both, since the
+    labels are shared); ``interval``: its bootstrap interval, each resample scoring both arms on the
+    same drawn rows or clusters; ``per_class`` / ``per_class_interval`` likewise per class;
+    ``macro_skipped``: resamples without a macro value; ``n_clusters`` as in :class:`BootstrapCI`.
+    """
+
+    metric: str
+    delta: float
+    interval: tuple[float, float]
+    per_class: dict[str, float]
+    per_class_interval: dict[str, tuple[float, float]]
+    level: float
+    n_boot: int
+    seed: int
+    macro_skipped: int
+    n_clusters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,59 +210,110 @@ def f1_at_thresholds(y_true: np.ndarray, y_score: np.ndarray, thresholds: Thresh
     return _scores("f1", _f1_columns(y, s, _threshold_array(thresholds, classes)), classes)
 
 
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Central ``level`` percentile interval of the non-NaN entries of (B,) ``values``; NaNs when none."""
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2 * 100
+    low, high = np.percentile(v, [alpha, 100 - alpha])
+    return float(low), float(high)
+
+
+def _column_fn(metric: str, thresholds: Thresholds | None,
+               classes: Sequence[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The (N, K) -> (K,) kernel of ``metric`` ("auroc", or "f1" with ``thresholds``)."""
+    if metric == "auroc":
+        return _auroc_columns
+    if metric == "f1" and thresholds is not None:
+        thr = _threshold_array(thresholds, classes)
+        return lambda yy, ss: _f1_columns(yy, ss, thr)
+    raise ValueError(f"metric must be 'auroc' or 'f1' (with thresholds), got {metric!r}")
+
+
+def _resampled(column: Callable[[np.ndarray, np.ndarray], np.ndarray], y: np.ndarray, scores: list[np.ndarray],
+               groups: np.ndarray | None, n_boot: int, seed: int) -> list[np.ndarray]:
+    """(n_boot, K) metric values per score matrix, every matrix scored on the same resampled rows."""
+    values = [np.empty((n_boot, y.shape[1])) for _ in scores]
+    for b, idx in enumerate(bootstrap_indices(len(y), groups, n_boot, seed)):
+        for v, s in zip(values, scores):
+            v[b] = column(y[idx], s[idx])
+    return values
+
+
+def _n_clusters(groups: np.ndarray | None) -> int | None:
+    return None if groups is None else clusters(groups).count
+
+
 def bootstrap_ci(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str], metric: str = "auroc",
                  thresholds: Thresholds | None = None, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> BootstrapCI:
+                 level: float = 0.95, groups: np.ndarray | None = None) -> BootstrapCI:
     """Percentile bootstrap CI of per-class and macro ``metric`` ("auroc" or "f1"; F1 needs ``thresholds``).
 
-    Each resample draws N test images with replacement (numpy Generator seeded with ``seed``), so the
-    result is deterministic per seed. Classes excluded from the point estimate get no interval.
+    ``groups``: (N,) cluster ids (e.g. subject_id). Given, each resample draws as many clusters as there
+    are, with replacement, and takes all their rows (patient-clustered bootstrap); None draws N rows with
+    replacement (image-level). numpy Generator seeded with ``seed``: deterministic per seed. Classes
+    excluded from the point estimate get no interval.
     """
     y, s = _check(y_true, y_score, classes)
-    if metric == "auroc":
-        column = _auroc_columns
-    elif metric == "f1" and thresholds is not None:
-        thr = _threshold_array(thresholds, classes)
-        column = lambda yy, ss: _f1_columns(yy, ss, thr)  # noqa: E731
-    else:
-        raise ValueError(f"metric must be 'auroc' or 'f1' (with thresholds), got {metric!r}")
+    column = _column_fn(metric, thresholds, classes)
     scored = ~np.isnan(column(y, s))  # classes with a point estimate
-    rng = np.random.default_rng(seed)
-    values = np.empty((n_boot, len(classes)))  # (n_boot, K)
-    for b in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        values[b] = column(y[idx], s[idx])
+    (values,) = _resampled(column, y, [s], groups, n_boot, seed)  # (n_boot, K)
     undefined = np.isnan(values) & scored
     macro_ok = ~undefined.any(1)
-    alpha = (1.0 - level) / 2 * 100
-
-    def interval(v: np.ndarray) -> tuple[float, float]:
-        v = v[~np.isnan(v)]
-        if len(v) == 0:
-            return float("nan"), float("nan")
-        low, high = np.percentile(v, [alpha, 100 - alpha])
-        return float(low), float(high)
-
+    nan_pair = (float("nan"), float("nan"))
     return BootstrapCI(
         metric=metric,
-        per_class={c: interval(values[:, k]) for k, c in enumerate(classes) if scored[k]},
-        macro=interval(values[macro_ok][:, scored].mean(1)) if scored.any() else (float("nan"), float("nan")),
+        per_class={c: _percentile_interval(values[:, k], level) for k, c in enumerate(classes) if scored[k]},
+        macro=_percentile_interval(values[macro_ok][:, scored].mean(1), level) if scored.any() else nan_pair,
         level=level, n_boot=n_boot, seed=seed,
         skipped={c: int(undefined[:, k].sum()) for k, c in enumerate(classes) if scored[k]},
         macro_skipped=int((~macro_ok).sum()),
+        n_clusters=_n_clusters(groups),
+    )
+
+
+def paired_delta(y_true: np.ndarray, score_reference: np.ndarray, score_arm: np.ndarray, classes: Sequence[str],
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 groups: np.ndarray | None = None) -> PairedDelta:
+    """AUROC of ``score_arm`` minus ``score_reference`` on the same (N, K) labels, with paired intervals.
+
+    Rows must be aligned (row i is the same test image for both). Each resample (rows, or whole
+    ``groups`` clusters, as :func:`bootstrap_ci`) scores both arms on the same drawn rows; a class
+    undefined in a resample is skipped there for both, and the macro of such a resample is skipped.
+    Identical scores give a delta of exactly 0 with a [0, 0] interval.
+    """
+    y, ref = _check(y_true, score_reference, classes)
+    _, arm = _check(y_true, score_arm, classes)
+    point_ref, point_arm = _auroc_columns(y, ref), _auroc_columns(y, arm)
+    scored = ~np.isnan(point_ref)  # the labels decide, so the same classes for both arms
+    v_ref, v_arm = _resampled(_auroc_columns, y, [ref, arm], groups, n_boot, seed)
+    diff = v_arm - v_ref  # (n_boot, K), NaN where the class is undefined in that resample
+    macro_ok = ~(np.isnan(diff) & scored).any(1)
+    nan_pair = (float("nan"), float("nan"))
+    return PairedDelta(
+        metric="auroc",
+        delta=float(point_arm[scored].mean() - point_ref[scored].mean()) if scored.any() else float("nan"),
+        interval=_percentile_interval(diff[macro_ok][:, scored].mean(1), level) if scored.any() else nan_pair,
+        per_class={c: float(point_arm[k] - point_ref[k]) for k, c in enumerate(classes) if scored[k]},
+        per_class_interval={c: _percentile_interval(diff[:, k], level) for k, c in enumerate(classes) if scored[k]},
+        level=level, n_boot=n_boot, seed=seed, macro_skipped=int((~macro_ok).sum()),
+        n_clusters=_n_clusters(groups),
     )
 
 
 def evaluate_classifier(y_val: np.ndarray, score_val: np.ndarray, y_test: np.ndarray, score_test: np.ndarray,
                         classes: Sequence[str], n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> ClassificationReport:
-    """AUROC and F1 (thresholds from validation) on test, each with bootstrap CIs over test images."""
+                        level: float = 0.95, groups: np.ndarray | None = None) -> ClassificationReport:
+    """AUROC and F1 (thresholds from validation) on test, each with bootstrap CIs over test images, or
+    over whole clusters of them when ``groups`` ((N_test,) ids, e.g. subject_id) is given."""
     thresholds = choose_thresholds(y_val, score_val, classes)
+    boot = {"n_boot": n_boot, "seed": seed, "level": level, "groups": groups}
     return ClassificationReport(
         auroc=auroc(y_test, score_test, classes),
-        auroc_ci=bootstrap_ci(y_test, score_test, classes, "auroc", n_boot=n_boot, seed=seed, level=level),
+        auroc_ci=bootstrap_ci(y_test, score_test, classes, "auroc", **boot),
         thresholds=thresholds,
         f1=f1_at_thresholds(y_test, score_test, thresholds, classes),
-        f1_ci=bootstrap_ci(y_test, score_test, classes, "f1", thresholds, n_boot=n_boot, seed=seed, level=level),
+        f1_ci=bootstrap_ci(y_test, score_test, classes, "f1", thresholds, **boot),
         n_test=len(y_test),
     )

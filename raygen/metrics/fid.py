@@ -37,7 +37,8 @@ from raygen.io import sha256_file
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FeatureExtractor", "FIDResult", "XRV_WEIGHTS", "compute_fid", "extract_features", "file_sha12",
+    "FeatureExtractor", "FIDResult", "MIN_FID_SAMPLES", "XRV_WEIGHTS", "compute_fid", "compute_fid_or_reason",
+    "extract_features", "file_sha12",
     "inception_extractor", "kid", "load_xrv_state_dict", "module_extractor", "unit_to_xrv",
     "xrv_densenet_extractor", "xrv_weights_path",
 ]
@@ -54,6 +55,7 @@ XRV_WEIGHTS: dict[str, str] = {
 XRV_RESOLUTION = 224  # xrv DenseNets were trained at 224 x 224 (the "res224" in their names)
 XRV_MAX = 1024.0  # xrv.datasets.normalize maps [0, maxval] to [-1024, 1024]
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception weights
+MIN_FID_SAMPLES = 2  # per set: a covariance and KID's unbiased MMD need two samples
 
 
 def file_sha12(path: str | Path) -> str:
@@ -318,3 +320,22 @@ def compute_fid(real_feats: np.ndarray | torch.Tensor, fake_feats: np.ndarray | 
     kid_mean, kid_std, m = kid(real, fake, kid_subsets, kid_subset_size, seed)
     return FIDResult(fid=frechet_distance(real, fake), kid_mean=kid_mean, kid_std=kid_std, n_real=len(real),
                      n_fake=len(fake), extractor=extractor, kid_subsets=kid_subsets, kid_subset_size=m)
+
+
+def compute_fid_or_reason(real_feats: np.ndarray | torch.Tensor, fake_feats: np.ndarray | torch.Tensor,
+                          extractor: str, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                          seed: int = 0) -> FIDResult | str:
+    """:func:`compute_fid`, or ``"not computed: <reason>"`` when a set is too small or the numbers fail.
+
+    For the smaller comparisons of the evaluate stage (the equal-N floor's halves), where a tiny cohort
+    must give a stated gap in metrics.json rather than a crashed stage.
+    """
+    n_real, n_fake = len(real_feats), len(fake_feats)
+    if min(n_real, n_fake) < MIN_FID_SAMPLES:
+        return (f"not computed: {n_real} real vs {n_fake} generated image(s); FID and KID need at least "
+                f"{MIN_FID_SAMPLES} in each set")
+    try:
+        return compute_fid(real_feats, fake_feats, extractor, kid_subsets, kid_subset_size, seed)
+    except (ValueError, np.linalg.LinAlgError) as err:
+        log.warning("FID/KID not computed for %d vs %d images: %s", n_real, n_fake, err)
+        return f"not computed: {err}"
