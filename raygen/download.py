@@ -37,13 +37,14 @@ from urllib.parse import urlsplit
 from raygen.cli import stage_parser
 from raygen.config import ConfigError, from_dict, load_section, to_dict
 from raygen.data import physionet as pn
-from raygen.io import write_json
+from raygen.io import tree_digest, write_json
 from raygen.runtime import setup_logging
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "download-complete.json"
 DEMO_COMPLETE = "demo-complete.json"
+MARKERS = (COMPLETE, DEMO_COMPLETE)
 UNPACKED = ".reports-unpacked.json"  # at the reports root: which zip the files/ tree came from
 VALID_GROUPS = tuple(f"p{i}" for i in range(10, 20))
 
@@ -59,6 +60,10 @@ class MimicParams:
     groups: list[str] = dataclasses.field(default_factory=lambda: ["p10"])
     reports: Literal["zip", "txt"] = "zip"  # zip: all reports in one ~142 MB file; txt: the groups' .txt only
     verify: bool = True  # check every file against SHA256SUMS.txt before it is moved into place
+    # An existing local copy to link instead of downloading (the pipeline's way; --local-jpg and
+    # --local-reports override these for a run by hand). Paths, relative to the working directory.
+    local_jpg: str | None = None
+    local_reports: str | None = None
     workers: int = 8  # parallel downloads; PhysioNet serves each connection at a few MB/s
     timeout: float = 60.0  # seconds without a byte before a request counts as failed
     retries: int = 5  # extra attempts per file after a connection error, timeout or 5xx
@@ -99,21 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="dataset root DATA (e.g. data/demo or data/mimic)")
     parser.add_argument(
         "--local-jpg", type=Path, default=None,
-        help="link an existing MIMIC-CXR-JPG copy (version root, its files/ folder, or a wget mirror)",
+        help="link an existing MIMIC-CXR-JPG copy (version root, its files/ folder, or a wget mirror); "
+             "overrides download.mimic.local_jpg",
     )
     parser.add_argument(
         "--local-reports", type=Path, default=None,
-        help="link an existing reports copy (mimic-cxr-reports.zip, a folder with files/ of .txt, or files/)",
+        help="link an existing reports copy (mimic-cxr-reports.zip, a folder with files/ of .txt, or files/); "
+             "overrides download.mimic.local_reports",
     )
     args = parser.parse_args(argv)
     setup_logging(args.log)
     start = time.perf_counter()
     try:
         params = load_section(args.params, "download", DownloadParams, args.profile)
-        if args.local_jpg or args.local_reports:
+        local_jpg = args.local_jpg or _optional_path(params.mimic.local_jpg)
+        local_reports = args.local_reports or _optional_path(params.mimic.local_reports)
+        if local_jpg or local_reports:
             if params.source == "demo":
                 log.info("--local-jpg/--local-reports given: linking MIMIC-CXR although download.source is demo")
-            summary = run_mimic(args.out, params.mimic, args.local_jpg, args.local_reports)
+            summary = run_mimic(args.out, params.mimic, local_jpg, local_reports)
         elif params.source == "demo":
             summary = run_demo(args.out, params)
         else:
@@ -123,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("download finished in %.1f s: %s", time.perf_counter() - start, json.dumps(summary, default=str))
     return 0
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,7 +168,9 @@ def run_demo(out: Path, params: DownloadParams) -> dict[str, Any]:
     log.info("building the demo dataset in %s with %d workers", out, params.demo_workers)
     result = build_demo_dataset(out, demo, workers=params.demo_workers)
     write_json(marker, {"params": wanted, "summary": result})
-    summary = {"source": "demo", "summary": result}
+    # The tree's digest makes the marker (the stage's DVC out and the next stages' dep) change
+    # whenever the data does.
+    summary = {"source": "demo", "summary": result, "tree": tree_digest(out, contents=True, skip=MARKERS)}
     write_json(complete, summary)
     return summary
 
@@ -196,6 +211,9 @@ def run_mimic(
         "verified": params.verify,
         "jpg": jpg,
         "reports": reports,
+        # Paths and sizes only: hashing hundreds of GB again after every run would cost hours. The
+        # contents were checked against SHA256SUMS.txt when `verified` says so.
+        "tree": tree_digest(out, contents=False, skip=MARKERS),
     }
     write_json(complete, summary)
     return summary

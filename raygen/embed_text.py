@@ -29,7 +29,7 @@ from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.data.text_cache import write_text_cache
-from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, build_text_encoder
+from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, build_text_encoder, pick_model_dir
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (results/embed_text)")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="local model folder: required for source 'local', a snapshot folder for 'cxr-bert'")
+    parser.add_argument("--cxr-bert-dir", type=Path, default=None,
+                        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used only "
+                             "with source 'cxr-bert' and no --model-dir")
     args = parser.parse_args(argv)
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, EmbedTextParams, args.profile)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
         t0 = time.perf_counter()
         encoder = build_text_encoder(
-            params.source, model_dir=args.model_dir, hub_id=params.hub_id, revision=params.revision,
+            params.source, model_dir=pick_model_dir(params.source, args.model_dir, args.cxr_bert_dir), hub_id=params.hub_id, revision=params.revision,
             max_length=params.max_length, normalize=params.normalize, device=device,
             autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
         )

@@ -3,7 +3,7 @@
 Command line::
 
     raygen generate --prompt "Large right pleural effusion." --n 8 --steps 3 --temperature 1.3 \\
-        --cfg 1.0 --seed 0 --out grid.png [--progressive fig3.png] \\
+        --cfg 1.0 --seed 0 --out grid.png [--progressive fig3.png] [--schedule raygen_paper] \\
         [--checkpoint results/train_decoder/model.ckpt] [--vqgan results/vqgan] [--params params.yaml]
 
 The prompt is encoded by the text encoder configured in the ``embed_text`` section of the params
@@ -11,7 +11,8 @@ file (the same encoder that built the training cache), the decoder unmasks the t
 steps (:mod:`raygen.generation.sampler`) and the VQ-GAN turns tokens into pixels. ``--progressive``
 writes the paper's Figure 3: the canvas after each step, still-masked tokens shown grey. The same
 seed gives the same images. Sampling defaults are :class:`SamplerConfig`'s (paper: K=3, T=1.3,
-alpha=0.5).
+alpha=0.5); ``--schedule`` picks the decoding loop: ``maskgit`` (MaskGIT-style, the default) or
+``raygen_paper`` (the RayGen authors' own loop).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from raygen.cli import stage_parser
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder, load_decoder_checkpoint, sample_tokens
+from raygen.generation.schedule import SCHEDULES
 from raygen.io import atomic_path
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
 
@@ -127,7 +129,8 @@ def save_progressive(frames: list[torch.Tensor], path: str | Path, titles: list[
 
 
 def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, model_dir: Path | None,
-                   text_meta: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                   text_meta: dict[str, Any], device: torch.device,
+                   cxr_bert_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode prompts with the ``embed_text`` encoder -> states (B, L, D) float16, lengths (B,) int64.
 
     The one place that touches the text encoder (:func:`raygen.models.text_encoder.build_text_encoder`).
@@ -137,7 +140,7 @@ def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, m
     """
     from raygen.config import load_section
     from raygen.embed_text import EmbedTextParams, forward_precision
-    from raygen.models.text_encoder import build_text_encoder
+    from raygen.models.text_encoder import build_text_encoder, pick_model_dir
 
     params = load_section(params_path, "embed_text", EmbedTextParams, profile)
     trained = text_meta.get("params", {})
@@ -147,7 +150,7 @@ def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, m
                              f"trained on {trained[key]!r} text states; use the params of the training run")
     length = int(text_meta["max_length"])
     encoder = build_text_encoder(
-        params.source, model_dir=model_dir, hub_id=params.hub_id, revision=params.revision, max_length=length,
+        params.source, model_dir=pick_model_dir(params.source, model_dir, cxr_bert_dir), hub_id=params.hub_id, revision=params.revision, max_length=length,
         normalize=params.normalize, device=device,
         autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
     )
@@ -212,7 +215,19 @@ def build_parser():
     parser.add_argument("--gumbel", type=float, default=defaults.gumbel_scale, help="Gumbel noise on the confidence")
     parser.add_argument("--cfg", type=float, default=defaults.cfg_scale, help="guidance scale (1 = conditional only)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="decoding loop: maskgit = MaskGIT-style (cos((k+1)/K) share left masked after step k, "
+                             "T down to T/K); raygen_paper = the RayGen authors' loop (linspace(0, 1, K) "
+                             "schedule, T (K-1-k)/K so the last step is greedy, re-masking by the unfiltered "
+                             "probability; needs --gumbel 0) (default: %(default)s)")
     return parser
+
+
+def sampler_config(args: Any) -> SamplerConfig:
+    """The :class:`SamplerConfig` the command line asks for."""
+    return replace(SamplerConfig(), steps=args.steps, temperature=args.temperature,
+                   temperature_anneal=not args.no_anneal, alpha=args.alpha, gumbel_scale=args.gumbel,
+                   cfg_scale=args.cfg, batch_size=args.batch_size, schedule=args.schedule)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     device = pick_device(args.device)
     configure_torch(device)
-    config = replace(SamplerConfig(), steps=args.steps, temperature=args.temperature,
-                     temperature_anneal=not args.no_anneal, alpha=args.alpha, gumbel_scale=args.gumbel,
-                     cfg_scale=args.cfg, batch_size=args.batch_size)
+    config = sampler_config(args)
     trained = load_decoder_checkpoint(args.checkpoint, device)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     start = time.perf_counter()

@@ -66,3 +66,26 @@ def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, **kwargs)
+
+
+def tree_digest(root: str | Path, contents: bool, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A fingerprint of every file under ``root`` (symlinks followed): count, bytes and one SHA-256.
+
+    ``contents=True`` hashes each file's bytes (small trees); ``contents=False`` hashes only relative
+    paths and sizes, so a 570 GB tree costs a directory walk, not a read. Names in ``skip`` (at the top
+    level) are left out, e.g. the marker that will hold the digest.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = size = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if rel in skip:
+                continue
+            length = path.stat().st_size
+            files, size = files + 1, size + length
+            digest.update(f"{rel}\0{length}\0{sha256_file(path) if contents else ''}\n".encode())
+    return {"files": files, "bytes": size, "sha256": digest.hexdigest(), "contents_hashed": contents}

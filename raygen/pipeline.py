@@ -15,26 +15,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from raygen.config import PROFILES, ConfigError, from_dict, read_params, section_dict
+from raygen.config import PROFILES, ConfigError, from_dict, read_params, resolve_profile, section_dict
+from raygen.stages import STAGES
 
 log = logging.getLogger(__name__)
 
 # Section name -> "module:ParamsClass". One name per stage: module, rule, DVC stage, section.
-STAGE_PARAMS: dict[str, str] = {
-    "download": "raygen.download:DownloadParams",
-    "sections": "raygen.sections:SectionsParams",
-    "cohort": "raygen.cohort:CohortParams",
-    "vqgan": "raygen.vqgan:VqganParams",
-    "tokenize": "raygen.tokenize:TokenizeParams",
-    "embed_text": "raygen.embed_text:EmbedTextParams",
-    "train_decoder": "raygen.train_decoder:TrainDecoderParams",
-    "synthesize": "raygen.synthesize:SynthesizeParams",
-    "train_classifier": "raygen.train_classifier:TrainClassifierParams",
-    "evaluate": "raygen.evaluate:EvaluateParams",
-    "tables": "raygen.tables:TablesParams",
-}
+STAGE_PARAMS: dict[str, str] = {stage.name: f"raygen.{stage.name}:{stage.params_class}" for stage in STAGES}
 
-TOP_LEVEL = {"profile", "profiles", *STAGE_PARAMS}
+# Where the pretrained parts live (folders; see params.yaml). The Snakefile and dvc.yaml read them.
+INPUTS = ("unixgen_vqgan", "lpips", "cxr_bert", "chexnet", "torchxrayvision")
+
+TOP_LEVEL = {"profile", "profiles", "inputs", "runtime", *STAGE_PARAMS}
 
 
 def params_class(section: str) -> type:
@@ -48,13 +40,24 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(raw) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown top-level params key(s): {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
+    resolve_profile(raw)
+    _check_inputs(raw.get("inputs"))
+    _check_sections(raw.get("runtime") or {}, "runtime")
     overlays = raw.get("profiles") or {}
-    for name, overlay in overlays.items():
-        if name not in PROFILES:
-            raise ConfigError(f"profiles.{name}: unknown profile; choose one of {', '.join(PROFILES)}")
-        bad = sorted(set(overlay or {}) - set(STAGE_PARAMS))
-        if bad:
-            raise ConfigError(f"unknown section(s) in profiles.{name}: {', '.join(bad)}")
+    for name in PROFILES:
+        overlay = overlays.get(name)
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"profiles.{name}: missing; every profile lists every section (`{{}}` for none), "
+                              "since DVC tracks profiles.<profile>.<section>")
+        missing = [section for section in STAGE_PARAMS if section not in overlay]
+        if missing:
+            raise ConfigError(f"profiles.{name}: add {', '.join(f'{m}: {{}}' for m in missing)} "
+                              "(DVC tracks profiles.<profile>.<section>, which must exist)")
+        _check_sections({k: v for k, v in overlay.items() if k != "runtime"}, f"profiles.{name}")
+        _check_sections(overlay.get("runtime") or {}, f"profiles.{name}.runtime")
+    unknown_profiles = sorted(set(overlays) - set(PROFILES))
+    if unknown_profiles:
+        raise ConfigError(f"profiles.{unknown_profiles[0]}: unknown profile; choose one of {', '.join(PROFILES)}")
     resolved: dict[str, dict[str, Any]] = {}
     for profile in PROFILES:
         resolved[profile] = {
@@ -66,6 +69,24 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
 
         from_dict(DemoParams, resolved[profile]["download"].demo, prefix="download.demo")
     return resolved
+
+
+def _check_sections(mapping: dict[str, Any], where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    bad = sorted(set(mapping) - set(STAGE_PARAMS))
+    if bad:
+        raise ConfigError(f"unknown section(s) in {where}: {', '.join(bad)}; sections: {', '.join(STAGE_PARAMS)}")
+
+
+def _check_inputs(inputs: Any) -> None:
+    if not isinstance(inputs, dict):
+        raise ConfigError(f"inputs: a mapping of {', '.join(INPUTS)} to folders is required")
+    if set(inputs) != set(INPUTS):
+        raise ConfigError(f"inputs: expected exactly {', '.join(INPUTS)}; got {', '.join(sorted(inputs))}")
+    for key, value in inputs.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"inputs.{key}: a folder path (relative to the repository root), got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,9 @@ Two sets, both as 8-bit grey PNGs at the VQ-GAN's resolution under ``<out>/image
   ``source_study_id`` (impression prompts only).
 
 Also ``samples_per_class.png`` (the first images of each class), ``progressive.png`` (the paper's
-Figure 3: the canvas after each decoding step) and ``meta.json`` (counts, sampler settings, speed).
+Figure 3: the canvas after each decoding step) and ``meta.json`` (counts per ``prompt_class`` for both
+arms, sampler settings, speed). ``schedule`` picks the decoding loop (:mod:`raygen.generation.sampler`):
+``maskgit`` (MaskGIT-style, the default) or ``raygen_paper`` (the RayGen authors' own).
 
 Each batch is generated with its own seed (``seed``, set, batch index), so a killed run started again
 keeps the finished batches of ``images.partial/`` and still produces exactly the same images; the
@@ -90,6 +92,7 @@ class SynthesizeParams:
     alpha: float = 0.5  # paper: drop the lowest half of the logits
     gumbel: float = 0.0  # Gumbel noise on the confidence (0 = the paper's none)
     cfg: float = 3.0  # classifier-free guidance scale (1 = conditional only, the paper; the demo needs 3)
+    schedule: Literal["maskgit", "raygen_paper"] = "maskgit"  # decoding loop: MaskGIT-style | the paper authors' own
     batch_size: int = 32  # prompts per decoder batch
     per_report_seeds: list[int] = field(default_factory=lambda: [0, 1])  # one generation per seed and report
     per_report_max: int = 0  # 0 = every FID image; > 0 the first N (smaller budgets)
@@ -107,6 +110,9 @@ class SynthesizeParams:
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise ValueError("synthesize.gpus must be >= 0 (0 = every visible GPU)")
+        if self.schedule == "raygen_paper" and self.gumbel > 0:
+            raise ValueError("synthesize.gumbel must be 0 with schedule raygen_paper (the authors' loop has no "
+                             "confidence noise)")
         if self.count_rule not in RULES:
             raise ValueError(f"synthesize.count_rule must be one of {sorted(RULES)}, got {self.count_rule!r}")
         if len(set(self.per_report_seeds)) < 1 or len(set(self.per_report_seeds)) != len(self.per_report_seeds):
@@ -117,7 +123,7 @@ class SynthesizeParams:
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, temperature=self.temperature, temperature_anneal=self.temperature_anneal,
                              alpha=self.alpha, gumbel_scale=self.gumbel, cfg_scale=self.cfg,
-                             batch_size=self.batch_size)
+                             batch_size=self.batch_size, schedule=self.schedule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +171,13 @@ def augmentation_plan(classifier: pd.DataFrame, p: SynthesizeParams,
                          "prompt_class": name, **{c: int(source[c]) for c in CLASSES},
                          "source_study_id": int(source["study_id"])})
     return pd.DataFrame(rows)
+
+
+def aug_class_counts(aug: pd.DataFrame) -> dict[str, int]:
+    """Images per ``prompt_class`` in CLASSES order: what meta.json reports, and how ``train_classifier``
+    groups the rows for the 50% arm (the first ``n // 2`` of each)."""
+    counts = aug.groupby("prompt_class", sort=False).size().reindex(list(CLASSES), fill_value=0)
+    return {c: int(n) for c, n in counts.items()}
 
 
 def training_impressions(classifier: pd.DataFrame, generator: pd.DataFrame) -> pd.DataFrame:
@@ -272,6 +285,9 @@ def build_parser():
     parser.add_argument("--classifier", type=Path, required=True, help="cohort classifier.csv (class counts)")
     parser.add_argument("--text-model", type=Path, default=None,
                         help="local text encoder folder for the class-name prompts (as embed_text --model-dir)")
+    parser.add_argument("--cxr-bert-dir", type=Path, default=None,
+                        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used "
+                             "only when embed_text.source is cxr-bert and no --text-model is given")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 
@@ -329,7 +345,7 @@ def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker
     if p.prompts == "class_name":
         texts = [class_prompt(p.class_template, c) for c in CLASSES]
         states, lengths = encode_prompts(texts, args.params, args.profile, args.text_model,
-                                         trained.config["text_meta"], device)
+                                         trained.config["text_meta"], device, args.cxr_bert_dir)
         for k, name in enumerate(CLASSES):
             group = aug[aug["prompt_class"] == name]
             made += generate_set(trained, vq, states[k:k + 1], lengths[k:k + 1], [at(x) for x in group["path"]],
@@ -350,11 +366,12 @@ def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker
     write_csv(out / "per_report.csv", per_report)
     write_csv(out / "aug_100.csv", aug)
     _figures(out, per_report, aug, p, trained, vq, cache, config, amp, device)
-    counts = aug.groupby("prompt_class", sort=False).size().reindex(list(CLASSES), fill_value=0)
+    counts = aug_class_counts(aug)
     meta = {
         "profile": profile, "params": to_dict(p), "per_report_images": len(per_report),
         "per_report_seeds": p.per_report_seeds, "aug_100_images": len(aug),
-        "aug_50_images": int((counts // 2).sum()), "aug_per_class": {c: int(n) for c, n in counts.items()},
+        "aug_50_images": sum(n // 2 for n in counts.values()), "aug_per_class": counts,
+        "aug_50_per_class": {c: n // 2 for c, n in counts.items()},
         "resolution": image_side(out / per_report["path_0"].iloc[0]) if len(per_report) else None,
         "images_generated_now": made, "wall_s": round(elapsed, 2),
         "images_per_s": round(made / elapsed, 3) if made else None,

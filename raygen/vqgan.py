@@ -79,7 +79,7 @@ class VqganParams:
     disc_ndf: int = 32  # discriminator base width (taming: 64)
     disc_layers: int = 2  # PatchGAN depth (taming: 3; 2 gives 30-px receptive fields)
     codebook_weight: float = 1.0  # taming default
-    perceptual_weight: float = 1.0  # LPIPS weight when --lpips-dir holds its files, else off (logged)
+    perceptual_weight: float = 0.0  # LPIPS weight; > 0 needs its files in --lpips-dir (an error otherwise)
     dead_code_every: int = 25  # steps between re-seeding unused codes from encoder outputs (0 = off);
     #                          short runs otherwise collapse onto a handful of codes
     seed: int = 0
@@ -320,8 +320,10 @@ def _perceptual(params: VqganParams, lpips_dir: Path | None, device: torch.devic
         return None, "off: perceptual_weight is 0"
     reason = disc_lib.lpips_unavailable(lpips_dir)
     if reason:
-        log.warning("perceptual (LPIPS) loss is off: %s; training with L1 + GAN only", reason)
-        return None, f"off: {reason}"
+        # Never a silent fallback: the run would train a different objective than params.yaml says.
+        raise FileNotFoundError(f"vqgan.perceptual_weight is {params.perceptual_weight} but the LPIPS weights are "
+                                f"{reason}; put them there (see {lpips_dir or 'weights/lpips'}/README.md) or set "
+                                "vqgan.perceptual_weight: 0")
     return disc_lib.build_lpips(lpips_dir).to(device), f"on: LPIPS from {lpips_dir}"
 
 

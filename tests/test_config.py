@@ -81,3 +81,17 @@ def test_missing_file_is_an_error(tmp_path):
 def test_round_trip():
     cfg = Section(steps=3, inner=Inner(size=1, names=["q"]))
     assert from_dict(Section, to_dict(cfg)) == cfg
+
+
+def test_runtime_settings_merge_into_the_stage_section_but_not_into_what_is_tracked(tmp_path):
+    from raygen.config import scientific_section
+
+    raw = {"stage": {"lr": 0.1}, "runtime": {"stage": {"steps": 5}},
+           "profiles": {"paper": {"stage": {"lr": 0.2}, "runtime": {"stage": {"steps": 7}}}}}
+    path = write(tmp_path, raw)
+    assert load_section(path, "stage", Section) == Section(lr=0.1, steps=5)
+    assert load_section(path, "stage", Section, profile="paper") == Section(lr=0.2, steps=7)
+    assert scientific_section(raw, "stage", "paper") == {"lr": 0.2}
+    raw["runtime"]["stage"]["lr"] = 0.3
+    with pytest.raises(ConfigError, match="stage.lr is set both"):
+        load_section(write(tmp_path, raw), "stage", Section)

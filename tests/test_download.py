@@ -544,10 +544,40 @@ def test_demo_branch_builds_once_per_params(tmp_path, monkeypatch, capsys):
 
     assert main_with({"n_patients": 7}) == 0
     assert calls == [(tmp_path / "data", FakeDemoParams(n_patients=7, seed=0), 1)]
-    assert read_marker(tmp_path) == {"source": "demo", "summary": {"images": 14}}
+    marker = read_marker(tmp_path)
+    assert marker.pop("tree")["contents_hashed"] is True  # the marker changes whenever the data does
+    assert marker == {"source": "demo", "summary": {"images": 14}}
     assert main_with({"n_patients": 7}) == 0 and len(calls) == 1, "same params: nothing to rebuild"
     assert main_with({"n_patients": 8}) == 0 and len(calls) == 2
     assert calls[-1][1] == FakeDemoParams(n_patients=8)
     assert main_with({"bogus": 1}) == 1
     assert "download.demo.bogus" in capsys.readouterr().err
     assert len(calls) == 2
+
+
+def test_tree_digest_follows_contents_or_only_paths_and_sizes(tmp_path):
+    from raygen.io import tree_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/x.jpg").write_bytes(b"12345")
+    (tmp_path / "download-complete.json").write_text("{}")
+    first = tree_digest(tmp_path, contents=True, skip=("download-complete.json",))
+    assert (first["files"], first["bytes"]) == (1, 5)
+    (tmp_path / "download-complete.json").write_text('{"other": 1}')  # skipped: no change
+    assert tree_digest(tmp_path, contents=True, skip=("download-complete.json",)) == first
+    (tmp_path / "a/x.jpg").write_bytes(b"12346")  # same size, other bytes
+    assert tree_digest(tmp_path, contents=True, skip=("download-complete.json",))["sha256"] != first["sha256"]
+    sizes = tree_digest(tmp_path, contents=False, skip=("download-complete.json",))
+    (tmp_path / "a/x.jpg").write_bytes(b"99999")
+    assert tree_digest(tmp_path, contents=False, skip=("download-complete.json",)) == sizes  # paths + sizes only
+    (tmp_path / "a/y.jpg").write_bytes(b"1")
+    assert tree_digest(tmp_path, contents=False, skip=("download-complete.json",))["files"] == 2
+
+
+def test_local_copy_from_params_needs_no_flag(tmp_path, mirror, tree, monkeypatch):
+    """The pipeline's way: download.mimic.local_jpg / local_reports in params.yaml."""
+    monkeypatch.setattr(pn, "resolve_credentials", lambda *a, **k: pytest.fail("local mode needs no credentials"))
+    assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep)) == 0
+    assert (jroot(tmp_path) / BIG).read_bytes() == tree[pn.JPG_PROJECT][BIG]
+    marker = read_marker(tmp_path)
+    assert marker["source"] == "local" and marker["tree"]["contents_hashed"] is False and marker["tree"]["files"] > 0

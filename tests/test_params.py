@@ -21,9 +21,25 @@ def test_repository_params_are_valid():
 
 
 def test_every_section_has_all_overlays():
+    """DVC tracks profiles.<profile>.<section>: it must exist for every profile (`{}` when empty)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for profile in ("smoke", "paper"):
-        assert set(raw["profiles"][profile]) == set(STAGE_PARAMS), profile
+    for profile in ("demo", "smoke", "paper"):
+        assert set(raw["profiles"][profile]) == {*STAGE_PARAMS, "runtime"}, profile
+
+
+def test_runtime_settings_live_apart_from_what_shapes_results():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section in ("vqgan", "tokenize", "train_decoder", "train_classifier", "evaluate"):
+        assert not {"workers", "device"} & set(raw[section]), section
+        assert {"device"} <= set(raw["runtime"][section]), section
+    assert resolved_value(raw, "train_decoder", "paper", "workers") == 4
+    assert resolved_value(raw, "train_decoder", "smoke", "checkpoint_every") == 10
+
+
+def resolved_value(raw, section, profile, key):
+    from raygen.config import section_dict
+
+    return section_dict(raw, section, profile)[key]
 
 
 @pytest.mark.parametrize(
@@ -34,6 +50,11 @@ def test_every_section_has_all_overlays():
         (lambda p: p["profiles"].update(big={}), "profiles.big"),
         (lambda p: p["profiles"]["paper"]["cohort"].update(seed="1"), r"cohort.seed"),
         (lambda p: p["sections"].update(wrkers=2), r"sections.wrkers"),
+        (lambda p: p["evaluate"].update(workers=3), r"evaluate.workers is set both"),
+        (lambda p: p["runtime"]["evaluate"].update(n_boot=3), r"evaluate.n_boot is set both"),
+        (lambda p: p["profiles"]["paper"].pop("tables"), r"profiles.paper: add tables: \{\}"),
+        (lambda p: p["runtime"].update(evaluat={}), r"unknown section\(s\) in runtime"),
+        (lambda p: p["inputs"].pop("chexnet"), r"inputs: expected exactly"),
     ],
 )
 def test_typos_are_errors(tmp_path, edit, message):

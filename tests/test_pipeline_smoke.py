@@ -8,6 +8,7 @@ copy produces the same outputs, and the training stages logged MLflow runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,24 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from workflow_copy import BIN, dvc_changed, lock_entries, make_copy, planned, set_params, tool
+
 pytestmark = pytest.mark.slow
-
-
-def smoke_copy(root: Path) -> Path:
-    root.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "workflow", root / "workflow")
-    # DVC stages depend on the package's code too.
-    shutil.copytree(REPO / "raygen", root / "raygen", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = "smoke"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([BIN / "dvc", "init", "-q"], cwd=root, check=True)
-    return root
 
 
 def stage_instances(root: Path) -> dict[str, dict]:
@@ -76,76 +62,240 @@ from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettin
 
 root = Path(sys.argv[1])
 with SnakemakeApi(OutputSettings(quiet={"progress", "rules"})) as api:
-    workflow = api.workflow(resource_settings=ResourceSettings(cores=2), snakefile=root / "Snakefile", workdir=root)
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=2), snakefile=root / "workflow/Snakefile",
+                            workdir=root)
     workflow.dag(DAGSettings()).execute_workflow(executor="local")
 """
 
 
-def run_snakemake(root: Path) -> None:
+def run_snakemake(root: Path, env: dict[str, str]) -> None:
     """Run the workflow through the Snakemake Python API, in a child process.
 
     In a child so that Snakemake's threads and logging state never leak into the test process
     (a later fork there could inherit a held lock).
     """
-    proc = subprocess.run([sys.executable, "-c", SNAKEMAKE_API_RUN, str(root)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", SNAKEMAKE_API_RUN, str(root)], capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
-@pytest.fixture()
-def env(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("RAYGEN_TRACKING", "on")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("RAYGEN_PIPELINE_RUN", "smoke-test")
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return tmp_path / "mlflow.db"
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    """One whole smoke run through Snakemake (MLflow on), shared by the tests below; (root, mlflow.db)."""
+    base = tmp_path_factory.mktemp("smk")
+    db = base / "mlflow.db"
+    env = {**os.environ, "RAYGEN_TRACKING": "on", "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+           "RAYGEN_PIPELINE_RUN": "smoke-test", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    root = make_copy(base / "wf", "smoke")
+    run_snakemake(root, env)
+    return root, db
 
 
-def test_snakemake_runs_everything_once_and_hands_over_to_dvc(tmp_path, env):
-    root = smoke_copy(tmp_path / "smk")
-    run_snakemake(root)
+def test_snakemake_runs_everything_once_and_hands_over_to_dvc(finished):
+    root, db = finished
     missing = [str(p.relative_to(root)) for p in declared_outputs(root) if not p.exists()]
     assert not missing, f"declared outputs not produced: {missing}"
     for name, instance in stage_instances(root).items():
         assert (root / instance["log"]).stat().st_size > 0, name
         assert (root / instance["benchmark"]).exists(), name
     assert_results_are_complete(root)
+    assert planned(root) == set(), "a second run must have nothing to do"
+    assert dvc_changed(root) == set(), "the hand-over must leave dvc status clean"
+    tracked = [e["path"] for stage in lock_entries(root).values() for e in stage.get("deps", []) + stage.get("outs", [])]
+    assert "data/smoke/download-complete.json" in tracked and "data/smoke" not in tracked, \
+        "the data tree itself is never hashed into DVC's cache; its marker stands for it"
 
-    again = subprocess.run(
-        [BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True, check=True
-    )
-    assert "Nothing to be done" in again.stdout + again.stderr
-
-    status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
-    assert "up to date" in status.stdout, status.stdout
-
-    with sqlite3.connect(env) as db:
-        stages = {row[0] for row in db.execute("select value from tags where key = 'raygen.stage'")}
-        groups = {row[0] for row in db.execute("select value from tags where key = 'raygen.pipeline_run'")}
+    with sqlite3.connect(db) as conn:
+        stages = {row[0] for row in conn.execute("select value from tags where key = 'raygen.stage'")}
+        groups = {row[0] for row in conn.execute("select value from tags where key = 'raygen.pipeline_run'")}
     tracked = {"vqgan", "embed_text", "train_decoder", "synthesize", "train_classifier", "evaluate", "tables"}
     assert tracked <= stages, stages
     assert groups == {"smoke-test"}
-    assert_mlflow_ui_lists_runs(env, tracked)
+    assert_mlflow_ui_lists_runs(db, tracked)
 
-    # A change in one section reruns that stage and what follows it, nothing else, in both tools.
+
+def test_a_params_edit_reruns_that_stage_and_what_follows_in_both_tools(finished):
+    root, _ = finished
     original = (root / "params.yaml").read_text()
-    for section, key, value, expected, arms in (
-        ("train_decoder", "steps", 21, {"train_decoder", "synthesize", "train_classifier", "evaluate", "tables"},
-         {"real+50", "real+100"}),  # the real arm reads no synthetic data
-        ("evaluate", "n_boot", 40, {"evaluate", "tables"}, set()),
-    ):
-        params = yaml.safe_load(original)
-        params["profiles"]["smoke"][section][key] = value
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        dry = subprocess.run([BIN / "snakemake", "-n", "--cores", "1"], cwd=root, capture_output=True, text=True,
-                             check=True)
-        planned = set(re.findall(r"^rule (\w+):$", dry.stdout, re.M)) - {"all"}
-        assert planned == expected, (section, planned)
-        assert set(re.findall(r"^    wildcards: arm=(\S+)$", dry.stdout, re.M)) == arms, dry.stdout
-        status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
-        changed = set(re.findall(r"^([\w@+]+):$", status.stdout, re.M))
-        assert changed == {section}, status.stdout
-    (root / "params.yaml").write_text(original)
+    try:
+        for section, key, value, expected in (
+            ("train_decoder", "steps", 21, {"train_decoder", "synthesize", "train_classifier@real+50",
+                                            "train_classifier@real+100", "evaluate", "tables"}),  # real reads no synthetic
+            ("evaluate", "n_boot", 40, {"evaluate", "tables"}),
+        ):
+            set_params(root, lambda p: p["profiles"]["smoke"][section].update({key: value}))
+            assert planned(root) == expected, section
+            assert dvc_changed(root) == {section}
+            (root / "params.yaml").write_text(original)
+    finally:
+        (root / "params.yaml").write_text(original)
+
+
+def test_runtime_settings_and_other_profiles_rerun_nothing(finished):
+    root, _ = finished
+    original = (root / "params.yaml").read_text()
+    try:
+        for edit in (lambda p: p["runtime"]["evaluate"].update(workers=1),
+                     lambda p: p["profiles"]["smoke"]["runtime"]["train_decoder"].update(checkpoint_every=3),
+                     lambda p: p["profiles"]["paper"]["evaluate"].update(n_boot=7),
+                     lambda p: p["inputs"].update(chexnet="weights/chexnet")):
+            set_params(root, edit)
+            assert planned(root) == set()
+            assert dvc_changed(root) == set()
+            (root / "params.yaml").write_text(original)
+    finally:
+        (root / "params.yaml").write_text(original)
+
+
+@contextlib.contextmanager
+def edited(path: Path, restore_mtime: bool = True):
+    """Append a comment line to a source file; restore its bytes afterwards, and its mtime unless told
+    not to (a revert written now, as an editor or git would, is newer than the outputs built meanwhile)."""
+    text, stat = path.read_text(), path.stat()
+    path.write_text(text + "# an edit\n")
+    try:
+        yield
+    finally:
+        path.write_text(text)
+        if restore_mtime:
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_code_edit_reruns_the_stage_in_both_tools_and_is_recorded(finished):
+    root, _ = finished
+    with edited(root / "raygen/evaluate.py"):
+        assert planned(root) == {"evaluate", "tables"}
+        assert dvc_changed(root) == {"evaluate"}
+    with edited(root / "raygen/config.py"):  # every stage reads params through it
+        assert dvc_changed(root) == set(stage_instances(root))
+    assert planned(root) == set() and dvc_changed(root) == set()
+    with edited(root / "raygen/tables.py", restore_mtime=False):
+        run = tool(root, "snakemake", "--cores", "1")
+        assert "DVC hand-over: recorded tables in dvc.lock" in run.text
+        assert dvc_changed(root) == set(), "the rerun under the new code is recorded"
+    tool(root, "snakemake", "--cores", "1")  # back to the original code, recorded again
+    assert dvc_changed(root) == set() and planned(root) == set()
+
+
+def test_new_pretrained_weights_rerun_what_reads_them_in_both_tools(finished):
+    root, _ = finished
+    weight = root / "weights/torchxrayvision/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+    weight.write_bytes(b"a new release file")
+    try:
+        arms = {"train_classifier@real", "train_classifier@real+50", "train_classifier@real+100"}
+        assert planned(root) == arms | {"evaluate", "tables"}
+        assert dvc_changed(root) == arms | {"evaluate"}
+    finally:
+        weight.unlink()
+    (root / "weights/torchxrayvision/README.md").write_text("edited README\n")  # READMEs are no inputs
+    assert planned(root) == set() and dvc_changed(root) == set()
+
+
+def test_the_hand_over_records_only_what_this_run_built(finished):
+    root, _ = finished
+    original = (root / "params.yaml").read_text()
+    lock = lock_entries(root)
+    try:
+        # --touch marks outputs current without running anything: nothing may be recorded.
+        with edited(root / "raygen/tables.py", restore_mtime=False):
+            touch = tool(root, "snakemake", "--cores", "1", "--touch")
+            assert "recorded" not in touch.text
+            assert dvc_changed(root) == {"tables"} and lock_entries(root) == lock
+        # A params edit, then an upstream target (--until): only the stage that ran is recorded.
+        set_params(root, lambda p: p["profiles"]["smoke"]["tables"].update(decimals=4))
+        up = tool(root, "snakemake", "--cores", "1", "--forcerun", "evaluate", "--until", "evaluate")
+        assert "DVC hand-over: recorded evaluate in dvc.lock" in up.text, up.text[-2000:]
+        assert dvc_changed(root) == {"tables"} and lock_entries(root)["tables"] == lock["tables"]
+        (root / "params.yaml").write_text(original)
+        # A failing job is not recorded (a wrong type in its section stops the stage).
+        set_params(root, lambda p: p["profiles"]["smoke"]["tables"].update(decimals="three"))
+        failed = tool(root, "snakemake", "--cores", "1", "--forcerun", "tables", check=False)
+        assert failed.returncode != 0 and "recorded tables" not in failed.text
+        assert lock_entries(root)["tables"] == lock["tables"]
+        assert "tables.decimals" in (root / "logs/tables.log").read_text()
+        (root / "params.yaml").write_text(original)
+        # A profile from --config that params.yaml does not say: DVC would pair other params with it.
+        set_params(root, lambda p: p.update(profile="demo"))
+        other = tool(root, "snakemake", "--cores", "1", "--config", "profile=smoke", "--forcerun", "tables",
+                     "results/tables/tables.md")
+        assert "not recorded: tables (ran with profile 'smoke', params.yaml says 'demo')" in other.text
+        assert lock_entries(root)["tables"] == lock["tables"]
+    finally:
+        (root / "params.yaml").write_text(original)
+        # The profile-override run above built tables without recording them: rebuild to record.
+        tool(root, "snakemake", "--cores", "1", "--forcerun", "tables")
+    assert dvc_changed(root) == set() and planned(root) == set()
+
+
+def test_a_missing_checkpoint_is_rebuilt(finished):
+    """What a `kill -9` during `snakemake --forcerun train_decoder` leaves: the tables, no checkpoint."""
+    root, _ = finished
+    model = root / "results/train_decoder/model.ckpt"
+    kept = model.with_suffix(".kept")
+    model.rename(kept)
+    try:
+        assert "train_decoder" in planned(root)
+    finally:
+        kept.rename(model)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from raygen import run_lock
+if sys.argv[1] == "snakemake":
+    run_lock.start_snakemake_run(Path.cwd(), "holder-run")
+else:
+    run_lock.claim_for_stage(Path.cwd(), "tables")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def holding(root: Path, as_what: str, env: dict | None = None) -> subprocess.Popen:
+    """A process that holds the checkout as a Snakemake run or as a DVC stage, until killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, as_what], cwd=root, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_dvc_and_snakemake_never_run_on_one_checkout_at_once(finished):
+    root, _ = finished
+    tables = root / "results/tables/tables.md"
+    before = tables.stat().st_mtime_ns
+    holder = holding(root, "snakemake")
+    try:
+        started = time.monotonic()
+        dvc = tool(root, "dvc", "repro", "--force", "tables", check=False)
+        assert dvc.returncode != 0 and "Unable to acquire lock" in dvc.text
+        assert time.monotonic() - started < 30
+        stage = subprocess.run([sys.executable, "-m", "raygen", "tables", "--params", "params.yaml", "--log",
+                                "logs/tables.log", "--metrics", "results/evaluate/metrics.json", "--out",
+                                "results/tables"], cwd=root, capture_output=True, text=True)
+        assert stage.returncode == 1 and "snakemake run holder-run" in stage.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = holding(root, "dvc", env={"DVC_STAGE": "tables"})
+    try:
+        smk = tool(root, "snakemake", "--cores", "1", "--forcerun", "tables", check=False)
+        assert smk.returncode != 0 and "dvc stage tables" in smk.text and "is using this checkout" in smk.text
+    finally:
+        holder.kill()
+        holder.wait()
+    assert tables.stat().st_mtime_ns == before, "neither tool may touch the outputs of the other's run"
+    assert planned(root) == set()
+
+
+def test_snakemake_report_holds_the_tables_and_figures(finished):
+    root, _ = finished
+    tool(root, "snakemake", "--report", "report.zip")
+    import zipfile
+
+    names = zipfile.ZipFile(root / "report.zip").namelist()
+    assert any(n.endswith("tables.md") for n in names), names
+    assert any(n.endswith("roc.png") for n in names) and any(n.endswith("samples_per_class.png") for n in names)
 
 
 def assert_results_are_complete(root: Path) -> None:
@@ -165,15 +315,15 @@ def assert_results_are_complete(root: Path) -> None:
     assert real_train - 10 < syn["aug_100_images"] <= real_train  # the 100% arm: the real training size (floored)
 
 
-def test_dvc_repro_runs_the_same_pipeline(tmp_path, env, monkeypatch):
+def test_dvc_repro_runs_the_same_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("RAYGEN_TRACKING", "off")  # MLflow is checked above; here it would add ~5 s per stage
-    root = smoke_copy(tmp_path / "dvc")
-    proc = subprocess.run([BIN / "dvc", "repro", "--quiet"], cwd=root, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = make_copy(tmp_path / "dvc", "smoke")
+    tool(root, "dvc", "repro", "--quiet")
     missing = [str(p.relative_to(root)) for p in declared_outputs(root) if not p.exists()]
     assert not missing, missing
-    status = subprocess.run([BIN / "dvc", "status"], cwd=root, capture_output=True, text=True, check=True)
-    assert "up to date" in status.stdout
+    assert dvc_changed(root) == set()
+    # DVC runs leave no hand-over records: they record themselves.
+    assert not list((root / ".raygen").glob("handover/*/*.json"))
 
 
 def free_port() -> int:

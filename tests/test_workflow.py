@@ -1,14 +1,13 @@
-"""Snakemake and DVC describe the same pipeline: stage names, commands, data inputs and outputs.
-
-Snakemake's side comes from a dry run (`snakemake -n -p --forceall`), DVC's from its own resolved
-stage index, for every profile. The raygen CLI must know every stage, and `snakemake --lint` and
-`dvc dag` must be clean.
+"""Snakemake and DVC describe the same pipeline: stage names, commands, inputs (data, pretrained parts,
+source files), outputs and params, for every profile. The source-file lists are each stage's import
+closure, never hand-kept. Overrides on Snakemake's command line are refused; `snakemake --lint` and
+`dvc dag` are clean.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,34 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygen.cli import STAGES
+from raygen.code_deps import import_closure, stage_code_deps, update_dvc_yaml
+from raygen.stages import STAGE_NAMES
+from workflow_copy import BIN, REPO, make_copy, tool
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CODE_PREFIXES = ("raygen/", "workflow/")  # DVC-only code deps; Snakemake tracks code by mtime of inputs only
-
-
-def workflow_copy(tmp_path: Path, profile: str) -> Path:
-    """A throw-away copy of the workflow files with the profile switched, plus a fresh DVC repo."""
-    root = tmp_path / "wf"
-    root.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "workflow", root / "workflow")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["profile"] = profile
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([BIN / "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    return root
+INPUT_FOLDERS = tuple(yaml.safe_load((REPO / "params.yaml").read_text())["inputs"].values())
 
 
 def snakemake_jobs(root: Path) -> dict[str, dict]:
     """Jobs of a forced dry run by name; a job with wildcards is named like DVC's foreach stages,
     ``<rule>@<value>`` (train_classifier@real+50)."""
-    out = subprocess.run(
-        [BIN / "snakemake", "-n", "-p", "--forceall", "--cores", "1"],
-        cwd=root, capture_output=True, text=True, check=True,
-    ).stdout
+    out = tool(root, "snakemake", "-n", "-p", "--forceall", "--cores", "1").stdout
     jobs: list[dict] = []
     for line in out.splitlines():
         if m := re.match(r"^(?:local)?rule (\w+):$", line):
@@ -80,7 +62,8 @@ def covered(path: str, outs: list[str]) -> bool:
 
 @pytest.mark.parametrize("profile", ["demo", "smoke", "paper"])
 def test_snakemake_and_dvc_agree(tmp_path, profile):
-    root = workflow_copy(tmp_path, profile)
+    root = make_copy(tmp_path / "wf", profile, git=False)
+    (root / "weights/chexnet/model.pth.tar").write_bytes(b"stand-in")  # a present weight is an input in both
     smk, dvc = snakemake_jobs(root), dvc_stages(root)
     assert list(smk) and set(smk) == set(dvc), "stage names differ"
     for name, job in smk.items():
@@ -90,32 +73,94 @@ def test_snakemake_and_dvc_agree(tmp_path, profile):
         # Every Snakemake output lies in a DVC out of the same stage, and every DVC out holds one.
         assert all(covered(p, stage["outs"]) for p in job["output"]), name
         assert all(any(covered(p, [o]) for p in job["output"]) for o in stage["outs"]), name
-        # Data inputs: the same files (DVC may name the folder a Snakemake marker file lives in).
-        dvc_data = [d for d in stage["deps"] if not d.startswith(CODE_PREFIXES)]
-        assert all(covered(p, dvc_data) for p in job["input"]), name
-        assert all(any(covered(p, [d]) for p in job["input"]) for d in dvc_data), name
-        # Each stage depends on its own section, the switch, and its overlays, nothing else.
+        # Inputs: the same files, code included (DVC may name the folder a Snakemake file lives in).
+        assert all(covered(p, stage["deps"]) for p in job["input"]), (name, job["input"])
+        for dep in stage["deps"]:
+            held = any(covered(p, [dep]) for p in job["input"])
+            # A pretrained-parts folder holding nothing but its README is no Snakemake input.
+            assert held or (dep in INPUT_FOLDERS and not any(f.name != "README.md" for f in (root / dep).iterdir())), \
+                (name, dep)
+        code = [p for p in job["input"] if p.startswith("raygen/")]
+        assert code == stage_code_deps(name.split("@")[0]), name
+        # Each stage tracks the switch, its own section and the active profile's overlay of it: never
+        # runtime settings, never another profile's overlay.
         section = name.split("@")[0]
-        assert stage["params"] == sorted(["profile", section, f"profiles.smoke.{section}", f"profiles.paper.{section}"])
+        assert stage["params"] == sorted(["profile", section, f"profiles.{profile}.{section}"])
+    assert "weights/chexnet/model.pth.tar" in smk["train_classifier@real"]["input"]
 
 
 def test_cli_knows_every_stage():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert list(dvc) == list(STAGES), "dvc.yaml must hold every raygen stage, in pipeline order"
+    assert tuple(dvc) == STAGE_NAMES, "dvc.yaml must hold every raygen stage, in pipeline order"
     for name, stage in dvc.items():
         cmd = stage.get("cmd") or stage["do"]["cmd"]  # foreach stages keep theirs under `do`
-        assert cmd.startswith(f"python -m raygen.{name} "), name
+        assert cmd.startswith(f"python -m raygen {name} "), name
         assert f"--log logs/{name}.log " in cmd or f"--log logs/{name}/${{key}}.log " in cmd, name
 
 
+def test_dvc_yaml_code_deps_are_the_import_closures():
+    text = (REPO / "dvc.yaml").read_text()
+    assert update_dvc_yaml(text, list(STAGE_NAMES)) == text, "stale code deps: run `raygen code-deps --write`"
+    proc = subprocess.run([sys.executable, "-m", "raygen", "code-deps", "--check"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_closures_hold_what_the_stages_import_through_other_modules():
+    assert "raygen/models/classifier.py" in stage_code_deps("evaluate")
+    assert {"raygen/data/mimic.py", "raygen/data/labels.py"} <= set(stage_code_deps("cohort"))
+    assert {"raygen/data/text_cache.py", "raygen/data/images.py", "raygen/data/labels.py",
+            "raygen/models/decoder.py"} <= set(stage_code_deps("synthesize"))
+    assert "raygen/data/demo/render.py" in stage_code_deps("download")  # renderer edits rebuild the demo data
+    assert all("raygen/config.py" in stage_code_deps(s) for s in STAGE_NAMES)
+    assert "raygen/evaluate.py" not in stage_code_deps("tables")
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_static_closure_covers_what_python_really_imports(stage):
+    """Importing the stage module (and the launcher) loads no raygen module outside its closure."""
+    code = (f"import sys, raygen.cli, raygen.{stage}; "
+            "print('\\n'.join(sorted(m for m in sys.modules if m == 'raygen' or m.startswith('raygen.'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    closure = set(stage_code_deps(stage))
+    for module in out.split():
+        path = module.replace(".", "/")
+        assert f"{path}.py" in closure or f"{path}/__init__.py" in closure, (stage, module)
+
+
+def test_closure_follows_relative_and_from_imports(tmp_path):
+    pkg = tmp_path / "raygen"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "stage.py").write_text("def main():\n    from .sub import helper\n")
+    (pkg / "sub" / "helper.py").write_text("from raygen.sub.deep import x\nimport numpy\n")
+    (pkg / "sub" / "deep.py").write_text("x = 1\n")
+    (pkg / "unused.py").write_text("")
+    assert import_closure("raygen.stage", tmp_path) == (
+        "raygen/__init__.py", "raygen/stage.py", "raygen/sub/__init__.py", "raygen/sub/deep.py", "raygen/sub/helper.py")
+
+
+@pytest.mark.parametrize("override", ['evaluate={"memorisation_pairs": 3}', "tables={'decimals': 5}"])
+def test_config_overrides_other_than_profile_are_refused(tmp_path, override):
+    root = make_copy(tmp_path / "wf", "smoke", git=False)
+    proc = tool(root, "snakemake", "-n", "--cores", "1", "--config", override, check=False)
+    assert proc.returncode != 0
+    key = override.split("=")[0]
+    assert "may only set `profile`" in proc.text and f"{key}." in proc.text and "dvc exp run -S" in proc.text
+    assert tool(root, "snakemake", "-n", "--cores", "1", "--config", "profile=demo").returncode == 0
+
+
 def test_snakemake_lint_is_clean():
-    proc = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Using workflow specific profile workflow/profiles/default" in proc.stdout + proc.stderr
 
 
 def test_dvc_dag_builds():
     proc = subprocess.run([BIN / "dvc", "dag", "--md"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for name in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]:
+    for name in STAGE_NAMES:
         assert name in proc.stdout

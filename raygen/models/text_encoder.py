@@ -269,6 +269,14 @@ def check_model_dir(folder: Path, hint: str) -> None:
         raise TextEncoderError(f"model folder {folder} lacks {'; '.join(missing)}. {hint}")
 
 
+def pick_model_dir(source: str, model_dir: str | Path | None, cxr_bert_dir: str | Path | None) -> Path | None:
+    """The folder to load from: an explicit ``model_dir``, else the pipeline's CXR-BERT folder (params
+    ``inputs.cxr_bert``) for the ``cxr-bert`` source only; None lets other sources use their own."""
+    if model_dir is not None:
+        return Path(model_dir)
+    return Path(cxr_bert_dir) if source == "cxr-bert" and cxr_bert_dir is not None else None
+
+
 def resolve_model_dir(
     source: str,
     model_dir: str | Path | None = None,

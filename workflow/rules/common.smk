@@ -1,94 +1,128 @@
-# Shared helpers for the rules. Kept free of `raygen` imports so that Snakemake itself can run in
-# an environment without the package (conda jobs get it through PYTHONPATH, set below).
+# Shared helpers for the rules. They import only raygen's standard-library modules (stages, code_deps,
+# config, run_lock, handover), so Snakemake itself runs in any environment; jobs (conda ones too) import
+# raygen from this checkout through PYTHONPATH.
 import os
 import re
+import shutil
+import sys
 import uuid
+from pathlib import Path
 
-PROFILES = ("demo", "smoke", "paper")
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+REPO = Path(workflow.basedir).parent.resolve()
+sys.path.insert(0, str(REPO))
+
+from raygen import handover, run_lock  # noqa: E402
+from raygen.code_deps import stage_code_deps  # noqa: E402
+from raygen.config import PROFILES, scientific_section  # noqa: E402
+
+PARAMS = "params.yaml"
+
+
+def _differences(base, other, prefix=""):
+    """Dotted keys whose values differ between two params mappings."""
+    keys = set(base) | set(other) if isinstance(base, dict) and isinstance(other, dict) else None
+    if keys is None:
+        return [] if base == other else [prefix]
+    found = []
+    for key in sorted(keys, key=str):
+        found += _differences(base.get(key), other.get(key), f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def refuse_overrides():
+    """`--config key=value` (or --configfile) would change what Snakemake tracks but not what the stage
+    reads (params.yaml); only the profile switch travels to the stages (as --profile), so only it may
+    come from the command line."""
+    with open(PARAMS) as f:
+        on_disk = yaml.safe_load(f) or {}
+    changed = [key for key in _differences(on_disk, config) if key != "profile"]
+    if changed:
+        raise ValueError(
+            f"--config/--configfile may only set `profile`; refusing {', '.join(changed)}. Stages read "
+            f"{PARAMS}: edit it, or run a variant with `dvc exp run -S {changed[0]}=<value>`."
+        )
+
+
+refuse_overrides()
 PROFILE = config.get("profile", "demo")
 if PROFILE not in PROFILES:
     raise ValueError(f"profile: unknown profile {PROFILE!r}; choose one of {', '.join(PROFILES)}")
 
-# The one command prefix of every stage; DVC stages use the same string.
-PARAMS = "params.yaml"
 DATA = f"data/{PROFILE}"
+DOWNLOADED = f"{DATA}/download-complete.json"
 JPG_ROOT = f"{DATA}/mimic-cxr-jpg/2.0.0"
 REPORTS_ROOT = f"{DATA}/mimic-cxr/2.0.0"
 ARMS = ("real", "real+50", "real+100")  # classifier arms: raygen.data.classifier_data.ARMS
-# torchxrayvision's DenseNet-121 (the paper's FID features), used by `evaluate` when present.
-XRV_WEIGHTS = "weights/torchxrayvision/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
-CHEXNET_WEIGHTS = "weights/chexnet/model.pth.tar"  # the paper's classifier init (train_classifier.init: chexnet)
+INPUTS = config["inputs"]  # folders of the pretrained parts (params.yaml `inputs`)
+# Release file names inside those folders, exactly as their authors publish them.
+CHEXNET_FILE = f"{INPUTS['chexnet']}/model.pth.tar"
+XRV_FILE = f"{INPUTS['torchxrayvision']}/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
 CONDA_ENV = "../envs/raygen.yaml"
 
-# Jobs (conda ones too) import raygen from this checkout, and MLflow groups the runs of one
-# invocation under one id. A prefix of every shell command, so nothing here reads the environment.
-shell.prefix(
-    f"export PYTHONPATH={workflow.basedir}:$PYTHONPATH RAYGEN_ROOT={workflow.basedir}"
-    f" RAYGEN_PIPELINE_RUN=${{{{RAYGEN_PIPELINE_RUN:-{uuid.uuid4().hex[:12]}}}}}; "
-)
+# One id per invocation, shared by every job (cluster jobs inherit the environment of the submitting
+# process, where it is set once); MLflow groups the runs by it. The hand-over folder collects the jobs'
+# start and finish records.
+RUN_ID = os.environ.setdefault("RAYGEN_PIPELINE_RUN", uuid.uuid4().hex[:12])
+HANDOVER_DIR = os.environ.setdefault(handover.DIR_ENV, str(Path(".raygen/handover", RUN_ID).resolve()))
 
-
-def _merge(base, overlay):
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+shell.prefix(f"export PYTHONPATH={REPO}:$PYTHONPATH RAYGEN_ROOT={REPO}; ")
 
 
 def section(name):
-    """The stage's resolved params section (base values + the active profile's overlay).
+    """The stage's result-shaping params (base section + the active profile's overlay; no runtime
+    settings). Handed to each rule as `params.section`, so a change reruns that rule and what follows."""
+    return scientific_section(config, name, PROFILE)
 
-    Handed to each rule as `params.section`, so a change in one section reruns only that rule and
-    the rules downstream of it (--rerun-triggers params).
-    """
-    overlay = (config.get("profiles", {}).get(PROFILE) or {}).get(name) or {}
-    return _merge(config.get(name) or {}, overlay)
+
+def code(name):
+    """The stage's source files (its import closure in raygen/): an edit reruns the stage."""
+    return stage_code_deps(name, REPO)
+
+
+def weights(*keys):
+    """Every file in the named `inputs` folders except their READMEs (DVC ignores those too): new or
+    changed weights rerun the stage. A stage that needs a missing file says which and where to get it."""
+    files = []
+    for key in keys:
+        for folder, _, names in os.walk(INPUTS[key]):
+            files += [os.path.join(folder, n) for n in sorted(names) if n != "README.md"]
+    return sorted(files)
 
 
 def stage_cmd(stage, args, log=None):
-    """`python -m raygen.<stage>` with the shared flags, then the stage's own arguments.
-
-    The log is logs/<stage>.log, or `log` (a path under logs/<stage>/) for a stage that runs per wildcard.
-    """
-    return f"python -m raygen.{stage} --params {PARAMS} --profile {PROFILE} --log {log or f'logs/{stage}.log'} {args}"
+    """`python -m raygen <stage>` with the shared flags, then the stage's own arguments; DVC runs the
+    same string. The log is logs/<stage>.log, or `log` for a stage that runs per wildcard."""
+    return f"python -m raygen {stage} --params {PARAMS} --profile {PROFILE} --log {log or f'logs/{stage}.log'} {args}"
 
 
-def dvc_handover():
-    """Record the outputs Snakemake just made in dvc.lock (`dvc commit`), when that is truthful.
+def start_run():
+    """onstart: hold the checkout for this run, or stop naming whoever holds it."""
+    try:
+        run_lock.start_snakemake_run(Path.cwd(), RUN_ID)
+    except run_lock.CheckoutBusy as err:
+        raise WorkflowError(str(err)) from None  # before any job starts; Snakemake releases its own locks
 
-    Skipped when DVC is absent or uninitialised, or when the profile came from `--config` and differs
-    from params.yaml's (dvc.lock would then pair the file's params with another profile's outputs).
-    Set RAYGEN_DVC_HANDOVER=0 to skip it.
-    """
-    import shutil
-    import subprocess
 
-    import yaml
-
-    with open(PARAMS) as f:
-        file_profile = (yaml.safe_load(f) or {}).get("profile", "demo")
-    if os.environ.get("RAYGEN_DVC_HANDOVER", "1") == "0" or not os.path.isdir(".dvc") or not shutil.which("dvc"):
-        return
-    if file_profile != PROFILE:
-        logger.warning(f"DVC hand-over skipped: profile {PROFILE!r} came from --config, params.yaml says {file_profile!r}")
-        return
-    # `dvc commit` moves outputs into its cache and links or copies them back, which gives them new
-    # mtimes; Snakemake would then see stale downstream outputs. Put the mtimes back afterwards.
-    mtimes = {}
-    for top in ("results", DATA):
-        for folder, _, files in os.walk(top):
-            for name in files:
-                path = os.path.join(folder, name)
-                mtimes[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
-    # --no-relink: with DVC's default copy cache, relinking would copy every output back out of the cache.
-    proc = subprocess.run(["dvc", "commit", "--force", "--quiet", "--no-relink"], capture_output=True, text=True)
-    for path, mtime in mtimes.items():
-        if os.path.lexists(path):
-            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
-    if proc.returncode == 0:
-        logger.info("DVC hand-over: outputs committed to dvc.lock (`dvc repro` has nothing to redo)")
-    else:
-        logger.warning(f"DVC hand-over failed (run `dvc commit` by hand): {proc.stderr.strip()[-500:]}")
+def finish_run():
+    """onsuccess / onerror: record in dvc.lock what this run truly built, then free the checkout."""
+    run_lock.release_dvc_lock(Path.cwd())
+    try:
+        result = handover.handover(Path.cwd(), Path(HANDOVER_DIR), [DATA])
+    finally:
+        run_lock.release(Path.cwd())
+        shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
+    for item in result.skipped:
+        logger.warning(f"DVC hand-over: not recorded: {item}")
+    if result.error:
+        logger.warning(f"DVC hand-over failed: {result.error}")
+    elif result.committed:
+        logger.info(f"DVC hand-over: recorded {', '.join(result.committed)} in dvc.lock")
 
 
 def classifier_synthetic(wildcards):

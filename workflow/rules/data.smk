@@ -2,10 +2,12 @@
 
 
 rule download:
+    input:
+        code=code("download"),
     output:
         # The marker is written last; the stage never leaves it beside a half-built tree. Declaring
         # the marker (not the folder) keeps Snakemake from deleting a finished download on a rerun.
-        complete=f"{DATA}/download-complete.json",
+        complete=DOWNLOADED,
     params:
         section=section("download"),
     log:
@@ -24,6 +26,7 @@ rule download:
 rule sections:
     input:
         data=rules.download.output.complete,
+        code=code("sections"),
     output:
         sectioned="results/sections/mimic_cxr_sectioned.csv",
         prompts="results/sections/prompts.csv",
@@ -47,6 +50,7 @@ rule cohort:
     input:
         data=rules.download.output.complete,
         prompts=rules.sections.output.prompts,
+        code=code("cohort"),
     output:
         generator="results/cohort/generator.csv",
         fid="results/cohort/fid.csv",

@@ -13,10 +13,11 @@ rule train_decoder:
         generator=rules.cohort.output.generator,
         vqgan=rules.vqgan.output.model,
         vqgan_config=rules.vqgan.output.config,
+        code=code("train_decoder"),
     output:
         model="results/train_decoder/model.ckpt",
         metrics="results/train_decoder/metrics.json",
-        samples="results/train_decoder/samples.png",
+        samples=report("results/train_decoder/samples.png", caption="../report/decoder_samples.rst", category="Images"),
     params:
         section=section("train_decoder"),
         tokens=lambda wildcards, input: os.path.dirname(input.token_meta),

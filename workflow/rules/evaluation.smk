@@ -12,17 +12,20 @@ rule synthesize:
         fid=rules.cohort.output.fid,
         generator=rules.cohort.output.generator,
         classifier=rules.cohort.output.classifier,
+        weights=weights("cxr_bert"),
+        code=code("synthesize"),
     output:
         images=directory("results/synthesize/images"),
         per_report="results/synthesize/per_report.csv",
         aug="results/synthesize/aug_100.csv",
-        samples="results/synthesize/samples_per_class.png",
-        progressive="results/synthesize/progressive.png",
+        samples=report("results/synthesize/samples_per_class.png", caption="../report/samples.rst", category="Images"),
+        progressive=report("results/synthesize/progressive.png", caption="../report/progressive.rst", category="Images"),
         meta="results/synthesize/meta.json",
     params:
         section=section("synthesize"),
         vqgan=lambda wildcards, input: os.path.dirname(input.vqgan),
         text=lambda wildcards, input: os.path.dirname(input.text),
+        cxr_bert=INPUTS["cxr_bert"],
         out=lambda wildcards, output: os.path.dirname(output.meta),
     log:
         "logs/synthesize.log",
@@ -38,7 +41,8 @@ rule synthesize:
         stage_cmd(
             "synthesize",
             "--checkpoint {input.decoder} --vqgan {params.vqgan} --text {params.text} --fid {input.fid}"
-            " --generator {input.generator} --classifier {input.classifier} --out {params.out}",
+            " --generator {input.generator} --classifier {input.classifier} --cxr-bert-dir {params.cxr_bert}"
+            " --out {params.out}",
         )
 
 
@@ -47,6 +51,8 @@ rule train_classifier:
         unpack(classifier_synthetic),
         data=rules.download.output.complete,
         manifest=rules.cohort.output.classifier,
+        weights=weights("chexnet", "torchxrayvision"),
+        code=code("train_classifier"),
     output:
         model="results/train_classifier/{arm}/model.ckpt",
         history="results/train_classifier/{arm}/history.csv",
@@ -58,8 +64,8 @@ rule train_classifier:
     params:
         section=section("train_classifier"),
         jpg=JPG_ROOT,
-        chexnet=CHEXNET_WEIGHTS,
-        xrv=XRV_WEIGHTS,
+        chexnet=CHEXNET_FILE,
+        xrv=XRV_FILE,
         synthetic=lambda wildcards, input: f" --synthetic {input.synthetic}" if "synthetic" in input.keys() else "",
         out=lambda wildcards, output: os.path.dirname(output.model),
     log:
@@ -93,17 +99,20 @@ rule evaluate:
         data=rules.download.output.complete,
         classifiers=expand("results/train_classifier/{arm}/{name}", arm=ARMS,
                            name=("model.ckpt", "val_predictions.csv", "test_predictions.csv", "metrics.json")),
+        weights=weights("torchxrayvision"),
+        code=code("evaluate"),
     output:
         metrics="results/evaluate/metrics.json",
         summary="results/evaluate/summary.json",
         roc=expand("results/evaluate/roc/{arm}.csv", arm=ARMS),
-        roc_png="results/evaluate/plots/roc.png",
-        pairs="results/evaluate/plots/memorisation_pairs.png",
+        roc_png=report("results/evaluate/plots/roc.png", caption="../report/roc.rst", category="Evaluation"),
+        pairs=report("results/evaluate/plots/memorisation_pairs.png", caption="../report/memorisation.rst",
+                     category="Evaluation"),
     params:
         section=section("evaluate"),
         synthetic=lambda wildcards, input: os.path.dirname(input.per_report),
         jpg=JPG_ROOT,
-        xrv=XRV_WEIGHTS,
+        xrv=XRV_FILE,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "logs/evaluate.log",
@@ -126,8 +135,9 @@ rule evaluate:
 rule tables:
     input:
         metrics=rules.evaluate.output.metrics,
+        code=code("tables"),
     output:
-        tables="results/tables/tables.md",
+        tables=report("results/tables/tables.md", caption="../report/tables.rst", category="Tables"),
         md=expand("results/tables/table{i}.md", i=(1, 2, 3)),
         csv=expand("results/tables/table{i}.csv", i=(1, 2, 3)),
     params:

@@ -5,6 +5,8 @@ rule embed_text:
     input:
         generator=rules.cohort.output.generator,
         fid=rules.cohort.output.fid,
+        weights=weights("cxr_bert"),
+        code=code("embed_text"),
     output:
         states="results/embed_text/states.npy",
         lengths="results/embed_text/lengths.npy",
@@ -13,6 +15,7 @@ rule embed_text:
         meta="results/embed_text/meta.json",
     params:
         section=section("embed_text"),
+        cxr_bert=INPUTS["cxr_bert"],
         out=lambda wildcards, output: os.path.dirname(output.meta),
     log:
         "logs/embed_text.log",
@@ -25,4 +28,4 @@ rule embed_text:
     conda:
         CONDA_ENV
     shell:
-        stage_cmd("embed_text", "--prompts {input.generator} {input.fid} --out {params.out}")
+        stage_cmd("embed_text", "--prompts {input.generator} {input.fid} --cxr-bert-dir {params.cxr_bert} --out {params.out}")

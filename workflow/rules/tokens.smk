@@ -1,23 +1,24 @@
 # Image-token phase: the VQ-GAN (trained here, or the paper's pretrained one), then token ids of every
-# cohort image. UniXGen's files are looked for in weights/unixgen-vqgan/ (used only with
+# cohort image. UniXGen's files live in params inputs.unixgen_vqgan (used only with
 # vqgan.source: pretrained; see README "The paper profile").
-
-UNIXGEN_DIR = "weights/unixgen-vqgan"
 
 
 rule vqgan:
     input:
         generator=rules.cohort.output.generator,
+        data=rules.download.output.complete,
+        weights=weights("unixgen_vqgan", "lpips"),
+        code=code("vqgan"),
     output:
         model="results/vqgan/model.ckpt",
         config="results/vqgan/config.yaml",
-        grid="results/vqgan/reconstructions.png",
+        grid=report("results/vqgan/reconstructions.png", caption="../report/reconstructions.rst", category="Images"),
         metrics="results/vqgan/metrics.json",
     params:
         section=section("vqgan"),
         jpg=JPG_ROOT,
-        pretrained_config=f"{UNIXGEN_DIR}/2021-12-17T08-58-54-project.yaml",
-        pretrained_ckpt=f"{UNIXGEN_DIR}/last.ckpt",
+        pretrained=INPUTS["unixgen_vqgan"],
+        lpips=INPUTS["lpips"],
         out=lambda wildcards, output: os.path.dirname(output.model),
     log:
         "logs/vqgan.log",
@@ -32,8 +33,8 @@ rule vqgan:
     shell:
         stage_cmd(
             "vqgan",
-            "--manifest {input.generator} --jpg-root {params.jpg} --pretrained-config {params.pretrained_config}"
-            " --pretrained-ckpt {params.pretrained_ckpt} --out {params.out}",
+            "--manifest {input.generator} --jpg-root {params.jpg} --pretrained-config {params.pretrained}/project.yaml"
+            " --pretrained-ckpt {params.pretrained}/last.ckpt --lpips-dir {params.lpips} --out {params.out}",
         )
 
 
@@ -44,6 +45,8 @@ rule tokenize:
         generator=rules.cohort.output.generator,
         fid=rules.cohort.output.fid,
         classifier=rules.cohort.output.classifier,
+        data=rules.download.output.complete,
+        code=code("tokenize"),
     output:
         tokens="results/tokenize/tokens.npy",
         index="results/tokenize/index.csv",
