@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from raygen.errors import UserError
 from raygen.stages import STAGES as STAGE_LIST
 
 # Pipeline stages in execution order (raygen.stages), then user tools: sub-command -> module.
@@ -54,6 +55,8 @@ def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
         help="profile overlay to apply (default: the params file's 'profile' key)",
     )
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user error too (default: one line; also RAYGEN_DEBUG=1)")
     return parser
 
 
@@ -100,8 +103,14 @@ def run_stage(stage: str, argv: list[str]) -> int:
     start = handover.record_start(stage, argv, _flag_value(argv, "--profile"))
     try:
         status = int(importlib.import_module(STAGES[stage]).main(argv) or 0)
+    except UserError as err:
+        _append(log_file, traceback.format_exc())  # the whole story stays in the log
+        if "--debug" in argv or os.environ.get("RAYGEN_DEBUG") == "1":
+            raise
+        sys.stderr.write(f"raygen {stage}: error: {err}\n")
+        return err.exit_status
     except Exception:
-        _append(log_file, traceback.format_exc())  # Python prints it to stderr as it exits
+        _append(log_file, traceback.format_exc())  # a bug: Python prints it to stderr as it exits
         raise
     if status == 0:
         handover.record_done(start)

@@ -29,11 +29,13 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from raygen.errors import UsageError
+
 PROFILES = ("demo", "smoke", "paper")
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A params file that does not match the stage's schema."""
 
 
@@ -146,7 +148,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         kwargs[name] = _coerce(hints[name], value, key)
     try:
         return cls(**kwargs)
-    except TypeError as err:  # a required field without default is missing
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # a required field is missing, or __post_init__ refused a value
         raise ConfigError(f"{prefix}: {err}") from err
 
 

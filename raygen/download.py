@@ -199,7 +199,8 @@ def run_mimic(
     if local_jpg is None or local_reports is None:
         host = urlsplit(params.base_url).hostname or "physionet.org"
         creds = pn.resolve_credentials(host)
-        log.info("PhysioNet user %s (credentials from %s)", creds.username, creds.source)
+        # Where the credentials came from, never the username or password: logs are shared more than data.
+        log.info("PhysioNet credentials from %s", creds.source)
         client = pn.PhysioNetClient(params.base_url, creds, params.timeout, params.retries, params.backoff)
     jpg = link_jpg(out, params, local_jpg) if local_jpg else download_jpg(client, out, params)
     reports = link_reports(out, params, local_reports) if local_reports else download_reports(client, out, params)
@@ -208,7 +209,9 @@ def run_mimic(
         "groups": list(params.groups),
         "reports_format": "local" if local_reports else params.reports,
         "base_url": params.base_url if client else None,
-        "verified": params.verify,
+        # What was checked against SHA256SUMS.txt: downloads (when download.mimic.verify), never a
+        # linked local copy (checked for completeness and layout only).
+        "verified": {"jpg": bool(params.verify and not local_jpg), "reports": bool(params.verify and not local_reports)},
         "jpg": jpg,
         "reports": reports,
         # Paths and sizes only: hashing hundreds of GB again after every run would cost hours. The

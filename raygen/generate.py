@@ -17,6 +17,7 @@ alpha=0.5); ``--schedule`` picks the decoding loop: ``maskgit`` (MaskGIT-style, 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import textwrap
@@ -230,12 +231,30 @@ def sampler_config(args: Any) -> SamplerConfig:
                    cfg_scale=args.cfg, batch_size=args.batch_size, schedule=args.schedule)
 
 
+def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[Any, SamplerConfig]:
+    """Parse and validate every argument before a model is loaded; a bad one exits 2 with one line."""
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be >= 1 (images per prompt), got {args.n}")
+    try:
+        config = sampler_config(args)
+    except ValueError as err:
+        parser.error(str(err).replace("cfg_scale", "--cfg").replace("gumbel_scale", "--gumbel"))
+    for flag, path in (("--out", args.out), ("--progressive", args.progressive)):
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            parser.error(f"{flag} {path}: must name a PNG file in an existing folder")
+    empty = [i for i, p in enumerate(args.prompt) if not p.strip()]
+    if empty:
+        log.warning("prompt(s) %s are empty: they generate unconditional-looking images", empty)
+    return args, config
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, config = checked_args(parser, argv)
     setup_logging(args.log)
     device = pick_device(args.device)
     configure_torch(device)
-    config = sampler_config(args)
     trained = load_decoder_checkpoint(args.checkpoint, device)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     start = time.perf_counter()

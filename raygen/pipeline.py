@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_params(args.params)
     except ConfigError as err:
-        log.error("%s: %s", args.params, err)
-        return 1
+        print(f"raygen check-params: error: {args.params}: {err}", file=sys.stderr)
+        return 2
     log.info("%s: all %d sections valid for profiles %s", args.params, len(STAGE_PARAMS), ", ".join(PROFILES))
     return 0
 

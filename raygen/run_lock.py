@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from raygen.errors import UserError
+
 LOCK_FILE = Path(".raygen/run.lock")
 DVC_LOCK = Path(".dvc/tmp/lock")
 DVC_RWLOCK = Path(".dvc/tmp/rwlock")
@@ -34,7 +36,7 @@ TOKEN_ENV = "RAYGEN_RUN_TOKEN"
 _held: dict[str, IO[str]] = {}  # path -> open handle; the lock lives as long as the handle
 
 
-class CheckoutBusy(RuntimeError):
+class CheckoutBusy(UserError, RuntimeError):
     """Another pipeline run holds this checkout."""
 
 

@@ -110,6 +110,11 @@ class SynthesizeParams:
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise ValueError("synthesize.gpus must be >= 0 (0 = every visible GPU)")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"synthesize.steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.temperature < 0 or self.cfg < 0 or not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"synthesize.temperature and cfg must be >= 0 and alpha in [0, 1); got "
+                             f"{self.temperature}, {self.cfg}, {self.alpha}")
         if self.schedule == "raygen_paper" and self.gumbel > 0:
             raise ValueError("synthesize.gumbel must be 0 with schedule raygen_paper (the authors' loop has no "
                              "confidence noise)")

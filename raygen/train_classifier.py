@@ -99,6 +99,8 @@ class TrainClassifierParams:
             raise ValueError("train_classifier.channels must be 1 or 3")
         if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size) < 1:
             raise ValueError("train_classifier.epochs, batch_size, patience, eval_batch_size must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("train_classifier.lr must be > 0; weight_decay and warmup_steps >= 0")
 
 
 # Params that may change between a killed run and its resumption without invalidating it.

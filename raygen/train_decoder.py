@@ -109,6 +109,8 @@ class TrainDecoderParams:
             raise ValueError("train_decoder.steps and batch_size must be >= 1")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"train_decoder.cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError("train_decoder.lr and grad_clip must be > 0; weight_decay and warmup_steps >= 0")
 
 
 # Params that may change between a killed run and its resumption without invalidating it.

@@ -37,13 +37,16 @@ from tqdm import tqdm
 from raygen import tracking
 from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
-from raygen.config import load_stage_params, to_dict
+from raygen.config import ConfigError, load_stage_params, to_dict
 from raygen.data.datasets import CohortImages, LoadedImages, load_all, read_manifests
 from raygen.data.images import save_grid, signed_to_unit
+from raygen.errors import MissingFileError
 from raygen.io import sha256_file, write_csv, write_json, write_text
 from raygen.metrics import reconstruction as rm
 from raygen.models import discriminator as disc_lib
-from raygen.models.vqgan import VQGAN, VQGANConfig, build_vqgan, load_taming, model_state, taming_yaml
+from raygen.models.vqgan import (
+    VQGAN, VQGANConfig, build_vqgan, load_taming, model_state, read_taming_config, taming_yaml,
+)
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,18 @@ class VqganParams:
     grid_images: int = 8  # originals (and their reconstructions) in reconstructions.png
     eval_batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        factor = 2 ** (len(self.ch_mult) - 1)  # taming downsamples once per level after the first
+        if self.resolution < factor or self.resolution % factor:
+            raise ValueError(f"vqgan.resolution {self.resolution} must be a multiple of {factor}, the downsampling "
+                             f"of ch_mult {list(self.ch_mult)}")
+        if self.source == "train" and self.steps < 1:
+            raise ValueError(f"vqgan.steps must be >= 1 to train a VQ-GAN, got {self.steps}")
+        if min(self.batch_size, self.eval_batch_size, self.checkpoint_every, self.log_every) < 1:
+            raise ValueError("vqgan.batch_size, eval_batch_size, checkpoint_every and log_every must be >= 1")
+        if self.lr <= 0 or self.disc_start < 0 or self.perceptual_weight < 0:
+            raise ValueError("vqgan.lr must be > 0; disc_start and perceptual_weight >= 0")
+
     def model_config(self) -> VQGANConfig:
         return VQGANConfig(
             embed_dim=self.embed_dim, n_embed=self.n_embed, z_channels=self.z_channels,
@@ -128,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tracking.start_run("vqgan", profile, params=to_dict(params)) as tracker:
         if params.source == "pretrained":
-            model, extra = install_pretrained(args.pretrained_config, args.pretrained_ckpt, args.out)
+            model, extra = install_pretrained(args.pretrained_config, args.pretrained_ckpt, args.out, params)
         else:
             model, extra = train(params, args, device, tracker)
         metrics = evaluate(model.to(device), params, args, device)
@@ -148,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
 # source = pretrained
 
 
-def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path) -> tuple[VQGAN, dict[str, Any]]:
+def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path,
+                       params: VqganParams) -> tuple[VQGAN, dict[str, Any]]:
     """Validate UniXGen's files by loading them strictly, then write them to ``out`` in our format."""
     for flag, path in (("--pretrained-config", config), ("--pretrained-ckpt", checkpoint)):
         if path is None:
-            raise FileNotFoundError(f"vqgan.source is 'pretrained' but {flag} was not given; {UNIXGEN_HINT}")
+            raise MissingFileError(f"vqgan.source is 'pretrained' but {flag} was not given; {UNIXGEN_HINT}")
         if not path.is_file():
-            raise FileNotFoundError(f"pretrained VQ-GAN file not found: {path}; {UNIXGEN_HINT}")
+            raise MissingFileError(f"pretrained VQ-GAN file not found: {path}; {UNIXGEN_HINT}")
+    _check_matches_params(read_taming_config(config)[0], params, config)
     model = load_taming(config, checkpoint)
     write_text(out / "config.yaml", config.read_text())  # verbatim: its lossconfig is never built
     save_checkpoint(out / "model.ckpt", {
@@ -164,6 +181,17 @@ def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path) 
     log.info("installed pretrained VQ-GAN %s -> %s", checkpoint, out / "model.ckpt")
     return model, {}
 
+
+
+def _check_matches_params(found: VQGANConfig, params: VqganParams, config: Path) -> None:
+    """The pretrained model's size must be what params.yaml says: later stages and the tables report
+    the params, so a silent difference would mislabel every number."""
+    wanted = params.model_config()
+    differ = [f"{key}: params {getattr(wanted, key)}, {config.name} {getattr(found, key)}"
+              for key in ("resolution", "in_channels", "n_embed", "embed_dim") if getattr(wanted, key) != getattr(found, key)]
+    if differ:
+        raise ConfigError(f"vqgan params disagree with the pretrained model's config ({'; '.join(differ)}); set "
+                          "them to the checkpoint's values in params.yaml")
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +349,7 @@ def _perceptual(params: VqganParams, lpips_dir: Path | None, device: torch.devic
     reason = disc_lib.lpips_unavailable(lpips_dir)
     if reason:
         # Never a silent fallback: the run would train a different objective than params.yaml says.
-        raise FileNotFoundError(f"vqgan.perceptual_weight is {params.perceptual_weight} but the LPIPS weights are "
+        raise MissingFileError(f"vqgan.perceptual_weight is {params.perceptual_weight} but the LPIPS weights are "
                                 f"{reason}; put them there (see {lpips_dir or 'weights/lpips'}/README.md) or set "
                                 "vqgan.perceptual_weight: 0")
     return disc_lib.build_lpips(lpips_dir).to(device), f"on: LPIPS from {lpips_dir}"

@@ -64,4 +64,4 @@ def test_typos_are_errors(tmp_path, edit, message):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=message):
         check_params(path)
-    assert main(["--params", str(path)]) == 1
+    assert main(["--params", str(path)]) == 2

@@ -281,6 +281,10 @@ TINY = {"resolution": 16, "ch_mult": [1, 2], "z_channels": 4, "embed_dim": 4, "n
         "checkpoint_every": 2, "log_every": 1, "dead_code_every": 2, "workers": 0, "lr": 1e-3}
 
 
+# params.yaml values that match the checkpoint write_taming() makes (a pretrained model must match them)
+AS_WRITTEN = {"source": "pretrained", "in_channels": 3, "n_embed": 32}
+
+
 def write_params(path, **overrides):
     path.write_text(yaml.safe_dump({"profile": "demo", "vqgan": {**TINY, **overrides}}))
     return path
@@ -343,7 +347,7 @@ def test_stage_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch, n
 
 def test_stage_installs_a_pretrained_checkpoint(tmp_path, no_lpips):
     ref, cfg, ckpt = write_taming(tmp_path)
-    params = write_params(tmp_path / "params.yaml", source="pretrained")
+    params = write_params(tmp_path / "params.yaml", **AS_WRITTEN)
     out = run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(cfg), "--pretrained-ckpt", str(ckpt))
     saved = torch.load(out / "model.ckpt", weights_only=True)  # plain: no pickled Lightning objects
     assert set(saved["state_dict"]) == set(ref.state_dict())
@@ -358,3 +362,25 @@ def test_stage_names_a_missing_pretrained_file_and_where_to_get_it(tmp_path):
         run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(tmp_path / "nope.yaml"),
                   "--pretrained-ckpt", str(tmp_path / "last.ckpt"))
     assert "nope.yaml" in str(err.value)
+
+
+def test_a_perceptual_weight_without_the_lpips_files_is_an_error_not_a_silent_fallback(tmp_path, no_lpips):
+    from raygen.errors import MissingFileError
+
+    manifest, jpg_root = make_cohort(tmp_path)
+    params = write_params(tmp_path / "params.yaml", perceptual_weight=1.0)
+    argv = ["--manifest", str(manifest), "--jpg-root", str(jpg_root), "--out", str(tmp_path / "out"),
+            "--params", str(params), "--lpips-dir", str(tmp_path / "lpips")]
+    with pytest.raises(MissingFileError, match=r"perceptual_weight is 1.0 .*README.md\) or set vqgan.perceptual_weight: 0"):
+        stage.main(argv)
+    assert not (tmp_path / "out" / "model.ckpt").exists()
+
+
+def test_a_pretrained_model_of_another_size_than_params_say_is_refused(tmp_path, no_lpips):
+    from raygen.config import ConfigError
+
+    _, cfg, ckpt = write_taming(tmp_path)
+    params = write_params(tmp_path / "params.yaml", **{**AS_WRITTEN, "resolution": TINY["resolution"] * 2})
+    with pytest.raises(ConfigError, match=r"disagree with the pretrained model's config \(resolution: params"):
+        run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(cfg), "--pretrained-ckpt", str(ckpt))
+    assert not (tmp_path / "out" / "model.ckpt").exists()

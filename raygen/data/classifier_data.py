@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from raygen.data.datasets import CohortImages, load_all
 from raygen.data.images import signed_to_unit, unit_to_signed
 from raygen.data.labels import CLASSES
+from raygen.errors import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ ARMS: dict[str, float] = {"real": 0.0, "real+50": 0.5, "real+100": 1.0}
 def _check_labels(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in CLASSES if c not in frame.columns]
     if missing:
-        raise ValueError(f"{source}: lacks class column(s) {missing}")
+        raise ManifestError(f"{source}: lacks class column(s) {missing}")
     labels = frame[list(CLASSES)]
     if labels.isna().any().any() or not labels.isin([0, 1]).all().all():
-        raise ValueError(f"{source}: class columns must be 0/1 (blank and -1 are resolved by the cohort stage)")
+        raise ManifestError(f"{source}: class columns must be 0/1 (blank and -1 are resolved by the cohort stage)")
     frame[list(CLASSES)] = labels.astype(np.int64)
     return frame
 
@@ -70,10 +71,15 @@ def read_classifier_manifest(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"dicom_id": str, "path": str, "split": str, "view": str})
     missing = [c for c in COHORT_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: classifier manifest lacks column(s) {missing}")
+        raise ManifestError(f"{path}: classifier manifest lacks column(s) {missing}")
     bad = sorted(set(frame["split"]) - {"train", "val", "test"})
     if bad:
-        raise ValueError(f"{path}: unknown split value(s) {bad}; expected train, val, test")
+        raise ManifestError(f"{path}: unknown split value(s) {bad}; expected train, val, test")
+    duplicated = frame["dicom_id"][frame["dicom_id"].duplicated()].unique()
+    if len(duplicated):
+        raise ManifestError(f"{path}: {len(duplicated)} dicom_id(s) listed more than once (e.g. "
+                            f"{', '.join(duplicated[:3])}); each image must appear once, or it is trained on or "
+                            "scored several times")
     frame = _check_labels(frame, str(path))
     frame["source"] = "real"
     return frame

@@ -40,6 +40,7 @@ import pandas as pd
 
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES, DROPPED
 from raygen.data.mimic import MimicFormatError, group_folders, image_relpaths
+from raygen.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ MUST_BE_DISJOINT: tuple[tuple[str, str], ...] = (
 ExistsFn = Callable[[Sequence[str]], np.ndarray]
 
 
-class CohortError(ValueError):
+class CohortError(UserError, ValueError):
     """A cohort that cannot be built (empty after a rule, too few patients to split)."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES
+from raygen.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ OFFICIAL_SPLITS = ("train", "validate", "test")
 LABEL_VALUES = (1.0, 0.0, -1.0)  # plus NaN (blank)
 
 
-class MimicFormatError(ValueError):
+class MimicFormatError(UserError, ValueError):
     """A MIMIC CSV whose columns or values do not match the release schema."""
 
 

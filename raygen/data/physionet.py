@@ -46,6 +46,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from raygen.errors import UserError
 from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ JPG_CSVS: tuple[str, ...] = tuple(
 )
 
 
-class PhysioNetError(RuntimeError):
+class PhysioNetError(UserError, RuntimeError):
     """A download or link problem; the message says what to do and never holds a password."""
 
 
@@ -377,7 +378,7 @@ class PhysioNetClient:
             content = self.base_url.replace("/files/", "/content/") + f"{release}/"
             name = "MIMIC-CXR-JPG" if project == JPG_PROJECT else "MIMIC-CXR"
             raise CredentialsError(
-                f"PhysioNet refused the credentials for {self.credentials.username} (HTTP {code}): "
+                f"PhysioNet refused the credentials from {self.credentials.source} (HTTP {code}): "
                 f"check username/password and that your account has signed the {name} data use "
                 f"agreement at {content}"
             )

@@ -52,6 +52,9 @@ class SamplerConfig:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.temperature < 0 or self.cfg_scale < 0 or self.gumbel_scale < 0:
+            raise ValueError(f"temperature, cfg_scale and gumbel_scale must be >= 0, got {self.temperature}, "
+                             f"{self.cfg_scale}, {self.gumbel_scale}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "raygen_paper" and self.gumbel_scale > 0:

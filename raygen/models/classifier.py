@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import torchvision
 
 from raygen.data.labels import CLASSES
+from raygen.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ class XrayDenseNet(torchvision.models.DenseNet):
 def _require_file(path: str | Path, what: str, where: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path}. Get them from {where} and pass the local "
-                                f"file's path; nothing is downloaded at run time.")
+        raise MissingFileError(f"{what} weights not found: {path}. Get them from {where} and put them there; "
+                               "nothing is downloaded at run time.")
     return path
 
 

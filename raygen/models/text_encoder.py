@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from raygen.errors import UserError
 from raygen.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ PROBE_SENTENCE = "No acute cardiopulmonary process. The heart size is normal."
 _EPS = 1e-6  # guards division for all-zero vectors (fp32 states; fp16 storage comes later)
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(UserError, RuntimeError):
     """A text model that is missing, incomplete, or whose tokenizer does not tokenise."""
 
 

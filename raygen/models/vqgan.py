@@ -27,6 +27,8 @@ import yaml
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import VectorQuantizer2
 
+from raygen.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TAMING_TARGET = "taming.models.vqgan.VQModel"
@@ -34,7 +36,7 @@ TAMING_TARGET = "taming.models.vqgan.VQModel"
 _IGNORED_DDCONFIG = {"give_pre_end": False, "resamp_with_conv": True, "tanh_out": False}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint whose tensors do not match the model its config describes."""
 
 
