@@ -1,9 +1,13 @@
-"""The whole pipeline at the `smoke` profile, through the Snakemake API and through `dvc repro`.
+"""The whole pipeline at the `smoke` profile, through the Snakemake API and through `dvc repro`, and
+the promise that both tools tell one truth about it.
 
-Each run happens in a throw-away copy of the workflow files (the package itself is imported from the
-installed checkout). Checks: every declared output exists, a second Snakemake run has nothing to do,
-Snakemake's success hook hands the outputs to DVC (so `dvc status` is clean), `dvc repro` on a fresh
-copy produces the same outputs, and the training stages logged MLflow runs.
+One Snakemake run (MLflow on) in a throw-away copy of the workflow is shared by the tests: every
+declared output exists, a second run has nothing to do, the hand-over leaves `dvc status` clean, and
+MLflow holds the runs. Then, each against both tools: a params edit, a code edit and new weights rerun
+what they affect; runtime settings and other profiles' overlays rerun nothing; the hand-over records
+only what a run built (`--touch`, `--until`, a failing job, a `--config` profile); a lost checkpoint is
+rebuilt; the two tools never run on one checkout at once; `--report` holds the tables and figures.
+`dvc repro` on a fresh copy produces the same outputs.
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import shutil
 import socket
 import sqlite3
 import subprocess
