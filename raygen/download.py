@@ -59,7 +59,7 @@ class MimicParams:
     # p10 is about a tenth of the release (~57 GB) and the paper's classifier subset; ["all"] = 570 GB
     groups: list[str] = dataclasses.field(default_factory=lambda: ["p10"])
     reports: Literal["zip", "txt"] = "zip"  # zip: all reports in one ~142 MB file; txt: the groups' .txt only
-    verify: bool = True  # check every file against SHA256SUMS.txt before it is moved into place
+    verify: bool = True  # check files against SHA256SUMS.txt: downloads, and a linked copy that holds one
     # An existing local copy to link instead of downloading (the pipeline's way; --local-jpg and
     # --local-reports override these for a run by hand). Paths, relative to the working directory.
     local_jpg: str | None = None
@@ -209,9 +209,10 @@ def run_mimic(
         "groups": list(params.groups),
         "reports_format": "local" if local_reports else params.reports,
         "base_url": params.base_url if client else None,
-        # What was checked against SHA256SUMS.txt: downloads (when download.mimic.verify), never a
-        # linked local copy (checked for completeness and layout only).
-        "verified": {"jpg": bool(params.verify and not local_jpg), "reports": bool(params.verify and not local_reports)},
+        # What was checked against SHA256SUMS.txt: downloads when download.mimic.verify says so; a linked
+        # copy when it also holds the release's SHA256SUMS.txt (its own entry says which).
+        "verified": {"jpg": jpg.get("verified", "yes" if params.verify else "no"),
+                     "reports": reports.get("verified", "yes" if params.verify else "no")},
         "jpg": jpg,
         "reports": reports,
         # Paths and sizes only: hashing hundreds of GB again after every run would cost hours. The
@@ -271,23 +272,41 @@ def link_jpg(out: Path, params: MimicParams, local: Path) -> dict[str, Any]:
     """Symlink an existing MIMIC-CXR-JPG copy's ``files/`` and CSV tables into the layout."""
     src = pn.find_jpg_root(local, params.jpg_version)
     groups = _check_local_groups(src / "files", params.groups, "--local-jpg")
+    verified = _verify_local(src, params, lambda sums: pn.select_jpg_files(sums, params.jpg_version, params.groups))
     links = {"files": src / "files", **{c: src / c for c in pn.JPG_CSVS}}
     pn.link_tree(out / pn.JPG_PROJECT / params.jpg_version, links)
     log.info("linked MIMIC-CXR-JPG from %s (groups %s)", src, ",".join(groups))
-    return {"mode": "local", "path": str(src), "groups_present": groups}
+    return {"mode": "local", "path": str(src), "groups_present": groups, "verified": verified}
+
+
+def _verify_local(root: Path, params: MimicParams, select) -> str:
+    """Check a local copy against the SHA256SUMS.txt beside it; say what was checked (for the marker)."""
+    sums_file = root / pn.SUMS_FILE
+    if not params.verify:
+        return "no: download.mimic.verify is false"
+    if not sums_file.is_file():
+        return f"no: {root} holds no {pn.SUMS_FILE}"
+    sums = pn.parse_sha256sums(sums_file.read_text())
+    count = pn.verify_local_copy(root, select(sums), sums, params.workers)
+    log.info("verified %d files of %s against %s", count, root, pn.SUMS_FILE)
+    return f"yes: {count} files against {pn.SUMS_FILE}"
 
 
 def link_reports(out: Path, params: MimicParams, local: Path) -> dict[str, Any]:
     """Symlink an existing reports ``files/`` folder into the layout, or unpack a local zip."""
     src = pn.find_reports_source(local, params.reports_version)
     root = out / pn.REPORTS_PROJECT / params.reports_version
+    # A release copy keeps SHA256SUMS.txt beside the zip, or beside its files/ folder.
     if src.is_file():
+        verified = _verify_local(src.parent, params, lambda sums: [src.name])
         count = unpack_if_needed(src, root)
-        return {"mode": "local-zip", "path": str(src), "reports": count}
+        return {"mode": "local-zip", "path": str(src), "reports": count, "verified": verified}
     groups = _check_local_groups(src, params.groups, "--local-reports")
+    verified = _verify_local(src.parent, params,
+                             lambda sums: pn.select_report_txts(sums, params.reports_version, params.groups))
     pn.link_tree(root, {"files": src})
     log.info("linked MIMIC-CXR reports from %s (groups %s)", src, ",".join(groups))
-    return {"mode": "local", "path": str(src), "groups_present": groups}
+    return {"mode": "local", "path": str(src), "groups_present": groups, "verified": verified}
 
 
 def _check_local_groups(files_dir: Path, groups: list[str], flag: str) -> list[str]:

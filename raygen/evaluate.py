@@ -68,7 +68,6 @@ from raygen.io import atomic_path, sha256_file, write_csv, write_json
 from raygen.metrics.classification import auroc, evaluate_classifier, paired_delta
 from raygen.metrics.fid import (
     FeatureExtractor,
-    compute_fid,
     compute_fid_or_reason,
     module_extractor,
     xrv_densenet_extractor,
@@ -466,9 +465,13 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
     if any(unreadable.values()):
         log.warning("unreadable images skipped: %s", unreadable)
 
-    fid = compute_fid(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
+    # A set too small for FID/KID gives the reason in place of the numbers, never a crash.
+    fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size,
+                                p.seed)
     fidelity = {
-        "fid": asdict(fid),
+        "fid": fid if isinstance(fid, str) else asdict(fid),
+        "n_real": len(feats["real"]),
+        "n_generated": len(feats["gen0"]),
         "fid_equal_n": equal_n_floor(feats["real"], feats["gen0"], per_report, extractor.name, p),
         "definitions": FID_DEFINITIONS,
         "ssim_real_vs_generated": _mean_std(ssim(real, gen[0])),
@@ -478,8 +481,9 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
         fidelity["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], p.msssim_kernel or None,
                                                            p.msssim_scales or None))
     floor = fidelity["fid_equal_n"]
-    log.info("FID %.2f (%d vs %d), KID %.4f; equal-N (n = %d per half): generated %s vs real floor %s; "
-             "SSIM %.3f%s [%s]", fid.fid, fid.n_real, fid.n_fake, fid.kid_mean, floor["n_per_half"],
+    log.info("FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; "
+             "SSIM %.3f%s [%s]", _fid_text(fidelity["fid"]), fidelity["n_real"], fidelity["n_generated"],
+             f"{fid.kid_mean:.4f}" if not isinstance(fid, str) else "-", floor["n_per_half"],
              _fid_text(floor["real_a_vs_generated_b"]), _fid_text(floor["real_a_vs_real_b"]),
              fidelity["ssim_real_vs_generated"]["mean"],
              f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "", extractor.name)
@@ -549,7 +553,8 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
         out[f"delta_auroc/{arm}"] = d["delta"]
         out[f"delta_auroc/{arm}_low"], out[f"delta_auroc/{arm}_high"] = d["interval"]
     fid = metrics["fidelity"]
-    out["fid"], out["kid"] = fid["fid"]["fid"], fid["fid"]["kid_mean"]
+    headline = fid["fid"] if isinstance(fid["fid"], dict) else {}
+    out["fid"], out["kid"] = headline.get("fid"), headline.get("kid_mean")
     for key, name in (("real_a_vs_generated_b", "generated"), ("real_a_vs_real_b", "real_floor")):
         value = fid["fid_equal_n"][key]
         out[f"fid_equal_n/{name}"] = value["fid"] if isinstance(value, dict) else None

@@ -156,6 +156,11 @@ def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, m
         autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
     )
     encoded = encoder.encode(prompts)  # states padded to max_length
+    if encoded.truncated.any():
+        cut = encoder.token_lengths(prompts) - length  # (B,) tokens beyond L, <= 0 where none
+        for i in torch.nonzero(encoded.truncated).flatten().tolist():
+            log.warning("prompt %d is %d tokens longer than the decoder's text length %d: its end was cut",
+                        i, int(cut[i]), length)
     if encoded.states.shape[-1] != int(text_meta["dim"]):
         raise ValueError(f"text encoder width {encoded.states.shape[-1]} != the decoder's {text_meta['dim']}")
     return encoded.states.to(device=device, dtype=torch.float16), encoded.lengths.to(device)

@@ -69,7 +69,18 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
         from raygen.data.demo import DemoParams
 
         from_dict(DemoParams, resolved[profile]["download"].demo, prefix="download.demo")
+        _check_across_stages(resolved[profile], profile)
     return resolved
+
+
+def _check_across_stages(sections: dict[str, Any], profile: str) -> None:
+    """Rules that tie two stages' params together."""
+    classifier, vqgan = sections["train_classifier"].resolution, sections["vqgan"].resolution
+    if classifier > vqgan:
+        # Synthetic images would be upsampled to the classifier's input while real ones are downsampled:
+        # the arms would differ in sharpness, not only in data.
+        raise ConfigError(f"profile {profile}: train_classifier.resolution {classifier} exceeds the synthetic images' "
+                          f"size (vqgan.resolution {vqgan}); lower it or raise vqgan.resolution")
 
 
 def _check_sections(mapping: dict[str, Any], where: str) -> None:

@@ -96,12 +96,12 @@ def _with_ci(value: Any, ci: Any, p: TablesParams) -> str:
 def context_line(m: dict[str, Any]) -> str:
     """Dataset, resolutions, extractor and sample counts behind our numbers."""
     arms = m["classifier"]
-    fid = m["fidelity"]["fid"]
+    fidelity = m["fidelity"]
     patients = arms["real"]["auroc_ci"].get("n_clusters")
     of_patients = f" of {patients} patients" if patients else ""
     return (f"Ours: {DATASETS.get(m['profile'], m['profile'])}; synthetic images {m['fidelity']['resolution']} px, "
             f"classifier input {m.get('classifier_resolution', 'n/a')} px; {arms['real']['n_test']} real test "
-            f"images{of_patients}; FID features {m['extractor']} on {fid['n_real']} real vs {fid['n_fake']} generated "
+            f"images{of_patients}; FID features {m['extractor']} on {fidelity['n_real']} real vs {fidelity['n_generated']} generated "
             "images. Paper: MIMIC-CXR p10, 512 px, 605 test images, FID on 2,568 held-out images.")
 
 
@@ -175,8 +175,8 @@ def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
         cond_text += (f"; {_fmt(cond['per_report_generated']['macro'], p.decimals)} per-report vs "
                       f"{_fmt(cond['per_report_real']['macro'], p.decimals)} on the real images")
     ours = {
-        "FID": f"{_fmt(fid['fid']['fid'], 2)} ({fid['fid']['n_real']} real vs {fid['fid']['n_fake']} generated from "
-               "their own reports)",
+        "FID": (fid["fid"] if isinstance(fid["fid"], str) else f"{_fmt(fid['fid']['fid'], 2)}")
+               + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
         "MS-SSIM (lower = more diverse)": (f"{_fmt(ms['value'], p.decimals)} ({ms['kernel_size']} px window, "
                                            f"{ms['scales']} scales)") if ms else "n/a",
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, p.decimals),

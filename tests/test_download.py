@@ -582,4 +582,30 @@ def test_local_copy_from_params_needs_no_flag(tmp_path, mirror, tree, monkeypatc
     assert (jroot(tmp_path) / BIG).read_bytes() == tree[pn.JPG_PROJECT][BIG]
     marker = read_marker(tmp_path)
     assert marker["source"] == "local" and marker["tree"]["contents_hashed"] is False and marker["tree"]["files"] > 0
-    assert marker["verified"] == {"jpg": False, "reports": False}, "a linked copy is not checksum-verified"
+    assert marker["verified"]["jpg"].startswith("no: ") and "SHA256SUMS.txt" in marker["verified"]["jpg"]
+
+
+def test_a_local_copy_is_verified_against_its_sha256sums(tmp_path, mirror, tree, monkeypatch):
+    monkeypatch.setattr(pn, "resolve_credentials", lambda *a, **k: pytest.fail("local mode needs no credentials"))
+    _wget_mirror(tmp_path / "server", mirror.wget, pn.JPG_PROJECT, [pn.SUMS_FILE])
+    assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep)) == 0
+    assert read_marker(tmp_path)["verified"]["jpg"].startswith("yes: ")
+
+
+def test_a_truncated_jpg_in_a_local_copy_stops_the_link(tmp_path, mirror, capsys):
+    _wget_mirror(tmp_path / "server", mirror.wget, pn.JPG_PROJECT, [pn.SUMS_FILE])
+    (mirror.jpg / BIG).write_bytes((mirror.jpg / BIG).read_bytes()[:10])
+    assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep)) == 1
+    assert f"{BIG} (checksum differs)" in capsys.readouterr().err
+    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    # The documented switch for a copy too large to hash again: linked, and the marker says unchecked.
+    assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep), verify=False) == 0
+    assert read_marker(tmp_path)["verified"]["jpg"] == "no: download.mimic.verify is false"
+
+
+def test_a_successful_download_writes_neither_username_nor_password_anywhere(tmp_path, server, creds, monkeypatch):
+    """Everything the stage leaves behind (data tree, markers, params, its log), grepped for the secrets."""
+    monkeypatch.setenv("RAYGEN_TRACKING", "off")
+    assert run(tmp_path, server) == 0
+    everything = all_bytes_under(tmp_path)
+    assert PASSWORD.encode() not in everything and USER.encode() not in everything

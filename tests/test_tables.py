@@ -29,7 +29,7 @@ def fake_metrics() -> dict:
         "classifier": {"real": arm(0.8, 0), "real+50": arm(0.7, 432), "real+100": arm(0.6, 868)},
         "delta_auroc": {"real+50": {"delta": -0.1, "interval": [-0.14, -0.06]},
                         "real+100": {"delta": -0.2, "interval": [-0.25, -0.15]}},
-        "fidelity": {"fid": {"fid": 12.345, "n_real": 170, "n_fake": 170},
+        "fidelity": {"fid": {"fid": 12.345, "n_real": 170, "n_fake": 170}, "n_real": 170, "n_generated": 170,
                      "fid_equal_n": {"n_per_half": 80, "real_a_vs_generated_b": {"fid": 20.5},
                                      "real_a_vs_real_b": {"fid": 6.25}},
                      "ms_ssim_between_seeds": {"value": 0.61, "kernel_size": 7, "scales": 4}, "resolution": 128},
@@ -88,3 +88,11 @@ def test_small_sets_and_old_metrics_show_their_reason():
 def test_markdown_escapes_pipes():
     text = tables.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| x/y | 1 |"]
+
+
+def test_a_fid_too_small_to_compute_shows_its_reason(tmp_path):
+    metrics = fake_metrics()
+    metrics["fidelity"]["fid"] = "not computed: 1 real vs 1 generated image(s); FID and KID need at least 2"
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t")]) == 0
+    assert "not computed: 1 real vs 1 generated" in (tmp_path / "t" / "table2.md").read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from raygen.models.text_encoder import (
     CXR_BERT_HUB_ID,
@@ -314,3 +315,19 @@ def test_real_cxr_bert_weights():
     assert enc.tokenizer(SENTENCE)["input_ids"][0] == 2 and enc.dim == 768
     out = enc.encode([SENTENCE])
     assert out.states.shape == (1, 256, 768) and np.isfinite(out.states.numpy()).all()
+
+
+def test_generate_says_how_many_tokens_of_a_long_prompt_were_cut(tmp_path, caplog):
+    from raygen.generate import encode_prompts
+
+    folder = write_tiny_bert(tmp_path / "bert")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"embed_text": {"source": "local", "max_length": 6}}))
+    meta = {"max_length": 6, "dim": TINY["hidden_size"], "params": {"source": "local", "normalize": "standardize"}}
+    words = "no acute process"  # 3 tokens + [CLS], [SEP]: fits 6
+    with caplog.at_level("WARNING", logger="raygen.generate"):
+        states, lengths = encode_prompts([words, " ".join([words] * 3)], params, None, folder, meta,
+                                         torch.device("cpu"))
+    assert states.shape[:2] == (2, 6) and lengths.max() == 6
+    cut = [r.getMessage() for r in caplog.records if "longer than the decoder's text length" in r.getMessage()]
+    assert cut == ["prompt 1 is 5 tokens longer than the decoder's text length 6: its end was cut"]

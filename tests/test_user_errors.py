@@ -41,6 +41,7 @@ def raygen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (lambda p: p["train_decoder"].update(steps=-5), "train_decoder.steps and batch_size must be >= 1"),
     (lambda p: p["vqgan"].update(steps=-3), "vqgan.steps must be >= 1 to train a VQ-GAN, got -3"),
     (lambda p: p["vqgan"].update(resolution=100), "vqgan.resolution 100 must be a multiple of 8"),
+    (lambda p: p["vqgan"].update(batch_size=0), "vqgan.batch_size, eval_batch_size, checkpoint_every and log_every"),
     (lambda p: p["synthesize"].update(steps=0), "synthesize.steps and batch_size must be >= 1"),
     (lambda p: p["synthesize"].update(cfg=-2.0), "synthesize.temperature and cfg must be >= 0"),
     (lambda p: p["train_classifier"].update(lr=-1.0), "train_classifier.lr must be > 0"),
@@ -107,3 +108,10 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+
+
+def test_a_classifier_larger_than_the_synthetic_images_is_refused(tmp_path, capsys):
+    path = params_with(tmp_path, lambda p: p["train_classifier"].update(resolution=128))
+    assert check_params_main(["--params", str(path)]) == 2
+    assert "train_classifier.resolution 128 exceeds the synthetic images' size (vqgan.resolution 96)" in \
+        capsys.readouterr().err

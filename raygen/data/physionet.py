@@ -193,6 +193,30 @@ def select_jpg_files(sums: Mapping[str, str], version: str, groups: Iterable[str
     return [*csvs, *images]
 
 
+def verify_local_copy(root: Path, rels: list[str], sums: Mapping[str, str], workers: int) -> int:
+    """Check the files ``rels`` under ``root`` (a local release copy) against ``sums``; return how many.
+
+    Raises :class:`PhysioNetError` naming up to five missing or differing files: a truncated or empty
+    JPG in a copy would otherwise flow silently into every stage.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(rel: str) -> str | None:
+        path = root / rel
+        if not path.is_file():
+            return f"{rel} (missing)"
+        return None if sha256_file(path) == sums[rel] else f"{rel} (checksum differs)"
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # hashlib releases the GIL: threads read in parallel
+        bad = [p for p in tqdm(pool.map(problem, rels), total=len(rels), desc="verify local copy", unit="file")
+               if p]
+    if bad:
+        raise PhysioNetError(f"{len(bad)} of {len(rels)} files of the local copy {root} do not match its {SUMS_FILE}: "
+                             f"{', '.join(bad[:5])}; re-download them, or set download.mimic.verify: false "
+                             "to link the copy unchecked")
+    return len(rels)
+
+
 def select_report_txts(sums: Mapping[str, str], version: str, groups: Iterable[str]) -> list[str]:
     """Report ``.txt`` files under the chosen groups (``wget -A .txt`` semantics: never DICOMs)."""
     groups = tuple(groups)
