@@ -1,0 +1,2 @@
+"""Metrics grouped by what they compute: FID/KID, image similarity, classification with
+intervals, memorisation, resampling."""
