@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from raygen import __version__
+from raygen.errors import MissingFileError
 from raygen.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -31,5 +32,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by :func:`save_checkpoint`; a missing file says so."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}; the stage that writes it has not run yet "
+                               "(`snakemake` or `dvc repro` builds it)")
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -82,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}")
     if command in STAGES and not {"-h", "--help"} & set(rest):
         return run_stage(command, rest)
-    module = importlib.import_module(COMMANDS[command])
-    return int(module.main(rest) or 0)
+    try:
+        return int(importlib.import_module(COMMANDS[command]).main(rest) or 0)
+    except UserError as err:
+        if "--debug" in rest or os.environ.get("RAYGEN_DEBUG") == "1":
+            raise
+        sys.stderr.write(f"raygen {command}: error: {err}\n")
+        return err.exit_status
 
 
 def run_stage(stage: str, argv: list[str]) -> int:

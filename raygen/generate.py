@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from raygen.cli import stage_parser
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import SCHEDULES
+from raygen.errors import MissingFileError
 from raygen.io import atomic_path
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
 
@@ -50,7 +51,7 @@ def load_vqgan(vqgan_dir: str | Path, device: torch.device) -> Any:
     vqgan_dir = Path(vqgan_dir)
     for name in ("config.yaml", "model.ckpt"):
         if not (vqgan_dir / name).is_file():
-            raise FileNotFoundError(f"{vqgan_dir / name} not found: run `raygen vqgan` first")
+            raise MissingFileError(f"{vqgan_dir / name} not found: run the pipeline first (`make demo`)")
     vq = load_taming(vqgan_dir / "config.yaml", vqgan_dir / "model.ckpt")
     return vq.to(device).eval()
 

@@ -115,3 +115,11 @@ def test_a_classifier_larger_than_the_synthetic_images_is_refused(tmp_path, caps
     assert check_params_main(["--params", str(path)]) == 2
     assert "train_classifier.resolution 128 exceeds the synthetic images' size (vqgan.resolution 96)" in \
         capsys.readouterr().err
+
+
+def test_generate_without_a_trained_decoder_says_what_to_run(tmp_path):
+    proc = raygen("generate", "--prompt", "x", "--out", str(tmp_path / "g.png"),
+                  "--checkpoint", str(tmp_path / "model.ckpt"), cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"raygen generate: error: checkpoint not found: {tmp_path / 'model.ckpt'}" in proc.stderr
+    assert not (tmp_path / "g.png").exists()
