@@ -17,7 +17,6 @@ token-generation images/s at K=8, batch 64 (design.md speed references: 540-553 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import emit  # noqa: E402
 from raygen.data.token_dataset import StepBatchSampler, TokenBatch, TokenTextDataset, make_loader, write_synthetic_caches  # noqa: E402
 from raygen.generation.sampler import SamplerConfig, sample_tokens  # noqa: E402
 from raygen.models.decoder import MaskedTokenDecoder, count_parameters, decoder_config  # noqa: E402
@@ -211,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(bench_generate(model, synthetic_batch(args.gen_batch, grid * grid, codebook, length, dim, device,
                                                         seed=1), null, args, device, vq))
     result.update(bench_data(args, length, dim, grid, codebook))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import emit  # noqa: E402
 from raygen.models.vqgan import VQGANConfig, build_vqgan  # noqa: E402
 from raygen.runtime import autocast_dtype, configure_torch, pick_device  # noqa: E402
 
@@ -77,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": config.resolution, "tokens": list(config.grid), "iters": args.iters,
         "encode_images_per_s": round(batch / encode, 2), "decode_images_per_s": round(batch / decode, 2),
     }
-    text = json.dumps(result)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(COMMANDS[command]).main(rest) or 0)
     except UserError as err:
-        if "--debug" in rest or os.environ.get("RAYGEN_DEBUG") == "1":
-            raise
-        sys.stderr.write(f"raygen {command}: error: {err}\n")
-        return err.exit_status
+        return _user_error(command, err, rest)
 
 
 def run_stage(stage: str, argv: list[str]) -> int:
@@ -110,16 +107,21 @@ def run_stage(stage: str, argv: list[str]) -> int:
         status = int(importlib.import_module(STAGES[stage]).main(argv) or 0)
     except UserError as err:
         _append(log_file, traceback.format_exc())  # the whole story stays in the log
-        if "--debug" in argv or os.environ.get("RAYGEN_DEBUG") == "1":
-            raise
-        sys.stderr.write(f"raygen {stage}: error: {err}\n")
-        return err.exit_status
+        return _user_error(stage, err, argv)
     except Exception:
         _append(log_file, traceback.format_exc())  # a bug: Python prints it to stderr as it exits
         raise
     if status == 0:
         handover.record_done(start)
     return status
+
+
+def _user_error(command: str, err: UserError, argv: list[str]) -> int:
+    """One line on stderr and the error's exit status; with --debug (or RAYGEN_DEBUG=1) the traceback."""
+    if "--debug" in argv or os.environ.get("RAYGEN_DEBUG") == "1":
+        raise err
+    sys.stderr.write(f"raygen {command}: error: {err}\n")
+    return err.exit_status
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

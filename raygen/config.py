@@ -151,7 +151,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:  # a required field is missing, or __post_init__ refused a value
-        raise ConfigError(f"{prefix}: {err}") from err
+        # Checks that already name their key ("vqgan.steps must ...") keep it; others get the section.
+        named = str(err).startswith(f"{prefix}.") if prefix else True
+        raise ConfigError(str(err) if named else f"{prefix}: {err}") from err
 
 
 def to_dict(obj: Any) -> Any:

@@ -98,7 +98,7 @@ class VqganParams:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        factor = 2 ** (len(self.ch_mult) - 1)  # taming downsamples once per level after the first
+        factor = self.model_config().factor
         if self.resolution < factor or self.resolution % factor:
             raise ValueError(f"vqgan.resolution {self.resolution} must be a multiple of {factor}, the downsampling "
                              f"of ch_mult {list(self.ch_mult)}")

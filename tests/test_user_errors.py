@@ -6,6 +6,7 @@ Each case pins the message a user sees and that no output was written; docs/erro
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def test_check_params_refuses_in_one_line(tmp_path, capsys, edit, message):
     err = capsys.readouterr().err
     assert err.startswith("raygen check-params: error: ") and message in err and err.count("\n") == 1
     assert "Traceback" not in err
+    assert not re.search(r"(\w+): \1\.", err), "the key is named once, not prefixed with its section again"
 
 
 def test_a_stage_given_bad_params_says_so_in_one_line_and_writes_nothing(tmp_path):
