@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raygen import handover
 from workflow_copy import BIN, dvc_changed, lock_entries, make_copy, planned, set_params, tool
 
 pytestmark = pytest.mark.slow
@@ -205,7 +206,13 @@ def test_the_hand_over_records_only_what_this_run_built(finished):
             assert dvc_changed(root) == {"tables"} and lock_entries(root) == lock
         # A params edit, then an upstream target (--until): only the stage that ran is recorded.
         set_params(root, lambda p: p["profiles"]["smoke"]["tables"].update(decimals=4))
-        up = tool(root, "snakemake", "--cores", "1", "--forcerun", "evaluate", "--until", "evaluate")
+        # A finished-looking record that a killed run with the same run id left behind is not this run's.
+        stale = root / ".raygen/handover/reused-id/tables.done.json"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_text(json.dumps({"address": "tables", "ran_with_profile": "smoke",
+                                     "fingerprint": handover.fingerprint(root, "tables")}))
+        up = tool(root, "snakemake", "--cores", "1", "--forcerun", "evaluate", "--until", "evaluate",
+                  env={"RAYGEN_PIPELINE_RUN": "reused-id", "RAYGEN_HANDOVER_DIR": str(stale.parent)})
         assert "DVC hand-over: recorded evaluate in dvc.lock" in up.text, up.text[-2000:]
         assert dvc_changed(root) == {"tables"} and lock_entries(root)["tables"] == lock["tables"]
         (root / "params.yaml").write_text(original)

@@ -107,6 +107,8 @@ def start_run():
         run_lock.start_snakemake_run(Path.cwd(), RUN_ID)
     except run_lock.CheckoutBusy as err:
         raise WorkflowError(str(err)) from None  # before any job starts; Snakemake releases its own locks
+    # Records left by a killed run that had the same RAYGEN_PIPELINE_RUN are not this run's.
+    shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
 
 
 def finish_run():
