@@ -4,7 +4,7 @@
     python bench/bench_decoder.py --preset paper        # on a GPU: bf16, compiled, batch 128, K=8 batch 64
     python bench/bench_decoder.py --vqgan results/vqgan # time VQ decode with the real VQ-GAN
 
-What is timed is the stage's own code path: ``raygen.train_decoder.masked_loss`` (cosine masks,
+What is timed is the stage's own code path: ``raygen.stages.train_decoder.masked_loss`` (cosine masks,
 condition dropout, only masked positions through the head) + backward + clipping + AdamW, and
 ``raygen.generation.sampler.sample_tokens`` (text K/V once, K steps, optional CFG). Inputs are
 synthetic tensors of the caches' shapes; the data-loading number uses synthetic memory-mapped caches
@@ -22,17 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import emit  # noqa: E402
-from raygen.data.token_dataset import StepBatchSampler, TokenBatch, TokenTextDataset, make_loader, write_synthetic_caches  # noqa: E402
+from raygen.data.token_dataset import (
+    StepBatchSampler,
+    TokenBatch,
+    TokenTextDataset,
+    make_loader,
+    write_synthetic_caches,
+)  # noqa: E402
 from raygen.generation.sampler import SamplerConfig, sample_tokens  # noqa: E402
 from raygen.models.decoder import MaskedTokenDecoder, count_parameters, decoder_config  # noqa: E402
 from raygen.runtime import autocast_dtype, configure_torch, pick_device  # noqa: E402
-from raygen.train_decoder import TrainDecoderParams, make_optimizer, masked_loss  # noqa: E402
+from raygen.stages.train_decoder import TrainDecoderParams, make_optimizer, masked_loss  # noqa: E402
 
 # Cache shapes per preset: (grid side, codebook, text length L, text width D).
 SHAPES = {"smoke": (4, 32, 8, 16), "demo": (16, 512, 96, 384), "paper": (32, 1024, 256, 768)}
@@ -43,8 +48,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def synthetic_batch(batch: int, n_tokens: int, codebook: int, length: int, dim: int, device: torch.device,
-                    seed: int = 0) -> TokenBatch:
+def synthetic_batch(
+    batch: int, n_tokens: int, codebook: int, length: int, dim: int, device: torch.device, seed: int = 0
+) -> TokenBatch:
     g = torch.Generator().manual_seed(seed)
     return TokenBatch(
         ids=torch.randint(0, codebook, (batch, n_tokens), generator=g),
@@ -55,8 +61,9 @@ def synthetic_batch(batch: int, n_tokens: int, codebook: int, length: int, dim: 
 
 def bench_train(model: MaskedTokenDecoder, batch: TokenBatch, null: tuple[torch.Tensor, int], args, device) -> dict:
     """Training samples/s of the stage's step (forward, masked loss, backward, clip, AdamW)."""
-    params = TrainDecoderParams(preset=args.preset, batch_size=len(batch), precision=args.precision,
-                                compile=args.compile)
+    params = TrainDecoderParams(
+        preset=args.preset, batch_size=len(batch), precision=args.precision, compile=args.compile
+    )
     model.train()
     optimizer = make_optimizer(model, params, device)
     forward = torch.compile(model) if args.compile else model
@@ -83,15 +90,20 @@ def bench_train(model: MaskedTokenDecoder, batch: TokenBatch, null: tuple[torch.
     sync(device)
     dt = (time.perf_counter() - t0) / args.iters
     cpu = (time.process_time() - c0) / args.iters
-    out = {"train_batch": len(batch), "train_step_ms": 1000 * dt, "train_samples_per_s": len(batch) / dt,
-           "train_warmup_s": warm}
+    out = {
+        "train_batch": len(batch),
+        "train_step_ms": 1000 * dt,
+        "train_samples_per_s": len(batch) / dt,
+        "train_warmup_s": warm,
+    }
     if device.type == "cpu":  # a shared CPU inflates wall time; CPU seconds show the work itself
         out["train_samples_per_cpu_s"] = len(batch) / cpu
     return out
 
 
-def bench_generate(model: MaskedTokenDecoder, batch: TokenBatch, null: tuple[torch.Tensor, int], args, device,
-                   vq=None) -> dict:
+def bench_generate(
+    model: MaskedTokenDecoder, batch: TokenBatch, null: tuple[torch.Tensor, int], args, device, vq=None
+) -> dict:
     """Token-generation images/s (K steps, text K/V once), and with VQ decode when ``vq`` is given."""
     model.eval()
     if args.compile:
@@ -114,12 +126,19 @@ def bench_generate(model: MaskedTokenDecoder, batch: TokenBatch, null: tuple[tor
     sync(device)
     dt = (time.perf_counter() - t0) / args.gen_iters
     cpu = (time.process_time() - c0) / args.gen_iters
-    out = {"gen_batch": len(batch), "gen_steps": args.gen_steps, "gen_cfg": args.cfg,
-           "gen_tokens_images_per_s": len(batch) / dt}
+    out = {
+        "gen_batch": len(batch),
+        "gen_steps": args.gen_steps,
+        "gen_cfg": args.cfg,
+        "gen_tokens_images_per_s": len(batch) / dt,
+    }
     if device.type == "cpu":
         out["gen_tokens_images_per_cpu_s"] = len(batch) / cpu
     if vq is not None:
-        with torch.inference_mode(), (torch.autocast(device.type, dtype=amp) if amp else torch.autocast(device.type, enabled=False)):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=amp) if amp else torch.autocast(device.type, enabled=False),
+        ):
             vq.decode_ids(ids)
             sync(device)
             t0 = time.perf_counter()
@@ -165,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-steps", type=int, default=8, help="K decoding steps (default: %(default)s)")
     parser.add_argument("--cfg", type=float, default=1.0, help="guidance scale; != 1 doubles the decoder batch")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the training forward and the generation decode (default: on for CUDA)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the training forward and the generation decode (default: on for CUDA)",
+    )
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--gen-iters", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
@@ -192,24 +215,40 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = MaskedTokenDecoder(decoder_config(args.preset, (grid, grid), codebook, dim)).to(device)
     null = (torch.zeros(length, dim, dtype=torch.float16, device=device), 2)
-    result = {"device": torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()} threads",
-              "preset": args.preset, "params_m": count_parameters(model) / 1e6, "precision": args.precision,
-              "compile": args.compile, "tokens": grid * grid, "codebook": codebook, "text": [length, dim]}
-    result.update(bench_train(model, synthetic_batch(args.batch, grid * grid, codebook, length, dim, device),
-                              null, args, device))
+    result = {
+        "device": torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()} threads",
+        "preset": args.preset,
+        "params_m": count_parameters(model) / 1e6,
+        "precision": args.precision,
+        "compile": args.compile,
+        "tokens": grid * grid,
+        "codebook": codebook,
+        "text": [length, dim],
+    }
+    result.update(
+        bench_train(model, synthetic_batch(args.batch, grid * grid, codebook, length, dim, device), null, args, device)
+    )
     if gpu:
         result["train_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     vq = None
     if not args.no_vq:
         if args.vqgan is not None:
-            from raygen.generate import load_vqgan
+            from raygen.tools.generate import load_vqgan
 
             vq = load_vqgan(args.vqgan, device)
         else:
             vq = stand_in_vqgan(grid, device)
             result["vq"] = "random stand-in of the preset's VQ-GAN architecture" if vq is not None else "none"
-    result.update(bench_generate(model, synthetic_batch(args.gen_batch, grid * grid, codebook, length, dim, device,
-                                                        seed=1), null, args, device, vq))
+    result.update(
+        bench_generate(
+            model,
+            synthetic_batch(args.gen_batch, grid * grid, codebook, length, dim, device, seed=1),
+            null,
+            args,
+            device,
+            vq,
+        )
+    )
     result.update(bench_data(args, length, dim, grid, codebook))
     emit(result, args.out)
     return 0

@@ -51,8 +51,13 @@ NORMALS = [
     "No evidence of pneumonia, effusion, or pneumothorax.",
     "Heart size is normal. Lungs are clear.",
 ]
-TAILS = ["", " No pneumothorax.", " Otherwise no acute cardiopulmonary process.",
-         " Compared to prior, no significant interval change.", " No pleural effusion."]
+TAILS = [
+    "",
+    " No pneumothorax.",
+    " Otherwise no acute cardiopulmonary process.",
+    " Compared to prior, no significant interval change.",
+    " No pleural effusion.",
+]
 
 
 def demo_impressions(n: int, seed: int = 0) -> list[str]:
@@ -93,9 +98,16 @@ def time_source(label: str, texts: list[str], batch_size: int, **kw) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ids = list(range(len(texts)))
         stats = write_text_cache(tmp, ids, texts, enc, batch_size=batch_size)
-    row = {"encoder": label, "L": enc.max_length, "D": enc.dim, "unique_prompts": stats.unique_texts,
-           "seconds": round(stats.seconds, 2), "prompts_per_s": round(stats.unique_texts / stats.seconds, 1),
-           "load_s": round(load_s, 1), "truncated": stats.truncated}
+    row = {
+        "encoder": label,
+        "L": enc.max_length,
+        "D": enc.dim,
+        "unique_prompts": stats.unique_texts,
+        "seconds": round(stats.seconds, 2),
+        "prompts_per_s": round(stats.unique_texts / stats.seconds, 1),
+        "load_s": round(load_s, 1),
+        "truncated": stats.truncated,
+    }
     print(json.dumps(row))
     return row
 
@@ -117,9 +129,11 @@ def main() -> None:
 
     lengths = np.array([len(ids) for ids in AutoTokenizer.from_pretrained(minilm_dir())(texts)["input_ids"]])
     q = np.percentile(lengths, [50, 90, 95, 99])
-    print(f"token lengths (MiniLM WordPiece, incl. [CLS]/[SEP]): median {q[0]:.0f}, p90 {q[1]:.0f}, "
-          f"p95 {q[2]:.0f}, p99 {q[3]:.0f}, max {lengths.max()}; "
-          f"> 64: {(lengths > 64).sum()}, > 96: {(lengths > 96).sum()}")
+    print(
+        f"token lengths (MiniLM WordPiece, incl. [CLS]/[SEP]): median {q[0]:.0f}, p90 {q[1]:.0f}, "
+        f"p95 {q[2]:.0f}, p99 {q[3]:.0f}, max {lengths.max()}; "
+        f"> 64: {(lengths > 64).sum()}, > 96: {(lengths > 96).sum()}"
+    )
 
     # Batches pad to their longest text, so L only matters through truncation; the cache write does scale with L.
     print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share these cores)")
@@ -128,8 +142,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         folder = write_bert_base_standin(tmp / "bert-base")
-        time_source("BERT-base random init, STAND-IN for CXR-BERT cost", texts, args.batch_size,
-                    source="local", model_dir=folder, max_length=256)
+        time_source(
+            "BERT-base random init, STAND-IN for CXR-BERT cost",
+            texts,
+            args.batch_size,
+            source="local",
+            model_dir=folder,
+            max_length=256,
+        )
     finally:
         shutil.rmtree(tmp)
     print(f"load average after: {os.getloadavg()[0]:.1f}")

@@ -6,7 +6,7 @@
 Generates ``--per-class`` images for each of the 10 class-name prompts with the trained decoder and
 VQ-GAN of the current profile (the synthesize stage's sampler and seeds), scores them with the real-only
 classifier and prints one JSON line per scale: macro and per-class AUROC against the class each prompt
-asked for (:func:`raygen.evaluate.conditional_fidelity`), and the time taken.
+asked for (:func:`raygen.stages.evaluate.conditional_fidelity`), and the time taken.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raygen import evaluate as ev
-from raygen import synthesize as syn
 from raygen.data.labels import CLASSES
-from raygen.generate import encode_prompts, load_vqgan
 from raygen.generation.sampler import load_decoder_checkpoint
 from raygen.runtime import configure_torch
+from raygen.stages import evaluate as ev
+from raygen.stages import synthesize as syn
+from raygen.tools.generate import encode_prompts, load_vqgan
 
 
 def main() -> None:
@@ -53,14 +53,24 @@ def main() -> None:
         paths = []
         for k, name in enumerate(CLASSES):
             group = [args.out / f"cfg{scale:g}" / f"{k}_{i:04d}.png" for i in range(args.per_class)]
-            syn.generate_set(trained, vq, states[k:k + 1], lengths[k:k + 1], group, config, base.seed, 100 + k,
-                             None, name)
+            syn.generate_set(
+                trained, vq, states[k : k + 1], lengths[k : k + 1], group, config, base.seed, 100 + k, None, name
+            )
             paths += group
         probs = ev.classifier_probs(model, syn.load_pngs(paths), resolution, device)
         score = ev.conditional_fidelity(labels, probs)
-        print(json.dumps({"cfg": scale, "per_class_images": args.per_class, "macro_auroc": round(score["macro"], 4),
-                          "per_class": {c: round(v, 3) for c, v in score["per_class"].items()},
-                          "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "cfg": scale,
+                    "per_class_images": args.per_class,
+                    "macro_auroc": round(score["macro"], 4),
+                    "per_class": {c: round(v, 3) for c, v in score["per_class"].items()},
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,13 +39,20 @@ def time_encode(preset: str, images: int, batch: int, device: torch.device) -> d
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"preset": preset, "resolution": cfg.resolution, "grid": list(cfg.grid), "batch": batch,
-            "images": done, "images_per_s": round(done / wall, 2), "cpu_s_per_image": round(cpu / done, 4)}
+    return {
+        "preset": preset,
+        "resolution": cfg.resolution,
+        "grid": list(cfg.grid),
+        "batch": batch,
+        "images": done,
+        "images_per_s": round(done / wall, 2),
+        "cpu_s_per_image": round(cpu / done, 4),
+    }
 
 
 def time_preprocess(shape: tuple[int, int], resolution: int, channels: int, images: int) -> dict:
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     grey = (127 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 8, shape)).clip(0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(grey).save(buf, format="JPEG", quality=95)
@@ -55,8 +62,12 @@ def time_preprocess(shape: tuple[int, int], resolution: int, channels: int, imag
         with Image.open(io.BytesIO(data)) as img:
             preprocess(img.convert("L"), resolution, channels)
     wall = time.perf_counter() - wall
-    return {"jpeg": f"{shape[1]}x{shape[0]}", "resolution": resolution, "channels": channels,
-            "images_per_s_one_process": round(images / wall, 2)}
+    return {
+        "jpeg": f"{shape[1]}x{shape[0]}",
+        "resolution": resolution,
+        "channels": channels,
+        "images_per_s_one_process": round(images / wall, 2),
+    }
 
 
 def main() -> None:
@@ -72,10 +83,17 @@ def main() -> None:
     torch.manual_seed(0)
     with torch.inference_mode():
         results = {
-            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-                        "load_avg_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__},
-            "encode": [time_encode("demo", args.images, 16, device),
-                       time_encode("paper", args.paper_images, 2, device)],
+            "machine": {
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "device": str(device),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+                "torch": torch.__version__,
+            },
+            "encode": [
+                time_encode("demo", args.images, 16, device),
+                time_encode("paper", args.paper_images, 2, device),
+            ],
             "preprocess": [time_preprocess((472, 512), 128, 1, 32), time_preprocess((3056, 2544), 512, 3, 4)],
         }
     print(json.dumps(results, indent=2))

@@ -27,10 +27,29 @@ from raygen.runtime import autocast_dtype, configure_torch, pick_device  # noqa:
 
 PRESETS = {
     # UniXGen's MIMIC VQ-GAN (the paper profile's tokenizer).
-    "unixgen": VQGANConfig(embed_dim=256, n_embed=1024, z_channels=256, resolution=512, in_channels=3, out_ch=3,
-                           ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(24,)),
-    "smoke": VQGANConfig(embed_dim=16, n_embed=64, z_channels=16, resolution=32, in_channels=1, out_ch=1,
-                         ch=32, ch_mult=(1, 2, 2), num_res_blocks=1),
+    "unixgen": VQGANConfig(
+        embed_dim=256,
+        n_embed=1024,
+        z_channels=256,
+        resolution=512,
+        in_channels=3,
+        out_ch=3,
+        ch=128,
+        ch_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attn_resolutions=(24,),
+    ),
+    "smoke": VQGANConfig(
+        embed_dim=16,
+        n_embed=64,
+        z_channels=16,
+        resolution=32,
+        in_channels=1,
+        out_ch=1,
+        ch=32,
+        ch_mult=(1, 2, 2),
+        num_res_blocks=1,
+    ),
 }
 
 
@@ -72,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         encode = timed(lambda: model.encode_ids(images), args.iters, args.warmup, device)
         decode = timed(lambda: model.decode_ids(ids), args.iters, args.warmup, device)
     result = {
-        "preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": str(dtype).removeprefix("torch.") if dtype else "fp32", "batch": batch,
-        "resolution": config.resolution, "tokens": list(config.grid), "iters": args.iters,
-        "encode_images_per_s": round(batch / encode, 2), "decode_images_per_s": round(batch / decode, 2),
+        "preset": args.preset,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
+        "batch": batch,
+        "resolution": config.resolution,
+        "tokens": list(config.grid),
+        "iters": args.iters,
+        "encode_images_per_s": round(batch / encode, 2),
+        "decode_images_per_s": round(batch / decode, 2),
     }
     emit(result, args.out)
     return 0

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raygen.config import read_params, resolve_profile, section_dict  # noqa: E402
 from raygen.data.labels import CLASSES  # noqa: E402
-from raygen.evaluate import align_test_predictions, labels_and_scores, read_prediction_frame  # noqa: E402
 from raygen.metrics.classification import auroc, paired_delta  # noqa: E402
+from raygen.stages.evaluate import align_test_predictions, labels_and_scores, read_prediction_frame  # noqa: E402
 
 ARMS = ("real", "real+50", "real+100")
 
@@ -44,15 +44,33 @@ def train_arms(seed: int, out: Path, params_path: Path, profile: str) -> None:
     jpg_root = f"data/{profile}/mimic-cxr-jpg/2.0.0"
 
     def command(arm: str) -> list[str]:
-        cmd = [sys.executable, "-m", "raygen.train_classifier", "--params", str(seeded), "--profile", profile,
-               "--log", str(out / f"seed{seed}" / f"{arm}.log"), "--manifest", "results/cohort/classifier.csv",
-               "--jpg-root", jpg_root, "--arm", arm, "--out", str(out / f"seed{seed}" / arm), "--no-resume"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "raygen.stages.train_classifier",
+            "--params",
+            str(seeded),
+            "--profile",
+            profile,
+            "--log",
+            str(out / f"seed{seed}" / f"{arm}.log"),
+            "--manifest",
+            "results/cohort/classifier.csv",
+            "--jpg-root",
+            jpg_root,
+            "--arm",
+            arm,
+            "--out",
+            str(out / f"seed{seed}" / arm),
+            "--no-resume",
+        ]
         return cmd + ([] if arm == "real" else ["--synthetic", "results/synthesize/aug_100.csv"])
 
     env = {**os.environ, "RAYGEN_TRACKING": "off"}
     subprocess.run(command("real"), check=True, env={**env, "OMP_NUM_THREADS": "2", "RAYGEN_THREADS": "2"})
-    jobs = [subprocess.Popen(command(arm), env={**env, "OMP_NUM_THREADS": "1", "RAYGEN_THREADS": "1"})
-            for arm in ARMS[1:]]
+    jobs = [
+        subprocess.Popen(command(arm), env={**env, "OMP_NUM_THREADS": "1", "RAYGEN_THREADS": "1"}) for arm in ARMS[1:]
+    ]
     if any(job.wait() for job in jobs):
         raise SystemExit(f"seed {seed}: an augmented arm failed; see {out / f'seed{seed}'}")
 
@@ -88,22 +106,30 @@ def main(argv: list[str] | None = None) -> int:
             train_arms(seed, args.out, args.params, profile)
         runs[seed] = {arm: args.out / f"seed{seed}" / arm for arm in ARMS}
     rows = {seed: score(folders, args.n_boot) for seed, folders in runs.items()}
-    summary = {key: {"mean": float(np.mean([r[key] for r in rows.values()])),
-                     "std": float(np.std([r[key] for r in rows.values()], ddof=1)) if len(rows) > 1 else 0.0}
-               for key in next(iter(rows.values()))}
+    summary = {
+        key: {
+            "mean": float(np.mean([r[key] for r in rows.values()])),
+            "std": float(np.std([r[key] for r in rows.values()], ddof=1)) if len(rows) > 1 else 0.0,
+        }
+        for key in next(iter(rows.values()))
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seeds.json").write_text(json.dumps({"profile": profile, "runs": rows, "summary": summary}, indent=2))
     print("| seed | real | real+50 | real+100 | real+50 - real [95% CI] | real+100 - real [95% CI] |")
     print("|---|---|---|---|---|---|")
     for seed, r in rows.items():
-        print(f"| {seed} | {r['real']:.3f} | {r['real+50']:.3f} | {r['real+100']:.3f} | "
-              f"{r['delta/real+50']:+.3f} [{r['delta/real+50_low']:+.3f}, {r['delta/real+50_high']:+.3f}] | "
-              f"{r['delta/real+100']:+.3f} [{r['delta/real+100_low']:+.3f}, {r['delta/real+100_high']:+.3f}] |")
+        print(
+            f"| {seed} | {r['real']:.3f} | {r['real+50']:.3f} | {r['real+100']:.3f} | "
+            f"{r['delta/real+50']:+.3f} [{r['delta/real+50_low']:+.3f}, {r['delta/real+50_high']:+.3f}] | "
+            f"{r['delta/real+100']:+.3f} [{r['delta/real+100_low']:+.3f}, {r['delta/real+100_high']:+.3f}] |"
+        )
     s = summary
-    print(f"| mean (sd) over {len(rows)} | {s['real']['mean']:.3f} ({s['real']['std']:.3f}) | "
-          f"{s['real+50']['mean']:.3f} ({s['real+50']['std']:.3f}) | {s['real+100']['mean']:.3f} "
-          f"({s['real+100']['std']:.3f}) | {s['delta/real+50']['mean']:+.3f} ({s['delta/real+50']['std']:.3f}) | "
-          f"{s['delta/real+100']['mean']:+.3f} ({s['delta/real+100']['std']:.3f}) |")
+    print(
+        f"| mean (sd) over {len(rows)} | {s['real']['mean']:.3f} ({s['real']['std']:.3f}) | "
+        f"{s['real+50']['mean']:.3f} ({s['real+50']['std']:.3f}) | {s['real+100']['mean']:.3f} "
+        f"({s['real+100']['std']:.3f}) | {s['delta/real+50']['mean']:+.3f} ({s['delta/real+50']['std']:.3f}) | "
+        f"{s['delta/real+100']['mean']:+.3f} ({s['delta/real+100']['std']:.3f}) |"
+    )
     return 0
 
 

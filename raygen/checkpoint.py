@@ -32,6 +32,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by :func:`save_checkpoint`; a missing file says so."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"checkpoint not found: {path}; the stage that writes it has not run yet "
-                               "(`snakemake` or `dvc repro` builds it)")
+        raise MissingFileError(
+            f"checkpoint not found: {path}; the stage that writes it has not run yet "
+            "(`snakemake` or `dvc repro` builds it)"
+        )
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -2,8 +2,8 @@
 
 ``raygen <command> --help`` shows each command's own arguments. ``raygen <stage> ...`` (or
 ``python -m raygen <stage> ...``, which Snakemake rules and DVC stages run) runs the stage through
-:func:`run_stage`: one run per checkout (:mod:`raygen.run_lock`), start and finish records for the DVC
-hand-over (:mod:`raygen.handover`), and every crash in the stage's log, import errors included.
+:func:`run_stage`: one run per checkout (:mod:`raygen.pipeline.run_lock`), start and finish records for the DVC
+hand-over (:mod:`raygen.pipeline.handover`), and every crash in the stage's log, import errors included.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from raygen.errors import UserError
 from raygen.stages import STAGES as STAGE_LIST
 
 # Pipeline stages in execution order (raygen.stages), then user tools: sub-command -> module.
-STAGES: dict[str, str] = {stage.name: f"raygen.{stage.name}" for stage in STAGE_LIST}
+STAGES: dict[str, str] = {stage.name: f"raygen.stages.{stage.name}" for stage in STAGE_LIST}
 
 TOOLS: dict[str, str] = {
-    "demo-data": "raygen.data.demo.cli",
-    "generate": "raygen.generate",
-    "check-params": "raygen.pipeline",
-    "code-deps": "raygen.code_deps",
+    "demo-data": "raygen.tools.demo_data",
+    "generate": "raygen.tools.generate",
+    "check-params": "raygen.pipeline.check_params",
+    "code-deps": "raygen.pipeline.code_deps",
 }
 
 COMMANDS: dict[str, str] = {**STAGES, **TOOLS}
@@ -47,25 +47,35 @@ def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--params", type=Path, default=Path("params.yaml"),
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
         help=f"params file; this stage reads only its '{name.replace('-', '_')}' section (default: %(default)s)",
     )
     parser.add_argument(
-        "--profile", choices=("demo", "smoke", "paper"), default=None,
+        "--profile",
+        choices=("demo", "smoke", "paper"),
+        default=None,
         help="profile overlay to apply (default: the params file's 'profile' key)",
     )
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of a user error too (default: one line; also RAYGEN_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of a user error too (default: one line; also RAYGEN_DEBUG=1)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     width = max(map(len, COMMANDS))
-    epilog = "pipeline stages, in order:\n" + "\n".join(
-        f"  {name:<{width}}  {SUMMARIES[name]}" for name in STAGES
-    ) + "\n\ntools:\n" + "\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in TOOLS)
+    epilog = (
+        "pipeline stages, in order:\n"
+        + "\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in STAGES)
+        + "\n\ntools:\n"
+        + "\n".join(f"  {name:<{width}}  {SUMMARIES[name]}" for name in TOOLS)
+    )
     parser = argparse.ArgumentParser(
         prog="raygen",
         description="RayGen: text-to-chest-X-ray synthesis, one command per pipeline stage.",
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_stage(stage: str, argv: list[str]) -> int:
     """Run one pipeline stage as Snakemake and DVC do: claim the checkout, record the start and the
     finish for the DVC hand-over, and put any crash (an import error too) into the stage's log."""
-    from raygen import handover, run_lock
+    from raygen.pipeline import handover, run_lock
 
     try:
         run_lock.claim_for_stage(Path.cwd(), stage)

@@ -81,8 +81,10 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
 def scientific_section(raw: dict[str, Any], section: str, profile: str | None = None) -> dict[str, Any]:
     """The values of ``section`` that shape results: base values with the active profile's overlay."""
     name = resolve_profile(raw, profile)
-    overlay = _mapping(_mapping(_mapping(raw.get("profiles"), "profiles").get(name), f"profiles.{name}").get(section),
-                       f"profiles.{name}.{section}")
+    overlay = _mapping(
+        _mapping(_mapping(raw.get("profiles"), "profiles").get(name), f"profiles.{name}").get(section),
+        f"profiles.{name}.{section}",
+    )
     return deep_merge(_mapping(raw.get(section), section), overlay)
 
 
@@ -90,8 +92,10 @@ def runtime_section(raw: dict[str, Any], section: str, profile: str | None = Non
     """How ``section``'s stage runs (``runtime.<section>`` with the profile's overlay of it)."""
     name = resolve_profile(raw, profile)
     base = _mapping(_mapping(raw.get("runtime"), "runtime").get(section), f"runtime.{section}")
-    profile_runtime = _mapping(_mapping(_mapping(raw.get("profiles"), "profiles").get(name),
-                                        f"profiles.{name}").get("runtime"), f"profiles.{name}.runtime")
+    profile_runtime = _mapping(
+        _mapping(_mapping(raw.get("profiles"), "profiles").get(name), f"profiles.{name}").get("runtime"),
+        f"profiles.{name}.runtime",
+    )
     return deep_merge(base, _mapping(profile_runtime.get(section), f"profiles.{name}.runtime.{section}"))
 
 
@@ -114,8 +118,9 @@ def _check_disjoint(science: dict[str, Any], runtime: dict[str, Any], prefix: st
         if isinstance(value, dict) and isinstance(science[key], dict):
             _check_disjoint(science[key], value, f"{prefix}.{key}")
         else:
-            raise ConfigError(f"{prefix}.{key} is set both as a result-shaping value and under runtime.{prefix}; "
-                              "keep it in one place")
+            raise ConfigError(
+                f"{prefix}.{key} is set both as a result-shaping value and under runtime.{prefix}; keep it in one place"
+            )
 
 
 def load_section(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> T:
@@ -123,9 +128,7 @@ def load_section(path: str | Path, section: str, cls: type[T], profile: str | No
     return load_stage_params(path, section, cls, profile)[1]
 
 
-def load_stage_params(
-    path: str | Path, section: str, cls: type[T], profile: str | None = None
-) -> tuple[str, T]:
+def load_stage_params(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> tuple[str, T]:
     """The active profile name and ``section`` loaded into ``cls``, from one read of the file."""
     raw = read_params(path)
     name = resolve_profile(raw, profile)

@@ -11,9 +11,10 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def pick_device(requested: str = "auto") -> "torch.device":  # noqa: F821
+def pick_device(requested: str = "auto") -> torch.device:  # noqa: F821
     """``auto`` picks CUDA when present, else CPU; an explicit device that is absent is an error."""
     import torch
 
@@ -63,7 +64,7 @@ def pick_device(requested: str = "auto") -> "torch.device":  # noqa: F821
     return device
 
 
-def configure_torch(device: "torch.device", threads: int | None = None) -> None:  # noqa: F821
+def configure_torch(device: torch.device, threads: int | None = None) -> None:  # noqa: F821
     """TF32 matmuls on Ampere+ GPUs (free speed, ~1e-3 relative error); CPU thread count."""
     import torch
 
@@ -77,7 +78,7 @@ def configure_torch(device: "torch.device", threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | None":  # noqa: F821
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:  # noqa: F821
     """The autocast dtype for ``precision`` in {auto, fp32, bf16, fp16}; None means full fp32.
 
     ``auto`` is bf16 on CUDA (no loss scaling needed, same exponent range as fp32) and fp32 on the
@@ -94,6 +95,15 @@ def autocast_dtype(device: "torch.device", precision: str) -> "torch.dtype | Non
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):  # noqa: F821
+    """Mixed precision at ``dtype`` on ``device``, or a no-op context when ``dtype`` is None (fp32)."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 # ---------------------------------------------------------------------------------------------
 # One process per GPU (torchrun)
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +115,7 @@ class Dist:
 
     rank: int
     world_size: int
-    device: "torch.device"  # noqa: F821
+    device: torch.device  # noqa: F821
 
     @property
     def main(self) -> bool:
@@ -144,8 +154,16 @@ def processes_per_node(gpus: int, device: str) -> int:
 
 def torchrun_command(module: str, argv: list[str], nproc: int) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc-per-node N -m <module> <argv>``."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", module, *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        module,
+        *argv,
+    ]
 
 
 def relaunch_per_gpu(module: str, argv: list[str], gpus: int, device: str) -> int | None:

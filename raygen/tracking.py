@@ -56,9 +56,7 @@ def params_hash(params: dict[str, Any]) -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=repo_root()
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=repo_root())
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -130,11 +128,17 @@ class _RunProcess:
     """
 
     def __init__(self, stage: str, profile: str, tags: dict[str, str], params: dict[str, str]) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-m", "raygen.tracking"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "raygen.tracking"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": _pythonpath()},
+        )
         self.status = "FAILED"
-        self._send("start", uri=tracking_uri(), experiment=f"raygen-{profile}", run_name=stage, tags=tags,
-                   params=params)
+        self._send(
+            "start", uri=tracking_uri(), experiment=f"raygen-{profile}", run_name=stage, tags=tags, params=params
+        )
 
     def _send(self, op: str, *args: Any, **kwargs: Any) -> None:
         try:
@@ -193,7 +197,7 @@ def serve(lines: Iterator[str], report: Any) -> None:
                 mlflow.set_tags(kwargs["tags"])
                 items = list(kwargs["params"].items())
                 for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
-                    mlflow.log_params(dict(items[i:i + 100]))
+                    mlflow.log_params(dict(items[i : i + 100]))
             except Exception as err:  # noqa: BLE001 - tracking must never break a stage
                 print(f"MLflow tracking disabled for this run: {err}", file=report, flush=True)
                 if mlflow is not None:

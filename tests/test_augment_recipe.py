@@ -7,7 +7,10 @@ import itertools
 import pytest
 
 from raygen.data.augment_recipe import (
-    PAPER_REAL_POSITIVES, PAPER_REAL_TRAIN_SIZE, class_counts, half_arm,
+    PAPER_REAL_POSITIVES,
+    PAPER_REAL_TRAIN_SIZE,
+    class_counts,
+    half_arm,
 )
 from raygen.data.labels import CLASSES
 

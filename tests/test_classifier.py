@@ -9,14 +9,21 @@ import torch
 import torchvision
 
 from raygen.data.classifier_data import (
-    AugmentConfig, augment_batch, build_splits, read_classifier_manifest, read_synthetic_manifest,
+    AugmentConfig,
+    augment_batch,
+    build_splits,
+    read_classifier_manifest,
+    read_synthetic_manifest,
     synthetic_for_arm,
 )
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import (
-    FEATURE_DIM, build_classifier, load_backbone, load_chexnet, load_xrv_densenet,
+    FEATURE_DIM,
+    build_classifier,
+    load_backbone,
+    load_chexnet,
+    load_xrv_densenet,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,8 +63,9 @@ def test_chexnet_keys_are_renamed_and_loaded(reference, tmp_path):
     grey = build_classifier(in_channels=1, init="chexnet", weights=path)
     torch.testing.assert_close(grey.features.conv0.weight, reference.features.conv0.weight.sum(1, keepdim=True))
     x = torch.rand(2, 1, 64, 64) * 2 - 1
-    torch.testing.assert_close(grey.eval().features.conv0(x), reference.features.conv0(x.expand(-1, 3, -1, -1)),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        grey.eval().features.conv0(x), reference.features.conv0(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_xrv_layout_loads_into_a_grey_stem(tmp_path):
@@ -130,8 +138,12 @@ def test_synthetic_rows_join_training_only_for_augmented_arms(tmp_path):
     full = build_splits(manifest, "real+100", synthetic)
     assert (real.train["source"] == "real").all() and real.n_synthetic == 0
     assert half.n_synthetic == 2 + 1 + 1 and full.n_synthetic == 10  # first n // 2 of each class
-    assert list(half.train.loc[half.train.source == "synthetic", "dicom_id"]) == ["syn-000000", "syn-000001",
-                                                                                  "syn-000005", "syn-000008"]
+    assert list(half.train.loc[half.train.source == "synthetic", "dicom_id"]) == [
+        "syn-000000",
+        "syn-000001",
+        "syn-000005",
+        "syn-000008",
+    ]
     for splits in (real, half, full):
         assert len(splits.train) == 8 + splits.n_synthetic
         for frame in (splits.val, splits.test):

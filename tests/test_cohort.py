@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raygen import cohort as stage
 from raygen.config import ConfigError, from_dict
 from raygen.data import cohort as C
 from raygen.data import mimic
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES, DROPPED
+from raygen.stages import cohort as stage
 
 VIEWS = ("AP", "AP", "AP", "PA", "PA", "LATERAL", "LL", "")
 
@@ -39,14 +39,22 @@ def synth_release(
             study = int(next(study_ids))
             for _ in range(rng.integers(1, 4)):
                 d = dicom_id(rng)
-                meta.append({
-                    "dicom_id": d, "subject_id": sid, "study_id": study,
-                    "PerformedProcedureStepDescription": "CHEST (PA AND LAT)", "ViewPosition": str(rng.choice(VIEWS)),
-                    "Rows": 3056, "Columns": 2544, "StudyDate": 21800506, "StudyTime": 80556.875,
-                    "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
-                    "ViewCodeSequence_CodeMeaning": "postero-anterior",
-                    "PatientOrientationCodeSequence_CodeMeaning": "Erect",
-                })
+                meta.append(
+                    {
+                        "dicom_id": d,
+                        "subject_id": sid,
+                        "study_id": study,
+                        "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
+                        "ViewPosition": str(rng.choice(VIEWS)),
+                        "Rows": 3056,
+                        "Columns": 2544,
+                        "StudyDate": 21800506,
+                        "StudyTime": 80556.875,
+                        "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
+                        "ViewCodeSequence_CodeMeaning": "postero-anterior",
+                        "PatientOrientationCodeSequence_CodeMeaning": "Erect",
+                    }
+                )
                 split.append({"dicom_id": d, "study_id": study, "subject_id": sid, "split": official})
             if rng.random() < 0.9:  # some studies have no label row
                 values = rng.choice([1.0, 0.0, -1.0, np.nan], p=[0.06, 0.2, 0.02, 0.72], size=len(CHEXPERT_LABELS))
@@ -83,9 +91,16 @@ def write_release(root: Path, release: dict[str, pd.DataFrame], missing: set[str
 
 def build(release: dict[str, pd.DataFrame], **overrides) -> C.Cohorts:
     kwargs = dict(
-        classifier_views=["AP", "PA"], classifier_groups=None, uncertain="drop", split_fractions=[0.8, 0.1, 0.1],
-        generator_views=["AP"], generator_groups=None, prompt_sources=None, generator_val_fraction=0.1,
-        fid_fraction=1.0, seed=0,
+        classifier_views=["AP", "PA"],
+        classifier_groups=None,
+        uncertain="drop",
+        split_fractions=[0.8, 0.1, 0.1],
+        generator_views=["AP"],
+        generator_groups=None,
+        prompt_sources=None,
+        generator_val_fraction=0.1,
+        fid_fraction=1.0,
+        seed=0,
     )
     kwargs.update(overrides)
     return C.build_cohorts(release["metadata"], release["labels"], release["prompts"], **kwargs)
@@ -142,11 +157,13 @@ def test_readers_keep_dtypes_and_reject_other_schemas(tmp_path):
 
 
 def test_uncertain_in_any_label_drops_the_study_even_in_dropped_columns():
-    frame = labelled_images([
-        label_row(50000001, Edema=-1.0),
-        label_row(50000002, Support_Devices=-1.0),  # -1 in a column that is removed later
-        label_row(50000003, Edema=1.0),
-    ])
+    frame = labelled_images(
+        [
+            label_row(50000001, Edema=-1.0),
+            label_row(50000002, Support_Devices=-1.0),  # -1 in a column that is removed later
+            label_row(50000003, Edema=1.0),
+        ]
+    )
     ledger = C.Ledger()
     out = C.apply_label_rules(frame, uncertain="drop", ledger=ledger, cohort="classifier")
     assert out["study_id"].tolist() == [50000003]
@@ -160,15 +177,18 @@ def test_blank_reads_as_zero_and_classes_are_int_in_order():
     assert [c for c in out.columns if c in CHEXPERT_LABELS] == list(CLASSES)
     assert not set(DROPPED) & set(out.columns)
     assert all(out[c].dtype == np.int64 for c in CLASSES)
-    assert out[list(CLASSES)].to_numpy().tolist() == [
-        [1 if c == "Cardiomegaly" else 0 for c in CLASSES], [0] * 10]
+    assert out[list(CLASSES)].to_numpy().tolist() == [[1 if c == "Cardiomegaly" else 0 for c in CLASSES], [0] * 10]
     assert ledger.notes["classifier"]["blank_label_cells_read_as_0_per_study"] == 14 + 13
 
 
 @pytest.mark.parametrize("name", DROPPED)
 def test_positive_dropped_label_drops_the_study(name):
-    frame = labelled_images([label_row(50000001, **{name.replace(" ", "_"): 1.0, "Edema": 1.0}),
-                             label_row(50000002, **{name.replace(" ", "_"): 0.0})])
+    frame = labelled_images(
+        [
+            label_row(50000001, **{name.replace(" ", "_"): 1.0, "Edema": 1.0}),
+            label_row(50000002, **{name.replace(" ", "_"): 0.0}),
+        ]
+    )
     ledger = C.Ledger()
     out = C.apply_label_rules(frame, uncertain="drop", ledger=ledger, cohort="classifier")
     assert out["study_id"].tolist() == [50000002]
@@ -197,9 +217,15 @@ def meta_frame(rows: list[tuple[str, int, int, str]]) -> pd.DataFrame:
 
 
 def test_views_and_groups_filter():
-    meta = meta_frame([("a", 10000001, 50000001, "AP"), ("b", 10000001, 50000001, "PA"),
-                       ("c", 10000001, 50000001, "LATERAL"), ("d", 11000001, 50000002, ""),
-                       ("e", 11000001, 50000002, "AP")])
+    meta = meta_frame(
+        [
+            ("a", 10000001, 50000001, "AP"),
+            ("b", 10000001, 50000001, "PA"),
+            ("c", 10000001, 50000001, "LATERAL"),
+            ("d", 11000001, 50000002, ""),
+            ("e", 11000001, 50000002, "AP"),
+        ]
+    )
     ledger = C.Ledger()
     out = C.select_images(meta, views=["AP", "PA"], groups=None, ledger=ledger, cohort="x")
     assert out["dicom_id"].tolist() == ["a", "b", "e"]
@@ -209,11 +235,24 @@ def test_views_and_groups_filter():
 
 
 def test_generator_takes_the_first_existing_ap_image_per_study():
-    meta = meta_frame([("lat", 10000001, 50000001, "LATERAL"), ("ap1", 10000001, 50000001, "AP"),
-                       ("pa", 10000001, 50000001, "PA"), ("ap2", 10000001, 50000001, "AP"),
-                       ("gone", 10000001, 50000002, "AP"), ("ap3", 10000001, 50000002, "AP")])
-    prompts = pd.DataFrame({"study_id": [50000001, 50000002], "subject_id": [10000001] * 2,
-                            "text": ["one", "two"], "source": ["impression"] * 2})
+    meta = meta_frame(
+        [
+            ("lat", 10000001, 50000001, "LATERAL"),
+            ("ap1", 10000001, 50000001, "AP"),
+            ("pa", 10000001, 50000001, "PA"),
+            ("ap2", 10000001, 50000001, "AP"),
+            ("gone", 10000001, 50000002, "AP"),
+            ("ap3", 10000001, 50000002, "AP"),
+        ]
+    )
+    prompts = pd.DataFrame(
+        {
+            "study_id": [50000001, 50000002],
+            "subject_id": [10000001] * 2,
+            "text": ["one", "two"],
+            "source": ["impression"] * 2,
+        }
+    )
     pairs = C.prompt_pairs(meta, prompts, views=["AP"], sources=None, ledger=C.Ledger())
     assert pairs["dicom_id"].tolist() == ["ap1", "gone"]
     exists = lambda paths: np.array(["gone" not in p for p in paths])  # noqa: E731
@@ -226,8 +265,14 @@ def test_generator_takes_the_first_existing_ap_image_per_study():
 
 def test_missing_prompts_and_sources_are_dropped_and_counted():
     meta = meta_frame([(f"d{i}", 10000001, 50000001 + i, "AP") for i in range(4)])
-    prompts = pd.DataFrame({"study_id": [50000001, 50000002, 50000003], "subject_id": [10000001] * 3,
-                            "text": ["ok", "  ", "from findings"], "source": ["impression", "impression", "findings"]})
+    prompts = pd.DataFrame(
+        {
+            "study_id": [50000001, 50000002, 50000003],
+            "subject_id": [10000001] * 3,
+            "text": ["ok", "  ", "from findings"],
+            "source": ["impression", "impression", "findings"],
+        }
+    )
     ledger = C.Ledger()
     pairs = C.prompt_pairs(meta, prompts, views=["AP"], sources=["impression"], ledger=ledger)
     assert pairs["study_id"].tolist() == [50000001]
@@ -264,8 +309,9 @@ def test_hold_out_is_patient_disjoint_on_random_releases(seed):
     rng = np.random.default_rng(seed)
     release = synth_release(rng, n_patients=int(rng.integers(30, 60)))
     fid_fraction = float(rng.choice([0.5, 1.0]))
-    cohorts = build(release, seed=seed, fid_fraction=fid_fraction,
-                    classifier_groups=["p10", "p11"] if seed % 2 else None)
+    cohorts = build(
+        release, seed=seed, fid_fraction=fid_fraction, classifier_groups=["p10", "p11"] if seed % 2 else None
+    )
     sets = C.patient_sets(cohorts.classifier, cohorts.generator, cohorts.fid)
     for a, b in C.MUST_BE_DISJOINT:
         assert not sets[a] & sets[b], (a, b)
@@ -330,8 +376,9 @@ def test_rule_that_empties_a_cohort_is_named():
 
 
 def test_ground_truth_columns_join_per_image_or_per_study():
-    frame = pd.DataFrame({"dicom_id": ["a", "b", "c"], "subject_id": [10000001] * 3,
-                          "study_id": [50000001, 50000001, 50000002]})
+    frame = pd.DataFrame(
+        {"dicom_id": ["a", "b", "c"], "subject_id": [10000001] * 3, "study_id": [50000001, 50000001, 50000002]}
+    )
     truth = pd.DataFrame({"subject_id": [10000001], "study_id": [50000001], "Edema": [1], "laterality": ["left"]})
     out, missing = C.attach_ground_truth(frame, truth)
     assert out["true_Edema"].tolist()[:2] == [1, 1] and pd.isna(out["true_Edema"].iloc[2])
@@ -377,9 +424,22 @@ def test_main_writes_manifests_and_counts(tmp_path):
     ground_truth(release, rng).to_csv(tmp_path / "demo-ground-truth.csv", index=False)
     params = write_params(tmp_path / "params.yaml", generator_val_fraction=0.1, seed=3)
     out = tmp_path / "results" / "cohort"
-    rc = stage.main(["--jpg-root", str(jpg), "--sections", str(tmp_path / "sections" / "prompts.csv"),
-                     "--out", str(out), "--ground-truth", str(tmp_path / "demo-ground-truth.csv"),
-                     "--params", str(params), "--log", str(tmp_path / "logs" / "cohort.log")])
+    rc = stage.main(
+        [
+            "--jpg-root",
+            str(jpg),
+            "--sections",
+            str(tmp_path / "sections" / "prompts.csv"),
+            "--out",
+            str(out),
+            "--ground-truth",
+            str(tmp_path / "demo-ground-truth.csv"),
+            "--params",
+            str(params),
+            "--log",
+            str(tmp_path / "logs" / "cohort.log"),
+        ]
+    )
     assert rc == 0
     gen = pd.read_csv(out / "generator.csv")
     fid = pd.read_csv(out / "fid.csv")
@@ -402,8 +462,11 @@ def test_main_writes_manifests_and_counts(tmp_path):
     assert test_split["images"] == (cls["split"] == "test").sum()
     assert test_split["positives"]["Edema"] == cls.loc[cls["split"] == "test", "Edema"].sum()
     rules = {r["rule"]: r for r in counts["rules"]["classifier"]}
-    n_unlabelled = (~meta.loc[meta["ViewPosition"].isin(["AP", "PA"]) & ~meta["dicom_id"].isin(missing), "study_id"]
-                    .isin(release["labels"]["study_id"])).sum()
+    n_unlabelled = (
+        ~meta.loc[meta["ViewPosition"].isin(["AP", "PA"]) & ~meta["dicom_id"].isin(missing), "study_id"].isin(
+            release["labels"]["study_id"]
+        )
+    ).sum()
     assert rules["study has a label row"]["images_dropped"] == n_unlabelled
     assert rules["image file exists"]["images_dropped"] == len(missing)
     pair_rules = {r["rule"]: r for r in counts["rules"]["pairs"]}
@@ -421,9 +484,20 @@ def test_main_without_a_ground_truth_file_writes_no_truth_columns(tmp_path):
     release = synth_release(np.random.default_rng(9), n_patients=30)
     jpg = write_release(tmp_path, release)
     out = tmp_path / "out"
-    rc = stage.main(["--jpg-root", str(jpg), "--sections", str(tmp_path / "sections" / "prompts.csv"),
-                     "--out", str(out), "--ground-truth", str(tmp_path / "absent.csv"),
-                     "--params", str(write_params(tmp_path / "params.yaml"))])
+    rc = stage.main(
+        [
+            "--jpg-root",
+            str(jpg),
+            "--sections",
+            str(tmp_path / "sections" / "prompts.csv"),
+            "--out",
+            str(out),
+            "--ground-truth",
+            str(tmp_path / "absent.csv"),
+            "--params",
+            str(write_params(tmp_path / "params.yaml")),
+        ]
+    )
     assert rc == 0
     assert list(pd.read_csv(out / "generator.csv").columns) == list(C.PAIR_COLUMNS)
     assert list(pd.read_csv(out / "classifier.csv").columns) == list(C.CLASSIFIER_COLUMNS)
@@ -435,8 +509,20 @@ def test_main_reports_the_rule_that_empties_a_cohort(tmp_path):
     jpg = write_release(tmp_path, release)
     params = write_params(tmp_path / "params.yaml", generator_views=["PORTABLE"], check_images=False)
     log = tmp_path / "cohort.log"
-    rc = stage.main(["--jpg-root", str(jpg), "--sections", str(tmp_path / "sections" / "prompts.csv"),
-                     "--out", str(tmp_path / "out"), "--params", str(params), "--log", str(log)])
+    rc = stage.main(
+        [
+            "--jpg-root",
+            str(jpg),
+            "--sections",
+            str(tmp_path / "sections" / "prompts.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--params",
+            str(params),
+            "--log",
+            str(log),
+        ]
+    )
     assert rc == 1
     assert "pairs cohort is empty after the rule 'view in ['PORTABLE']'" in log.read_text()
     assert not (tmp_path / "out" / "generator.csv").exists()

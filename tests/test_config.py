@@ -46,9 +46,15 @@ def test_unknown_key_names_full_key(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "key"),
-    [({"steps": "10"}, "stage.steps"), ({"steps": 1.5}, "stage.steps"), ({"steps": True}, "stage.steps"),
-     ({"mode": "other"}, "stage.mode"), ({"inner": {"names": "a"}}, "stage.inner.names"),
-     ({"inner": {"names": [1]}}, r"stage.inner.names\[0\]"), ({"path": 3}, "stage.path")],
+    [
+        ({"steps": "10"}, "stage.steps"),
+        ({"steps": 1.5}, "stage.steps"),
+        ({"steps": True}, "stage.steps"),
+        ({"mode": "other"}, "stage.mode"),
+        ({"inner": {"names": "a"}}, "stage.inner.names"),
+        ({"inner": {"names": [1]}}, r"stage.inner.names\[0\]"),
+        ({"path": 3}, "stage.path"),
+    ],
 )
 def test_wrong_types_name_the_key(tmp_path, value, key):
     with pytest.raises(ConfigError, match=key):
@@ -86,8 +92,11 @@ def test_round_trip():
 def test_runtime_settings_merge_into_the_stage_section_but_not_into_what_is_tracked(tmp_path):
     from raygen.config import scientific_section
 
-    raw = {"stage": {"lr": 0.1}, "runtime": {"stage": {"steps": 5}},
-           "profiles": {"paper": {"stage": {"lr": 0.2}, "runtime": {"stage": {"steps": 7}}}}}
+    raw = {
+        "stage": {"lr": 0.1},
+        "runtime": {"stage": {"steps": 5}},
+        "profiles": {"paper": {"stage": {"lr": 0.2}, "runtime": {"stage": {"steps": 7}}}},
+    }
     path = write(tmp_path, raw)
     assert load_section(path, "stage", Section) == Section(lr=0.1, steps=5)
     assert load_section(path, "stage", Section, profile="paper") == Section(lr=0.2, steps=7)

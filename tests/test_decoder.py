@@ -26,8 +26,11 @@ def _tiny_models_on_one_thread(one_thread):
 
 def tiny(width: int = 16, dropout: float = 0.0) -> MaskedTokenDecoder:
     torch.manual_seed(0)
-    return MaskedTokenDecoder(DecoderConfig(grid=GRID, codebook_size=V, text_dim=D, width=width, depth=2,
-                                            heads=2, ffn=2 * width, dropout=dropout)).eval()
+    return MaskedTokenDecoder(
+        DecoderConfig(
+            grid=GRID, codebook_size=V, text_dim=D, width=width, depth=2, heads=2, ffn=2 * width, dropout=dropout
+        )
+    ).eval()
 
 
 def batch(b: int = 3, seed: int = 0):
@@ -99,8 +102,9 @@ def test_demo_preset_builds_from_cache_sizes():
 def test_tiny_model_overfits_a_tiny_batch():
     """8 prompts -> 8 token grids: from a fully masked canvas it must recall every token."""
     torch.manual_seed(0)
-    model = MaskedTokenDecoder(DecoderConfig(grid=GRID, codebook_size=V, text_dim=D, width=32, depth=2,
-                                             heads=2, ffn=64, dropout=0.0))
+    model = MaskedTokenDecoder(
+        DecoderConfig(grid=GRID, codebook_size=V, text_dim=D, width=32, depth=2, heads=2, ffn=64, dropout=0.0)
+    )
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, V, (8, N), generator=g)
     states, lengths = torch.randn(8, L, D, generator=g), torch.full((8,), L)

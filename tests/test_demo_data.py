@@ -30,12 +30,32 @@ from raygen.data.labels import CHEXPERT_LABELS, CLASSES  # noqa: E402
 JPG = Path("mimic-cxr-jpg/2.0.0")
 REP = Path("mimic-cxr/2.0.0")
 SMALL = dict(height_range=(120, 136), width_range=(96, 112))
-METADATA = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
-            "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-            "PatientOrientationCodeSequence_CodeMeaning"]
-KEYWORD = {"Atelectasis": "atelectasis", "Cardiomegaly": r"cardiomegaly|heart|cardiac|cardiomediastinal", "Consolidation": "consolidation",
-           "Edema": "edema", "Fracture": "fracture", "Lung Lesion": "nodule|mass", "Lung Opacity": "opacit|airspace",
-           "Pleural Effusion": "effusion", "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax"}
+METADATA = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+]
+KEYWORD = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": r"cardiomegaly|heart|cardiac|cardiomediastinal",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Fracture": "fracture",
+    "Lung Lesion": "nodule|mass",
+    "Lung Opacity": "opacit|airspace",
+    "Pleural Effusion": "effusion",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+}
 
 
 def _params(**kw) -> DemoParams:
@@ -62,7 +82,9 @@ def test_layout_schemas_and_ids(built):
         frame = _csv(out, name)
         assert list(frame.columns) == ["subject_id", "study_id", *CHEXPERT_LABELS]
         assert frame["study_id"].is_unique
-        assert set(np.unique(frame[list(CHEXPERT_LABELS)].to_numpy()[~np.isnan(frame[list(CHEXPERT_LABELS)].to_numpy())])) <= {-1.0, 0.0, 1.0}
+        assert set(
+            np.unique(frame[list(CHEXPERT_LABELS)].to_numpy()[~np.isnan(frame[list(CHEXPERT_LABELS)].to_numpy())])
+        ) <= {-1.0, 0.0, 1.0}
     assert meta["subject_id"].astype(str).str.fullmatch(r"1\d{7}").all()
     assert meta["study_id"].astype(str).str.fullmatch(r"5\d{7}").all()
     assert meta["dicom_id"].str.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}").all() and meta["dicom_id"].is_unique
@@ -98,7 +120,9 @@ def test_same_seed_same_bytes_any_workers_other_seed_differs(built, tmp_path):
     again = tmp_path / "again"
     build_demo_dataset(again, _params(), workers=1)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "demo-complete.json")
-    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "demo-complete.json")
+    assert files == sorted(
+        p.relative_to(again) for p in again.rglob("*") if p.is_file() and p.name != "demo-complete.json"
+    )
     for rel in files:
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
     other = tmp_path / "other"
@@ -136,7 +160,7 @@ def test_reports_format_and_chexpert_rows_agree(built):
 def test_report_variants_and_label_agreement():
     rng = np.random.default_rng(0)
     sections, hedged = set(), 0
-    for i in range(400):
+    for _ in range(400):
         labels = [c for c in CLASSES if rng.random() < 0.15]
         findings = tuple(_make(c, rng) for c in labels)
         views = ("AP",) if rng.random() < 0.6 else ("PA", "LATERAL")
@@ -161,7 +185,7 @@ def test_report_variants_and_label_agreement():
 
 def _lower_right_mean(P: np.ndarray) -> float:
     h, w = P.shape
-    return float(P[int(0.55 * h):int(0.68 * h), int(0.2 * w):int(0.45 * w)].mean())
+    return float(P[int(0.55 * h) : int(0.68 * h), int(0.2 * w) : int(0.45 * w)].mean())
 
 
 def test_effusion_and_pneumothorax_change_the_projection_where_they_should():
@@ -204,8 +228,9 @@ def test_missing_ct_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_plan_prevalence_views_and_split():
     d = DemoParams()
-    plans = plan_studies(2000, 700, 0, PlanRates(d.normal_rate, d.ap_rate, d.lateral_rate, d.validate_fraction,
-                                                 d.test_fraction))
+    plans = plan_studies(
+        2000, 700, 0, PlanRates(d.normal_rate, d.ap_rate, d.lateral_rate, d.validate_fraction, d.test_fraction)
+    )
     assert len({p.study_id for p in plans}) == 2000 and len({p.subject_id for p in plans}) == 700
     normal = np.mean([not p.findings for p in plans])
     assert 0.2 < normal < 0.35
@@ -224,7 +249,7 @@ def test_plan_prevalence_views_and_split():
 
 
 def test_cli_help_and_gzip_header(built, capsys):
-    from raygen.data.demo.cli import main
+    from raygen.tools.demo_data import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

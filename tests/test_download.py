@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygen import download as stage
 from raygen.config import ConfigError, from_dict
 from raygen.data import physionet as pn
+from raygen.stages import download as stage
 
 USER, PASSWORD = "alice", "s3cret-Pa55word"
 JV = RV = "2.0.0"
@@ -37,7 +37,9 @@ BIG = f"files/p10/p10000032/s50414267/{DICOM_A}.jpg"  # ~300 kB so a resume is m
 SMALL = f"files/p10/p10000764/s57375967/{DICOM_B}.jpg"
 OTHER_GROUP = f"files/p11/p11000011/s51029426/{DICOM_C}.jpg"
 TXT_A, TXT_B, TXT_P11 = (
-    "files/p10/p10000032/s50414267.txt", "files/p10/p10000764/s57375967.txt", "files/p11/p11000011/s51029426.txt",
+    "files/p10/p10000032/s50414267.txt",
+    "files/p10/p10000764/s57375967.txt",
+    "files/p11/p11000011/s51029426.txt",
 )
 DCM = f"files/p10/p10000032/s50414267/{DICOM_A}.dcm"  # must never be fetched
 
@@ -63,10 +65,10 @@ def _report(text: str) -> bytes:
 def build_tree(root: Path) -> dict[str, dict[str, bytes]]:
     """Write the miniature releases under ``root/<project>/<version>``; return {project: {rel: bytes}}."""
     jpg = {
-        "mimic-cxr-2.0.0-metadata.csv.gz": _csv_gz("dicom_id,subject_id,study_id",
-                                                   [f"{DICOM_A},10000032,50414267"]),
-        "mimic-cxr-2.0.0-split.csv.gz": _csv_gz("dicom_id,study_id,subject_id,split",
-                                                [f"{DICOM_A},50414267,10000032,train"]),
+        "mimic-cxr-2.0.0-metadata.csv.gz": _csv_gz("dicom_id,subject_id,study_id", [f"{DICOM_A},10000032,50414267"]),
+        "mimic-cxr-2.0.0-split.csv.gz": _csv_gz(
+            "dicom_id,study_id,subject_id,split", [f"{DICOM_A},50414267,10000032,train"]
+        ),
         "mimic-cxr-2.0.0-chexpert.csv.gz": _csv_gz("subject_id,study_id,Atelectasis", ["10000032,50414267,1.0"]),
         "mimic-cxr-2.0.0-negbio.csv.gz": _csv_gz("subject_id,study_id,Atelectasis", ["10000032,50414267,"]),
         "LICENSE.txt": b"licence text\n",
@@ -74,8 +76,11 @@ def build_tree(root: Path) -> dict[str, dict[str, bytes]]:
         SMALL: _jpg_bytes(2_000, 2),
         OTHER_GROUP: _jpg_bytes(2_000, 3),
     }
-    reports_txt = {TXT_A: _report("No acute process."), TXT_B: _report("Small left effusion."),
-                   TXT_P11: _report("Cardiomegaly.")}
+    reports_txt = {
+        TXT_A: _report("No acute process."),
+        TXT_B: _report("Small left effusion."),
+        TXT_P11: _report("Cardiomegaly."),
+    }
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as zf:
         for rel, data in reports_txt.items():
@@ -197,8 +202,10 @@ def creds(monkeypatch):
 
 
 def write_params(path: Path, base_url: str = "http://127.0.0.1:9/files/", **mimic) -> Path:
-    section = {"source": "mimic", "mimic": {"base_url": base_url, "workers": 3, "retries": 2,
-                                            "backoff": 0.01, "timeout": 10.0, **mimic}}
+    section = {
+        "source": "mimic",
+        "mimic": {"base_url": base_url, "workers": 3, "retries": 2, "backoff": 0.01, "timeout": 10.0, **mimic},
+    }
     path.write_text(yaml.safe_dump({"profile": "demo", "download": section}))
     return path
 
@@ -206,8 +213,9 @@ def write_params(path: Path, base_url: str = "http://127.0.0.1:9/files/", **mimi
 def run(tmp_path: Path, server: FakePhysioNet | None, *extra: str, **mimic) -> int:
     base_url = server.base_url if server else "http://127.0.0.1:9/files/"
     params = write_params(tmp_path / "params.yaml", base_url, **mimic)
-    return stage.main(["--out", str(tmp_path / "data"), "--params", str(params),
-                       "--log", str(tmp_path / "download.log"), *extra])
+    return stage.main(
+        ["--out", str(tmp_path / "data"), "--params", str(params), "--log", str(tmp_path / "download.log"), *extra]
+    )
 
 
 def jroot(tmp_path: Path) -> Path:
@@ -478,10 +486,18 @@ def mirror(tmp_path, tree):
 @pytest.mark.parametrize("rep_form", ["version_root", "files_dir", "zip", "zip_dir"])
 def test_local_copy_is_linked_for_every_root_form(tmp_path, mirror, tree, monkeypatch, jpg_form, rep_form):
     monkeypatch.setattr(pn, "resolve_credentials", lambda *a, **k: pytest.fail("local mode needs no credentials"))
-    jpg_arg = {"version_root": mirror.jpg, "files_dir": mirror.jpg / "files", "wget_dir": mirror.wget,
-               "physionet_dir": mirror.wget / "physionet.org"}[jpg_form]
-    rep_arg = {"version_root": mirror.rep, "files_dir": mirror.rep / "files",
-               "zip": mirror.zips / pn.REPORTS_ZIP, "zip_dir": mirror.zips}[rep_form]
+    jpg_arg = {
+        "version_root": mirror.jpg,
+        "files_dir": mirror.jpg / "files",
+        "wget_dir": mirror.wget,
+        "physionet_dir": mirror.wget / "physionet.org",
+    }[jpg_form]
+    rep_arg = {
+        "version_root": mirror.rep,
+        "files_dir": mirror.rep / "files",
+        "zip": mirror.zips / pn.REPORTS_ZIP,
+        "zip_dir": mirror.zips,
+    }[rep_form]
     assert run(tmp_path, None, "--local-jpg", str(jpg_arg), "--local-reports", str(rep_arg)) == 0
     jpg = jroot(tmp_path)
     assert (jpg / "files").is_symlink() and (jpg / BIG).read_bytes() == tree[pn.JPG_PROJECT][BIG]
@@ -503,8 +519,10 @@ def test_local_copy_missing_pieces_are_listed(tmp_path, mirror, capsys):
 
 
 def test_local_copy_lacking_a_requested_group_is_an_error(tmp_path, mirror, capsys):
-    assert run(tmp_path, None, "--local-jpg", str(mirror.jpg), "--local-reports", str(mirror.rep),
-               groups=["p10", "p11"]) == 1
+    assert (
+        run(tmp_path, None, "--local-jpg", str(mirror.jpg), "--local-reports", str(mirror.rep), groups=["p10", "p11"])
+        == 1
+    )
     assert "p11" in capsys.readouterr().err  # the reports copy holds only p10
 
 

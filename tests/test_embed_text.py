@@ -12,9 +12,9 @@ import pytest
 import torch
 from test_text_encoder import SENTENCE, write_tiny_bert
 
-from raygen import embed_text
 from raygen.data.text_cache import TextCache, canonical_text, unique_prompts, write_text_cache
 from raygen.models.text_encoder import TextEncoderError, build_text_encoder
+from raygen.stages import embed_text
 
 L = 16
 STUDIES = [10, 11, 12, 13, 14, 15, 16]
@@ -107,11 +107,28 @@ def test_unk_dominated_corpus_is_an_error(tmp_path, encoder):
 
 
 def write_manifests(folder: Path) -> tuple[Path, Path]:
-    gen = pd.DataFrame({"dicom_id": [f"d{i}" for i in range(5)], "subject_id": [1, 2, 3, 4, 5],
-                        "study_id": STUDIES[:5], "split": "train", "view": "PA", "path": "x.jpg",
-                        "text": TEXTS[:5]})
-    fid = pd.DataFrame({"dicom_id": ["f1", "f2"], "subject_id": [8, 9], "study_id": STUDIES[5:],
-                        "split": "fid", "view": "AP", "path": "y.jpg", "text": TEXTS[5:]})
+    gen = pd.DataFrame(
+        {
+            "dicom_id": [f"d{i}" for i in range(5)],
+            "subject_id": [1, 2, 3, 4, 5],
+            "study_id": STUDIES[:5],
+            "split": "train",
+            "view": "PA",
+            "path": "x.jpg",
+            "text": TEXTS[:5],
+        }
+    )
+    fid = pd.DataFrame(
+        {
+            "dicom_id": ["f1", "f2"],
+            "subject_id": [8, 9],
+            "study_id": STUDIES[5:],
+            "split": "fid",
+            "view": "AP",
+            "path": "y.jpg",
+            "text": TEXTS[5:],
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     gen.to_csv(folder / "generator.csv", index=False)
     fid.to_csv(folder / "fid.csv", index=False)
@@ -119,8 +136,11 @@ def write_manifests(folder: Path) -> tuple[Path, Path]:
 
 
 def write_params(path: Path, section: dict) -> Path:
-    path.write_text(json.dumps({"profile": "smoke", "embed_text": section,
-                                "profiles": {"smoke": {"embed_text": {"batch_size": 3}}}}))
+    path.write_text(
+        json.dumps(
+            {"profile": "smoke", "embed_text": section, "profiles": {"smoke": {"embed_text": {"batch_size": 3}}}}
+        )
+    )
     return path
 
 
@@ -128,8 +148,21 @@ def test_stage_main_writes_the_cache(tmp_path, tiny_dir):
     gen, fid = write_manifests(tmp_path / "cohort")
     params = write_params(tmp_path / "params.yaml", {"source": "local", "max_length": L, "normalize": "l2"})
     out, log = tmp_path / "embed_text", tmp_path / "logs" / "embed_text.log"
-    rc = embed_text.main(["--prompts", str(gen), str(fid), "--out", str(out), "--params", str(params),
-                          "--log", str(log), "--model-dir", str(tiny_dir)])
+    rc = embed_text.main(
+        [
+            "--prompts",
+            str(gen),
+            str(fid),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--log",
+            str(log),
+            "--model-dir",
+            str(tiny_dir),
+        ]
+    )
     assert rc == 0
     assert {p.name for p in out.iterdir()} == {"states.npy", "lengths.npy", "index.csv", "null.npy", "meta.json"}
     cache = TextCache(out)
@@ -155,8 +188,16 @@ def test_stage_rejects_unknown_params_and_bad_manifest(tmp_path):
 
     gen, _ = write_manifests(tmp_path / "cohort")
     with pytest.raises(ConfigError, match="embed_text.layers"):
-        embed_text.main(["--prompts", str(gen), "--out", str(tmp_path / "o"),
-                         "--params", str(write_params(tmp_path / "p.yaml", {"layers": 3}))])
+        embed_text.main(
+            [
+                "--prompts",
+                str(gen),
+                "--out",
+                str(tmp_path / "o"),
+                "--params",
+                str(write_params(tmp_path / "p.yaml", {"layers": 3})),
+            ]
+        )
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"study_id": [1], "impression": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="text"):

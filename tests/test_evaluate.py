@@ -15,9 +15,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from raygen import evaluate as ev
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+from raygen.stages import evaluate as ev
 
 
 def test_macro_roc_of_one_class_has_its_auroc():
@@ -115,8 +115,11 @@ def write_arm(folder, frame: pd.DataFrame, seed: int = 0) -> None:
     folder.mkdir(parents=True)
     frame.to_csv(folder / "test_predictions.csv", index=False)
     frame.to_csv(folder / "val_predictions.csv", index=False)
-    (folder / "metrics.json").write_text(json.dumps({"train_images": 10, "synthetic_train_images": 0, "best_epoch": 1,
-                                                     "optimizer_steps": 4, "seed": seed}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {"train_images": 10, "synthetic_train_images": 0, "best_epoch": 1, "optimizer_steps": 4, "seed": seed}
+        )
+    )
 
 
 def predictions(n: int = 90, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
@@ -157,17 +160,26 @@ def test_score_arms_gives_patient_clustered_intervals_and_paired_deltas(tmp_path
     assert deltas["real+100"]["interval"][0] > 0 and deltas["real+100"]["reference"] == "real"
     headline = ev.summary(fake_metrics(arms, deltas))
     assert headline["delta_auroc/real+50"] == 0.0
-    assert headline["delta_auroc/real+100_low"] > 0 and headline["delta_auroc/real+100_high"] > \
-        headline["delta_auroc/real+100"]
+    assert (
+        headline["delta_auroc/real+100_low"] > 0
+        and headline["delta_auroc/real+100_high"] > headline["delta_auroc/real+100"]
+    )
     assert headline["fid_equal_n/generated"] == 5.0 and headline["fid_equal_n/real_floor"] is None
 
 
 def fake_metrics(arms: dict, deltas: dict) -> dict:
-    return {"classifier": arms, "delta_auroc": deltas,
-            "fidelity": {"fid": {"fid": 9.0, "kid_mean": 0.01}, "ssim_real_vs_generated": {"mean": 0.5},
-                         "fid_equal_n": {"real_a_vs_generated_b": {"fid": 5.0}, "real_a_vs_real_b": "not computed: x"}},
-            "conditional_fidelity": {"augmentation_prompts": {"macro": 0.6}}, "memorisation": {"share_below": 0.0},
-            "extractor": "toy"}
+    return {
+        "classifier": arms,
+        "delta_auroc": deltas,
+        "fidelity": {
+            "fid": {"fid": 9.0, "kid_mean": 0.01},
+            "ssim_real_vs_generated": {"mean": 0.5},
+            "fid_equal_n": {"real_a_vs_generated_b": {"fid": 5.0}, "real_a_vs_real_b": "not computed: x"},
+        },
+        "conditional_fidelity": {"augmentation_prompts": {"macro": 0.6}},
+        "memorisation": {"share_below": 0.0},
+        "extractor": "toy",
+    }
 
 
 # --- the equal-N FID floor ----------------------------------------------------------------------
@@ -200,5 +212,9 @@ def test_fid_floor_too_small_is_recorded_not_raised(subjects, reason):
     floor = ev.equal_n_floor(feats, feats, per_report, "toy", ev.EvaluateParams(kid_subsets=2))
     for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
         assert floor[key].startswith("not computed: ") and reason in floor[key]
-    assert ev.summary(fake_metrics({}, {}) | {"fidelity": {**fake_metrics({}, {})["fidelity"], "fid_equal_n": floor}})[
-        "fid_equal_n/real_floor"] is None
+    assert (
+        ev.summary(fake_metrics({}, {}) | {"fidelity": {**fake_metrics({}, {})["fidelity"], "fid_equal_n": floor}})[
+            "fid_equal_n/real_floor"
+        ]
+        is None
+    )

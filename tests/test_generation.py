@@ -10,15 +10,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from raygen import generate
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
 from raygen.generation.sampler import SamplerConfig, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import (
-    mask_ratio, masked_count_after, paper_masked_input, remask_count, sample_train_mask,
+    mask_ratio,
+    masked_count_after,
+    paper_masked_input,
+    remask_count,
+    sample_train_mask,
 )
 from raygen.generation.step import decode_step, filter_top_share, gumbel_noise, step_temperature
 from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
+from raygen.tools import generate
 
 V, GRID, L, D = 16, (4, 4), 6, 8
 N = GRID[0] * GRID[1]
@@ -99,8 +103,10 @@ def test_train_mask_counts_between_one_and_n_with_cosine_mean():
     # Tiny grids too: never zero masked tokens.
     assert sample_train_mask(2000, 1, g).all()
     # Same generator state, same mask.
-    assert torch.equal(sample_train_mask(5, 16, torch.Generator().manual_seed(3)),
-                       sample_train_mask(5, 16, torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        sample_train_mask(5, 16, torch.Generator().manual_seed(3)),
+        sample_train_mask(5, 16, torch.Generator().manual_seed(3)),
+    )
 
 
 # --- step --------------------------------------------------------------------------------------
@@ -189,8 +195,7 @@ def test_paper_loop_equals_the_start_of_step_formulation(steps):
     ref = _start_of_step_reference(logits_fn, 4, steps, torch.Generator().manual_seed(1))
     g, ids = torch.Generator().manual_seed(1), torch.full((4, N), V)
     for k in range(steps):
-        ids = decode_step(logits_fn(ids), ids, k, steps, V, g, temperature=1.3, alpha=0.5,
-                          schedule="raygen_paper").ids
+        ids = decode_step(logits_fn(ids), ids, k, steps, V, g, temperature=1.3, alpha=0.5, schedule="raygen_paper").ids
     assert torch.equal(ids, ref)
 
 
@@ -238,12 +243,18 @@ def test_guidance_scale_zero_is_the_unconditional_path():
     null = torch.randn(L, D)
     cfg0 = SamplerConfig(steps=3, cfg_scale=0.0)
     guided = sample_tokens(model, states, lengths, cfg0, torch.Generator().manual_seed(1), null, 2).ids
-    uncond = sample_tokens(model, null[None].expand(3, -1, -1), torch.full((3,), 2), SamplerConfig(steps=3),
-                           torch.Generator().manual_seed(1)).ids
+    uncond = sample_tokens(
+        model,
+        null[None].expand(3, -1, -1),
+        torch.full((3,), 2),
+        SamplerConfig(steps=3),
+        torch.Generator().manual_seed(1),
+    ).ids
     assert torch.equal(guided, uncond)
     # A real guidance scale changes the result and needs the null prompt.
-    strong = sample_tokens(model, states, lengths, SamplerConfig(steps=3, cfg_scale=3.0),
-                           torch.Generator().manual_seed(1), null, 2).ids
+    strong = sample_tokens(
+        model, states, lengths, SamplerConfig(steps=3, cfg_scale=3.0), torch.Generator().manual_seed(1), null, 2
+    ).ids
     cond = sample_tokens(model, states, lengths, SamplerConfig(steps=3), torch.Generator().manual_seed(1)).ids
     assert not torch.equal(strong, cond)
     with pytest.raises(ValueError):
@@ -257,8 +268,16 @@ def test_cross_attention_kv_computed_once_per_generation():
     model.text_proj.register_forward_hook(lambda *_: calls.__setitem__("text_proj", calls["text_proj"] + 1))
     model.blocks[0].cross_attn.q.register_forward_hook(lambda *_: calls.__setitem__("q", calls["q"] + 1))
     states, lengths = prompts()
-    out = sample_tokens(model, states, lengths, SamplerConfig(steps=4, cfg_scale=2.0),
-                        torch.Generator().manual_seed(0), torch.zeros(L, D), 1, keep_history=True)
+    out = sample_tokens(
+        model,
+        states,
+        lengths,
+        SamplerConfig(steps=4, cfg_scale=2.0),
+        torch.Generator().manual_seed(0),
+        torch.zeros(L, D),
+        1,
+        keep_history=True,
+    )
     assert calls == {"kv": 1, "text_proj": 1, "q": 4}  # text once (cond + null in one batch), queries per step
     assert len(out.history) == 4
     assert [int((h == V).sum(1)[0]) for h in out.history] == [masked_count_after(k, 4, N) for k in range(4)]
@@ -312,10 +331,15 @@ def test_masked_canvas_greys_masked_patches():
 def write_tiny_checkpoint(path):
     model = tiny_model()
     null = torch.zeros(L, D, dtype=torch.float16)
-    save_checkpoint(path, {"model": model.state_dict(), "step": 0,
-                           "config": {"decoder": to_dict(model.config),
-                                      "text_meta": {"max_length": L, "dim": D, "null_length": 1}},
-                           "null_text": {"states": null, "length": 1}})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "step": 0,
+            "config": {"decoder": to_dict(model.config), "text_meta": {"max_length": L, "dim": D, "null_length": 1}},
+            "null_text": {"states": null, "length": 1},
+        },
+    )
 
 
 def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypatch):
@@ -331,8 +355,24 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
     monkeypatch.setattr(generate, "encode_prompts", fake_encode)
     monkeypatch.setattr(generate, "load_vqgan", lambda folder, device: FakeVQ())
     out, fig = tmp_path / "grid.png", tmp_path / "fig3.png"
-    args = ["--prompt", "Large right pleural effusion.", "--n", "3", "--steps", "2", "--seed", "0",
-            "--checkpoint", str(ckpt), "--out", str(out), "--progressive", str(fig), "--cfg", "1.5"]
+    args = [
+        "--prompt",
+        "Large right pleural effusion.",
+        "--n",
+        "3",
+        "--steps",
+        "2",
+        "--seed",
+        "0",
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--progressive",
+        str(fig),
+        "--cfg",
+        "1.5",
+    ]
     assert generate.main(args) == 0
     assert Image.open(out).size[0] > 100 and Image.open(fig).size[0] > 100
     first = np.asarray(Image.open(out)).copy()
@@ -354,8 +394,9 @@ def test_generate_images_progressive_frames_grey_out_masked_tokens():
 
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     states, lengths = prompts(2)
-    images, frames = generate.generate_images(trained, states, lengths, SamplerConfig(steps=2, batch_size=1),
-                                              0, FakeVQ(), progressive=True)
+    images, frames = generate.generate_images(
+        trained, states, lengths, SamplerConfig(steps=2, batch_size=1), 0, FakeVQ(), progressive=True
+    )
     assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
     assert len(frames) == 2
     # After step 1 of 2, floor(16 * cos(pi/4)) = 11 tokens are masked -> 11 grey 4x4 patches per image.

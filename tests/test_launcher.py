@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygen import handover, run_lock
+from raygen.pipeline import handover, run_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,32 @@ def checkout(tmp_path: Path) -> Path:
 def run_tables(root: Path, **env: str) -> subprocess.CompletedProcess:
     (root / "metrics.json").write_text("{}")
     return subprocess.run(
-        [sys.executable, "-m", "raygen", "tables", "--params", "params.yaml", "--profile", "smoke", "--log",
-         "logs/tables.log", "--metrics", "metrics.json", "--out", "out"],
-        cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root), **env},
+        [
+            sys.executable,
+            "-m",
+            "raygen",
+            "tables",
+            "--params",
+            "params.yaml",
+            "--profile",
+            "smoke",
+            "--log",
+            "logs/tables.log",
+            "--metrics",
+            "metrics.json",
+            "--out",
+            "out",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root), **env},
     )
 
 
 def test_an_import_time_crash_lands_in_the_stage_log(tmp_path):
     root = checkout(tmp_path)
-    module = root / "raygen/tables.py"
+    module = root / "raygen/stages/tables.py"
     module.write_text(module.read_text() + 'raise ImportError("a broken import in tables")\n')
     (root / "logs").mkdir()
     (root / "logs/tables.log").write_text("yesterday's log\n")
@@ -49,7 +66,7 @@ def test_an_import_time_crash_lands_in_the_stage_log(tmp_path):
 def test_records_are_written_for_snakemake_jobs_only(tmp_path):
     root = checkout(tmp_path)
     records = tmp_path / "records"
-    module = root / "raygen/tables.py"
+    module = root / "raygen/stages/tables.py"
     module.write_text(module.read_text() + "def main(argv=None):\n    return 0\n")  # a stage that succeeds at once
     assert run_tables(root).returncode == 0
     assert not records.exists()
@@ -57,12 +74,12 @@ def test_records_are_written_for_snakemake_jobs_only(tmp_path):
     (done,) = records.glob("*.json")
     assert done.name == "tables.done.json"
     record = json.loads(done.read_text())
-    assert record["ran_with_profile"] == "smoke" and "raygen/tables.py" in record["fingerprint"]["code"]
+    assert record["ran_with_profile"] == "smoke" and "raygen/stages/tables.py" in record["fingerprint"]["code"]
 
 
 def test_a_stage_that_fails_leaves_only_its_start_record(tmp_path):
     root = checkout(tmp_path)
-    module = root / "raygen/tables.py"
+    module = root / "raygen/stages/tables.py"
     module.write_text(module.read_text() + "def main(argv=None):\n    return 3\n")
     records = tmp_path / "records"
     assert run_tables(root, RAYGEN_HANDOVER_DIR=str(records)).returncode == 3
@@ -101,9 +118,16 @@ def test_the_dvc_address_of_a_foreach_stage_names_its_key():
 
 def test_the_run_lock_names_its_holder_and_dies_with_it(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from raygen import run_lock; "
-         "run_lock.acquire(Path(sys.argv[1]), 'snakemake run r1'); print('held', flush=True); time.sleep(60)",
-         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from raygen.pipeline import run_lock; "
+            "run_lock.acquire(Path(sys.argv[1]), 'snakemake run r1'); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     try:
         with pytest.raises(run_lock.CheckoutBusy, match=r"snakemake run r1 \(pid \d+"):
@@ -122,9 +146,17 @@ def test_jobs_of_the_holding_run_pass(tmp_path, monkeypatch):
         monkeypatch.setenv(run_lock.TOKEN_ENV, token)
         run_lock.claim_for_stage(tmp_path, "tables")  # no error: a job of the run that holds the lock
         monkeypatch.setenv(run_lock.TOKEN_ENV, "another-run")
-        child = subprocess.run([sys.executable, "-c", "from pathlib import Path; import sys; from raygen import "
-                                "run_lock; run_lock.claim_for_stage(Path(sys.argv[1]), 'tables')", str(tmp_path)],
-                               capture_output=True, text=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pathlib import Path; import sys; from raygen import "
+                "run_lock; run_lock.claim_for_stage(Path(sys.argv[1]), 'tables')",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert child.returncode != 0 and "snakemake run r2" in child.stderr
     finally:
         run_lock.release(tmp_path)
@@ -132,8 +164,9 @@ def test_jobs_of_the_holding_run_pass(tmp_path, monkeypatch):
 
 def test_snakemake_refuses_to_start_while_dvc_lists_a_live_process(tmp_path):
     (tmp_path / ".dvc/tmp").mkdir(parents=True)
-    (tmp_path / ".dvc/tmp/rwlock").write_text(json.dumps(
-        {"write": {str(tmp_path / "out"): {"pid": os.getppid(), "cmd": "dvc repro"}}, "read": {}}))
+    (tmp_path / ".dvc/tmp/rwlock").write_text(
+        json.dumps({"write": {str(tmp_path / "out"): {"pid": os.getppid(), "cmd": "dvc repro"}}, "read": {}})
+    )
     with pytest.raises(run_lock.CheckoutBusy, match="DVC is running in this checkout .*`dvc repro`"):
         run_lock.start_snakemake_run(tmp_path, "r3")
     assert run_lock.holder(tmp_path) is None, "a refused start never claims the checkout"

@@ -9,7 +9,13 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from raygen.metrics.classification import (
-    Thresholds, auroc, bootstrap_ci, choose_thresholds, evaluate_classifier, f1_at_thresholds, paired_delta,
+    Thresholds,
+    auroc,
+    bootstrap_ci,
+    choose_thresholds,
+    evaluate_classifier,
+    f1_at_thresholds,
+    paired_delta,
 )
 from raygen.metrics.resampling import bootstrap_indices
 

@@ -31,7 +31,9 @@ def test_fid_matches_direct_scipy_computation():
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root_a = linalg.sqrtm(cov_a).real  # symmetric form: tr sqrt(A^1/2 B A^1/2) = tr sqrt(A B)
-    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * np.trace(linalg.sqrtm(root_a @ cov_b @ root_a).real)
+    expected = (
+        ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * np.trace(linalg.sqrtm(root_a @ cov_b @ root_a).real)
+    )
     result = fm.compute_fid(a, b, extractor="toy", kid_subsets=5)
     assert result.fid == pytest.approx(expected, rel=1e-6)
     assert (result.n_real, result.n_fake, result.extractor, result.kid_subset_size) == (300, 250, "toy", 250)
@@ -43,7 +45,9 @@ def test_fid_with_fewer_samples_than_dimensions_matches_scipy(n_a, n_b):
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root_a = linalg.sqrtm(cov_a).real
-    expected = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * np.trace(linalg.sqrtm(root_a @ cov_b @ root_a).real)
+    expected = (
+        ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b) - 2 * np.trace(linalg.sqrtm(root_a @ cov_b @ root_a).real)
+    )
     assert fm.compute_fid(a, b, extractor="toy", kid_subsets=2).fid == pytest.approx(expected, rel=1e-6)
     assert fm.compute_fid(a, a, extractor="toy", kid_subsets=2).fid == pytest.approx(0.0, abs=1e-6)
 
@@ -53,7 +57,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_a_mean_shift_adds_its_square_norm(
     assert fm.compute_fid(a, a, extractor="toy", kid_subsets=2).fid == pytest.approx(0.0, abs=1e-6)
     delta = np.linspace(-1, 1, 10)
     shifted = fm.compute_fid(a, a + delta, extractor="toy", kid_subsets=2)  # same covariance
-    assert shifted.fid == pytest.approx((delta ** 2).sum(), rel=1e-6)
+    assert shifted.fid == pytest.approx((delta**2).sum(), rel=1e-6)
 
 
 def test_kid_unbiased_near_zero_for_same_distribution_positive_for_shifted_and_seeded():
@@ -158,8 +162,12 @@ def test_xrv_pickled_release_file_loads_without_torchxrayvision(tmp_path, monkey
     with stand-in classes under that module name, then load it with torchxrayvision absent."""
     net = copy.deepcopy(xrv_net)
     fake = types.ModuleType("torchxrayvision.models")
-    for cls_name, base in (("DenseNet", nn.Module), ("_DenseBlock", nn.ModuleDict), ("_DenseLayer", nn.Module),
-                           ("_Transition", nn.Sequential)):
+    for cls_name, base in (
+        ("DenseNet", nn.Module),
+        ("_DenseBlock", nn.ModuleDict),
+        ("_DenseLayer", nn.Module),
+        ("_Transition", nn.Sequential),
+    ):
         setattr(fake, cls_name, type(cls_name, (base,), {"__module__": "torchxrayvision.models"}))
     for module in net.modules():
         name = type(module).__name__

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from raygen.config import ConfigError
-from raygen.pipeline import STAGE_PARAMS, check_params, main
+from raygen.pipeline.check_params import STAGE_PARAMS, check_params, main
 
 REPO = Path(__file__).resolve().parents[1]
 

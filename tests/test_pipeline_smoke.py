@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from raygen import handover
 from workflow_copy import BIN, dvc_changed, lock_entries, make_copy, planned, set_params, tool
+
+from raygen.pipeline import handover
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +40,11 @@ def stage_instances(root: Path) -> dict[str, dict]:
         if "foreach" in stage:
             for key in stage["foreach"]:
                 text = yaml.safe_dump(stage["do"]).replace("${key}", key)
-                out[f"{name}@{key}"] = {"log": f"logs/{name}/{key}.log", "benchmark": f"benchmarks/{name}/{key}.tsv",
-                                        "stage": yaml.safe_load(text)}
+                out[f"{name}@{key}"] = {
+                    "log": f"logs/{name}/{key}.log",
+                    "benchmark": f"benchmarks/{name}/{key}.tsv",
+                    "stage": yaml.safe_load(text),
+                }
         else:
             out[name] = {"log": f"logs/{name}.log", "benchmark": f"benchmarks/{name}.tsv", "stage": stage}
     return out
@@ -77,8 +80,7 @@ def run_snakemake(root: Path, env: dict[str, str]) -> None:
     In a child so that Snakemake's threads and logging state never leak into the test process
     (a later fork there could inherit a held lock).
     """
-    proc = subprocess.run([sys.executable, "-c", SNAKEMAKE_API_RUN, str(root)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run([sys.executable, "-c", SNAKEMAKE_API_RUN, str(root)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
@@ -87,8 +89,13 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     """One whole smoke run through Snakemake (MLflow on), shared by the tests below; (root, mlflow.db)."""
     base = tmp_path_factory.mktemp("smk")
     db = base / "mlflow.db"
-    env = {**os.environ, "RAYGEN_TRACKING": "on", "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
-           "RAYGEN_PIPELINE_RUN": "smoke-test", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAYGEN_TRACKING": "on",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+        "RAYGEN_PIPELINE_RUN": "smoke-test",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
     root = make_copy(base / "wf", "smoke")
     run_snakemake(root, env)
     return root, db
@@ -104,9 +111,12 @@ def test_snakemake_runs_everything_once_and_hands_over_to_dvc(finished):
     assert_results_are_complete(root)
     assert planned(root) == set(), "a second run must have nothing to do"
     assert dvc_changed(root) == set(), "the hand-over must leave dvc status clean"
-    tracked = [e["path"] for stage in lock_entries(root).values() for e in stage.get("deps", []) + stage.get("outs", [])]
-    assert "data/smoke/download-complete.json" in tracked and "data/smoke" not in tracked, \
+    tracked = [
+        e["path"] for stage in lock_entries(root).values() for e in stage.get("deps", []) + stage.get("outs", [])
+    ]
+    assert "data/smoke/download-complete.json" in tracked and "data/smoke" not in tracked, (
         "the data tree itself is never hashed into DVC's cache; its marker stands for it"
+    )
 
     with sqlite3.connect(db) as conn:
         stages = {row[0] for row in conn.execute("select value from tags where key = 'raygen.stage'")}
@@ -122,11 +132,22 @@ def test_a_params_edit_reruns_that_stage_and_what_follows_in_both_tools(finished
     original = (root / "params.yaml").read_text()
     try:
         for section, key, value, expected in (
-            ("train_decoder", "steps", 21, {"train_decoder", "synthesize", "train_classifier@real+50",
-                                            "train_classifier@real+100", "evaluate", "tables"}),  # real reads no synthetic
+            (
+                "train_decoder",
+                "steps",
+                21,
+                {
+                    "train_decoder",
+                    "synthesize",
+                    "train_classifier@real+50",
+                    "train_classifier@real+100",
+                    "evaluate",
+                    "tables",
+                },
+            ),  # real reads no synthetic
             ("evaluate", "n_boot", 40, {"evaluate", "tables"}),
         ):
-            set_params(root, lambda p: p["profiles"]["smoke"][section].update({key: value}))
+            set_params(root, lambda p, s=section, k=key, v=value: p["profiles"]["smoke"][s].update({k: v}))
             assert planned(root) == expected, section
             assert dvc_changed(root) == {section}
             (root / "params.yaml").write_text(original)
@@ -138,10 +159,12 @@ def test_runtime_settings_and_other_profiles_rerun_nothing(finished):
     root, _ = finished
     original = (root / "params.yaml").read_text()
     try:
-        for edit in (lambda p: p["runtime"]["evaluate"].update(workers=1),
-                     lambda p: p["profiles"]["smoke"]["runtime"]["train_decoder"].update(checkpoint_every=3),
-                     lambda p: p["profiles"]["paper"]["evaluate"].update(n_boot=7),
-                     lambda p: p["inputs"].update(chexnet="weights/chexnet")):
+        for edit in (
+            lambda p: p["runtime"]["evaluate"].update(workers=1),
+            lambda p: p["profiles"]["smoke"]["runtime"]["train_decoder"].update(checkpoint_every=3),
+            lambda p: p["profiles"]["paper"]["evaluate"].update(n_boot=7),
+            lambda p: p["inputs"].update(chexnet="weights/chexnet"),
+        ):
             set_params(root, edit)
             assert planned(root) == set()
             assert dvc_changed(root) == set()
@@ -166,13 +189,13 @@ def edited(path: Path, restore_mtime: bool = True):
 
 def test_a_code_edit_reruns_the_stage_in_both_tools_and_is_recorded(finished):
     root, _ = finished
-    with edited(root / "raygen/evaluate.py"):
+    with edited(root / "raygen/stages/evaluate.py"):
         assert planned(root) == {"evaluate", "tables"}
         assert dvc_changed(root) == {"evaluate"}
     with edited(root / "raygen/config.py"):  # every stage reads params through it
         assert dvc_changed(root) == set(stage_instances(root))
     assert planned(root) == set() and dvc_changed(root) == set()
-    with edited(root / "raygen/tables.py", restore_mtime=False):
+    with edited(root / "raygen/stages/tables.py", restore_mtime=False):
         run = tool(root, "snakemake", "--cores", "1")
         assert "DVC hand-over: recorded tables in dvc.lock" in run.text
         assert dvc_changed(root) == set(), "the rerun under the new code is recorded"
@@ -200,7 +223,7 @@ def test_the_hand_over_records_only_what_this_run_built(finished):
     lock = lock_entries(root)
     try:
         # --touch marks outputs current without running anything: nothing may be recorded.
-        with edited(root / "raygen/tables.py", restore_mtime=False):
+        with edited(root / "raygen/stages/tables.py", restore_mtime=False):
             touch = tool(root, "snakemake", "--cores", "1", "--touch")
             assert "recorded" not in touch.text
             assert dvc_changed(root) == {"tables"} and lock_entries(root) == lock
@@ -209,10 +232,22 @@ def test_the_hand_over_records_only_what_this_run_built(finished):
         # A finished-looking record that a killed run with the same run id left behind is not this run's.
         stale = root / ".raygen/handover/reused-id/tables.done.json"
         stale.parent.mkdir(parents=True, exist_ok=True)
-        stale.write_text(json.dumps({"address": "tables", "ran_with_profile": "smoke",
-                                     "fingerprint": handover.fingerprint(root, "tables")}))
-        up = tool(root, "snakemake", "--cores", "1", "--forcerun", "evaluate", "--until", "evaluate",
-                  env={"RAYGEN_PIPELINE_RUN": "reused-id", "RAYGEN_HANDOVER_DIR": str(stale.parent)})
+        stale.write_text(
+            json.dumps(
+                {"address": "tables", "ran_with_profile": "smoke", "fingerprint": handover.fingerprint(root, "tables")}
+            )
+        )
+        up = tool(
+            root,
+            "snakemake",
+            "--cores",
+            "1",
+            "--forcerun",
+            "evaluate",
+            "--until",
+            "evaluate",
+            env={"RAYGEN_PIPELINE_RUN": "reused-id", "RAYGEN_HANDOVER_DIR": str(stale.parent)},
+        )
         assert "DVC hand-over: recorded evaluate in dvc.lock" in up.text, up.text[-2000:]
         assert dvc_changed(root) == {"tables"} and lock_entries(root)["tables"] == lock["tables"]
         (root / "params.yaml").write_text(original)
@@ -225,8 +260,17 @@ def test_the_hand_over_records_only_what_this_run_built(finished):
         (root / "params.yaml").write_text(original)
         # A profile from --config that params.yaml does not say: DVC would pair other params with it.
         set_params(root, lambda p: p.update(profile="demo"))
-        other = tool(root, "snakemake", "--cores", "1", "--config", "profile=smoke", "--forcerun", "tables",
-                     "results/tables/tables.md")
+        other = tool(
+            root,
+            "snakemake",
+            "--cores",
+            "1",
+            "--config",
+            "profile=smoke",
+            "--forcerun",
+            "tables",
+            "results/tables/tables.md",
+        )
         assert "not recorded: tables (ran with profile 'smoke', params.yaml says 'demo')" in other.text
         assert lock_entries(root)["tables"] == lock["tables"]
     finally:
@@ -251,7 +295,7 @@ def test_a_missing_checkpoint_is_rebuilt(finished):
 HOLD = """
 import sys, time
 from pathlib import Path
-from raygen import run_lock
+from raygen.pipeline import run_lock
 if sys.argv[1] == "snakemake":
     run_lock.start_snakemake_run(Path.cwd(), "holder-run")
 else:
@@ -263,8 +307,13 @@ time.sleep(60)
 
 def holding(root: Path, as_what: str, env: dict | None = None) -> subprocess.Popen:
     """A process that holds the checkout as a Snakemake run or as a DVC stage, until killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, as_what], cwd=root, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(root), **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, as_what],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -279,9 +328,25 @@ def test_dvc_and_snakemake_never_run_on_one_checkout_at_once(finished):
         dvc = tool(root, "dvc", "repro", "--force", "tables", check=False)
         assert dvc.returncode != 0 and "Unable to acquire lock" in dvc.text
         assert time.monotonic() - started < 30
-        stage = subprocess.run([sys.executable, "-m", "raygen", "tables", "--params", "params.yaml", "--log",
-                                "logs/tables.log", "--metrics", "results/evaluate/metrics.json", "--out",
-                                "results/tables"], cwd=root, capture_output=True, text=True)
+        stage = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "raygen",
+                "tables",
+                "--params",
+                "params.yaml",
+                "--log",
+                "logs/tables.log",
+                "--metrics",
+                "results/evaluate/metrics.json",
+                "--out",
+                "results/tables",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         assert stage.returncode == 1 and "snakemake run holder-run" in stage.stderr
     finally:
         holder.kill()
@@ -355,9 +420,21 @@ def assert_mlflow_ui_lists_runs(db: Path, expected: set[str]) -> None:
     """Start `mlflow ui` as the README says, on 127.0.0.1, and find the runs through its REST API."""
     port = free_port()
     ui = subprocess.Popen(
-        [BIN / "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            BIN / "mlflow",
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -367,7 +444,9 @@ def assert_mlflow_ui_lists_runs(db: Path, expected: set[str]) -> None:
                 break
             except OSError:
                 if ui.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mlflow ui did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}")
+                    raise AssertionError(
+                        f"mlflow ui did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}"
+                    ) from None
                 time.sleep(1)
         ids = [e["experiment_id"] for e in experiments if e["name"] == "raygen-smoke"]
         assert ids, [e["name"] for e in experiments]

@@ -16,7 +16,7 @@ def test_cpu_and_torchrun_children_never_relaunch(monkeypatch):
     assert runtime.processes_per_node(0, "cpu") == 1
     monkeypatch.setenv("WORLD_SIZE", "4")  # already one of torchrun's processes
     assert runtime.processes_per_node(0, "auto") == 1
-    assert runtime.relaunch_per_gpu("raygen.train_decoder", [], 0, "auto") is None
+    assert runtime.relaunch_per_gpu("raygen.stages.train_decoder", [], 0, "auto") is None
 
 
 def test_every_visible_gpu_or_the_number_asked_for(monkeypatch):
@@ -39,6 +39,16 @@ def test_relaunch_runs_the_same_stage_command_under_torchrun(monkeypatch):
     calls = []
     monkeypatch.setattr(runtime.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
     argv = ["--params", "params.yaml", "--out", "results/train_decoder"]
-    assert runtime.relaunch_per_gpu("raygen.train_decoder", argv, 0, "auto") == 7
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                      "-m", "raygen.train_decoder", *argv]]
+    assert runtime.relaunch_per_gpu("raygen.stages.train_decoder", argv, 0, "auto") == 7
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "raygen.stages.train_decoder",
+            *argv,
+        ]
+    ]

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raygen import sections as stage
 from raygen.config import ConfigError, load_section
 from raygen.data import reports as rp
 from raygen.data.reports import (
@@ -30,6 +29,7 @@ from raygen.data.reports import (
     split_sections,
     split_sentences,
 )
+from raygen.stages import sections as stage
 
 TITLE = " " * 33 + "FINAL REPORT\n"
 
@@ -60,13 +60,13 @@ def test_render_report_follows_the_mimic_layout():
     assert lines[0] == TITLE.rstrip("\n")
     assert text.endswith("\n") and lines[-1] == ""
     body = lines[1:-1]
-    assert all(line.startswith(" ") for line in body)          # every line starts with one space
-    assert not any(line.startswith("  ") for line in body)     # ... exactly one
-    assert " " in body and "" not in body                      # blank lines hold a single space
-    assert "\n\n" not in text and "\n \n" in text              # paragraphs separated by "\n \n"
+    assert all(line.startswith(" ") for line in body)  # every line starts with one space
+    assert not any(line.startswith("  ") for line in body)  # ... exactly one
+    assert " " in body and "" not in body  # blank lines hold a single space
+    assert "\n\n" not in text and "\n \n" in text  # paragraphs separated by "\n \n"
     assert max(map(len, lines)) <= rp.REPORT_WIDTH
-    assert " INDICATION:  ___ year old with cough." in lines   # one paragraph: on the header line
-    assert lines[lines.index(" FINDINGS:") + 1] == " "         # several: below the header
+    assert " INDICATION:  ___ year old with cough." in lines  # one paragraph: on the header line
+    assert lines[lines.index(" FINDINGS:") + 1] == " "  # several: below the header
 
 
 def test_paragraph_break_needs_the_single_space_blank_line():
@@ -82,28 +82,34 @@ def test_paragraph_break_needs_the_single_space_blank_line():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("snippet, header", [
-    ("\n IMPRESSION: x", "IMPRESSION"),
-    ("\n IMPRESSION:\n x", "IMPRESSION"),
-    ("\n FINDINGS/IMPRESSION:  x", "FINDINGS/IMPRESSION"),
-    ("\n CHEST, PA LATERAL: x", "CHEST, PA LATERAL"),
-    ("\n RECOMMENDATION(S):  x", "RECOMMENDATION(S)"),
-    ("\n FRONTAL SEMI-UPRIGHT: x", "FRONTAL SEMI-UPRIGHT"),
-])
+@pytest.mark.parametrize(
+    "snippet, header",
+    [
+        ("\n IMPRESSION: x", "IMPRESSION"),
+        ("\n IMPRESSION:\n x", "IMPRESSION"),
+        ("\n FINDINGS/IMPRESSION:  x", "FINDINGS/IMPRESSION"),
+        ("\n CHEST, PA LATERAL: x", "CHEST, PA LATERAL"),
+        ("\n RECOMMENDATION(S):  x", "RECOMMENDATION(S)"),
+        ("\n FRONTAL SEMI-UPRIGHT: x", "FRONTAL SEMI-UPRIGHT"),
+    ],
+)
 def test_header_pattern_matches(snippet, header):
     match = HEADER_RE.search(snippet)
     assert match is not None and match.group(1) == header
 
 
-@pytest.mark.parametrize("snippet", [
-    "\n Findings: lower case",
-    "\n 1. LUNGS: digit and period",
-    "\n IMPRESSION 2: digit",
-    "\n DR. SMITH: period",
-    "\nIMPRESSION: no leading space",
-    "\n IMPRESSION:x no whitespace after the colon",
-    " IMPRESSION: no newline before",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "\n Findings: lower case",
+        "\n 1. LUNGS: digit and period",
+        "\n IMPRESSION 2: digit",
+        "\n DR. SMITH: period",
+        "\nIMPRESSION: no leading space",
+        "\n IMPRESSION:x no whitespace after the colon",
+        " IMPRESSION: no newline before",
+    ],
+)
 def test_header_pattern_rejects_pseudo_headers(snippet):
     assert HEADER_RE.search(snippet) is None
 
@@ -140,10 +146,10 @@ def test_preamble_and_section_boundaries():
     sections = split_sections(text)
     assert [s.name for s in sections] == ["preamble", "examination", "indication", "impression"]
     pre, exam, ind, imp = sections
-    assert pre.start == 0 and pre.text == TITLE + " "          # up to the header name
+    assert pre.start == 0 and pre.text == TITLE + " "  # up to the header name
     # Content starts after the colon and ONE whitespace character, ends at the next header's newline.
     assert exam.text == " CHEST PA\n "
-    assert text[exam.start:].startswith(" CHEST PA")
+    assert text[exam.start :].startswith(" CHEST PA")
     assert ind.text == " Cough.\n "
     assert imp.text == " Clear lungs.\n"
     assert section_report(text)["impression"] == "Clear lungs."
@@ -153,7 +159,9 @@ def test_text_on_a_header_line_never_opens_a_section():
     text = TITLE + " CHEST, PA LATERAL:  PORTABLE AP CHEST: lungs are clear.\n IMPRESSION:  Normal.\n"
     sections = split_sections(text)
     assert [(s.header, s.name) for s in sections] == [
-        ("preamble", "preamble"), ("chest, pa lateral", "findings"), ("impression", "impression"),
+        ("preamble", "preamble"),
+        ("chest, pa lateral", "findings"),
+        ("impression", "impression"),
     ]
     assert sections[1].text.strip() == "PORTABLE AP CHEST: lungs are clear."
 
@@ -173,57 +181,65 @@ def test_header_alone_on_its_line_skips_the_next_line():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header, name", [
-    ("IMPRESSION", "impression"),
-    ("IMPRESSON", "impression"),
-    ("IMPESSION", "impression"),
-    ("CONCLUSION", "impression"),
-    ("FINDINGS AND IMPRESSION", "impression"),
-    ("FINDINGS/IMPRESSION", "impression"),
-    ("FINDINGS/ IMPRESSION", "impression"),
-    ("IMPRESSION/FINDINGS", "impression"),          # not in the table: contains impression first
-    ("IMPRESSION AND RECOMMENDATIONS", "impression"),
-    ("FINDING", "findings"),
-    ("FINIDNGS", "findings"),
-    ("REFERENCE FINDINGS", "findings"),
-    ("COMPARISONS", "comparison"),
-    ("COMPARISION", "comparison"),
-    ("REFERENCE EXAM", "comparison"),
-    ("PRIOR COMPARISON", "comparison"),
-    ("CLINICAL HISTORY", "history"),
-    ("CLINICAL INFORMATION", "history"),
-    ("PFI", "history"),
-    ("HISTORY AND COMPARISON", "history"),          # history is checked before comparison
-    ("REASON FOR EXAM", "indication"),
-    ("REASON FOR EXAMINATION", "indication"),
-    ("CLINICAL INDICATION", "indication"),
-    ("EXAM", "examination"),
-    ("TYPE OF EXAMINATION", "examination"),
-    ("RECOMMENDATION(S)", "recommendations"),
-    ("RECOMMENDATION", "recommendations"),
-    ("WETREAD", "wet read"),
-    ("ADDENDUM", "addendum"),
-    ("SECOND ADDENDUM", "addendum"),
-    ("CHEST, PA LATERAL", "findings"),
-    ("PORTABLE AP CHEST", "findings"),
-    ("CHEST, TWO VIEWS", "findings"),
-    ("PA AND LAT", "findings"),
-    ("FRONTAL SEMI-UPRIGHT", "findings"),
-    ("RIBS, LEFT", "findings"),
-    ("TECHNIQUE", "technique"),
-    ("NOTIFICATION", "notification"),
-    ("  SOME OTHER HEADER ", "some other header"),
-])
+@pytest.mark.parametrize(
+    "header, name",
+    [
+        ("IMPRESSION", "impression"),
+        ("IMPRESSON", "impression"),
+        ("IMPESSION", "impression"),
+        ("CONCLUSION", "impression"),
+        ("FINDINGS AND IMPRESSION", "impression"),
+        ("FINDINGS/IMPRESSION", "impression"),
+        ("FINDINGS/ IMPRESSION", "impression"),
+        ("IMPRESSION/FINDINGS", "impression"),  # not in the table: contains impression first
+        ("IMPRESSION AND RECOMMENDATIONS", "impression"),
+        ("FINDING", "findings"),
+        ("FINIDNGS", "findings"),
+        ("REFERENCE FINDINGS", "findings"),
+        ("COMPARISONS", "comparison"),
+        ("COMPARISION", "comparison"),
+        ("REFERENCE EXAM", "comparison"),
+        ("PRIOR COMPARISON", "comparison"),
+        ("CLINICAL HISTORY", "history"),
+        ("CLINICAL INFORMATION", "history"),
+        ("PFI", "history"),
+        ("HISTORY AND COMPARISON", "history"),  # history is checked before comparison
+        ("REASON FOR EXAM", "indication"),
+        ("REASON FOR EXAMINATION", "indication"),
+        ("CLINICAL INDICATION", "indication"),
+        ("EXAM", "examination"),
+        ("TYPE OF EXAMINATION", "examination"),
+        ("RECOMMENDATION(S)", "recommendations"),
+        ("RECOMMENDATION", "recommendations"),
+        ("WETREAD", "wet read"),
+        ("ADDENDUM", "addendum"),
+        ("SECOND ADDENDUM", "addendum"),
+        ("CHEST, PA LATERAL", "findings"),
+        ("PORTABLE AP CHEST", "findings"),
+        ("CHEST, TWO VIEWS", "findings"),
+        ("PA AND LAT", "findings"),
+        ("FRONTAL SEMI-UPRIGHT", "findings"),
+        ("RIBS, LEFT", "findings"),
+        ("TECHNIQUE", "technique"),
+        ("NOTIFICATION", "notification"),
+        ("  SOME OTHER HEADER ", "some other header"),
+    ],
+)
 def test_normalize_section_name(header, name):
     assert normalize_section_name(header) == name
 
 
 def test_synonym_headers_in_a_report():
-    text = (TITLE + " REASON FOR EXAM:  Cough.\n \n CLINICAL HISTORY:  Fever.\n \n COMPARISONS:  None."
-            "\n \n FINDINGS AND IMPRESSION:  Lungs are clear.\n")
+    text = (
+        TITLE + " REASON FOR EXAM:  Cough.\n \n CLINICAL HISTORY:  Fever.\n \n COMPARISONS:  None."
+        "\n \n FINDINGS AND IMPRESSION:  Lungs are clear.\n"
+    )
     assert names(text) == ["preamble", "indication", "history", "comparison", "impression"]
     assert section_report(text) == {
-        "impression": "Lungs are clear.", "findings": "", "last_paragraph": "", "comparison": "None.",
+        "impression": "Lungs are clear.",
+        "findings": "",
+        "last_paragraph": "",
+        "comparison": "None.",
     }
 
 
@@ -244,8 +260,10 @@ def test_empty_last_impression_does_not_hide_an_earlier_one():
 
 
 def test_last_occurrence_wins():
-    text = (TITLE + " FINDINGS:  First findings.\n \n IMPRESSION:  First impression.\n \n"
-            " FINDINGS:  Second findings.\n \n IMPRESSION:  Second impression.\n")
+    text = (
+        TITLE + " FINDINGS:  First findings.\n \n IMPRESSION:  First impression.\n \n"
+        " FINDINGS:  Second findings.\n \n IMPRESSION:  Second impression.\n"
+    )
     row = section_report(text)
     assert row["findings"] == "Second findings."
     assert row["impression"] == "Second impression."
@@ -258,13 +276,12 @@ def test_empty_view_title_header_is_dropped():
 
 
 def test_last_paragraph_rule():
-    text = TITLE + (" EXAMINATION:  CHEST PA\n \n INDICATION:  Cough.\n \n Lungs are clear.\n \n"
-                    " Heart is normal.\n")
+    text = TITLE + (" EXAMINATION:  CHEST PA\n \n INDICATION:  Cough.\n \n Lungs are clear.\n \n Heart is normal.\n")
     sections = split_sections(text)
     assert [s.name for s in sections] == ["preamble", "examination", "indication", "last_paragraph"]
     assert sections[2].text == " Cough."
     assert sections[3].text == " Lungs are clear.\n \n Heart is normal.\n"
-    assert text[sections[3].start:].startswith(" Lungs are clear.")
+    assert text[sections[3].start :].startswith(" Lungs are clear.")
     assert section_report(text)["last_paragraph"] == "Lungs are clear.\n \n Heart is normal."
 
 
@@ -319,7 +336,7 @@ def test_decode_utf8_non_ascii_crlf_and_bom():
     assert decoded == text
     assert section_report(decoded)["impression"] == "Effusion 5 mm — unchanged, 37 °C, café."
     with pytest.raises(UnicodeDecodeError):
-        decode_report(b"IMPRESSION: caf\xe9\n")   # Latin-1, not UTF-8
+        decode_report(b"IMPRESSION: caf\xe9\n")  # Latin-1, not UTF-8
 
 
 # ------------------------------------------------------------------------------------------------
@@ -341,21 +358,27 @@ def test_trailing_notification_label_is_removed():
 
 
 def test_communication_sentences_are_removed():
-    raw = ("1. Right lower lobe pneumonia. These findings were communicated to Dr. ___ by telephone at"
-           " 10:15 a.m. on ___, 5 minutes after discovery. 2. Stable cardiomegaly.")
+    raw = (
+        "1. Right lower lobe pneumonia. These findings were communicated to Dr. ___ by telephone at"
+        " 10:15 a.m. on ___, 5 minutes after discovery. 2. Stable cardiomegaly."
+    )
     cleaned = clean_prompt_text(raw)
     assert cleaned.text == "1. Right lower lobe pneumonia. 2. Stable cardiomegaly."
     assert cleaned.stripped_notification
-    for sentence in ("Findings discussed with Dr. ___ at 8 am.",
-                     "The referring physician was notified by phone.",
-                     "Results were posted to the critical results dashboard."):
+    for sentence in (
+        "Findings discussed with Dr. ___ at 8 am.",
+        "The referring physician was notified by phone.",
+        "Results were posted to the critical results dashboard.",
+    ):
         assert clean_prompt_text("Small effusion. " + sentence).text == "Small effusion.", sentence
 
 
 def test_clinical_sentences_are_not_mistaken_for_communication():
-    for text in ("Multiple rib fractures were reported on the prior CT.",
-                 "Findings are consistent with pulmonary edema.",
-                 "Recommend follow-up radiograph after treatment."):
+    for text in (
+        "Multiple rib fractures were reported on the prior CT.",
+        "Findings are consistent with pulmonary edema.",
+        "Recommend follow-up radiograph after treatment.",
+    ):
         cleaned = clean_prompt_text(text)
         assert cleaned.text == text and not cleaned.stripped_notification
 
@@ -377,14 +400,17 @@ def test_placeholders_are_dropped_sensibly():
 def test_sentence_splitter_respects_titles_times_and_list_numbers():
     text = "1. Pneumonia. Called Dr. ___ at 3 p.m. on ___. 2. Effusion. Done at 4 p.m. Lungs clear."
     assert split_sentences(text) == [
-        "1. Pneumonia.", "Called Dr. ___ at 3 p.m. on ___.", "2. Effusion.", "Done at 4 p.m.",
+        "1. Pneumonia.",
+        "Called Dr. ___ at 3 p.m. on ___.",
+        "2. Effusion.",
+        "Done at 4 p.m.",
         "Lungs clear.",
     ]
 
 
 def test_choose_prompt_fallback_order():
     row = {"impression": "", "findings": "Lungs clear.", "last_paragraph": "Para.", "comparison": "None."}
-    assert choose_prompt(row) is None                         # the paper: impression only
+    assert choose_prompt(row) is None  # the paper: impression only
     prompt = choose_prompt(row, ["impression", "findings", "last_paragraph", "comparison"])
     assert (prompt.text, prompt.source) == ("Lungs clear.", "findings")
     prompt = choose_prompt(row, ["comparison", "findings"])
@@ -392,8 +418,12 @@ def test_choose_prompt_fallback_order():
 
 
 def test_communication_only_impression_falls_through():
-    row = {"impression": "Findings discussed with Dr. ___ at 8 am.", "findings": "Small effusion.",
-           "last_paragraph": "", "comparison": ""}
+    row = {
+        "impression": "Findings discussed with Dr. ___ at 8 am.",
+        "findings": "Small effusion.",
+        "last_paragraph": "",
+        "comparison": "",
+    }
     assert choose_prompt(row) is None
     assert choose_prompt(row, ["impression", "findings"]).source == "findings"
     assert choose_prompt(row, ["impression"], strip_notification=False).source == "impression"
@@ -433,9 +463,9 @@ REPORTS: list[tuple[int, int, str | bytes]] = [
     (10000032, 50000001, standard_report("Cardiomegaly.")),
     (10000764, 57375967, TITLE + " EXAMINATION:  CHEST\n \n INDICATION:  Cough.\n \n Lungs are clear.\n"),
     (11000011, 51000001, standard_report("Épanchement 5 mm — stable.")),
-    (11000011, 51000002, b"IMPRESSION: caf\xe9\n"),       # invalid UTF-8
-    (11000011, 51000003, b""),                           # empty
-    (11000011, 51000004, b" \n \n"),                     # whitespace only: empty
+    (11000011, 51000002, b"IMPRESSION: caf\xe9\n"),  # invalid UTF-8
+    (11000011, 51000003, b""),  # empty
+    (11000011, 51000004, b" \n \n"),  # whitespace only: empty
     (19999999, 59999999, TITLE + " No header at all in this report.\n"),
 ]
 
@@ -449,7 +479,7 @@ def write_tree(files_root: Path) -> None:
     broken = files_root / "p11" / "p11000011" / "s51000005.txt"
     broken.symlink_to(files_root / "does-not-exist.txt")
     # Things that are not reports are ignored.
-    (files_root / "p10" / "p10000032" / "s50414267").mkdir()   # the JPG study folder
+    (files_root / "p10" / "p10000032" / "s50414267").mkdir()  # the JPG study folder
     (files_root / "p10" / "p10000032" / "notes.txt").write_text("x")
     (files_root / "index.html").write_text("x")
 
@@ -466,8 +496,18 @@ def run_stage(tmp_path: Path, root: Path, name: str, params_text: str = "section
     params = tmp_path / "params.yaml"
     params.write_text(params_text)
     out = tmp_path / name / "mimic_cxr_sectioned.csv"
-    rc = stage.main(["--reports-root", str(root), "--out", str(out), "--params", str(params),
-                     "--log", str(tmp_path / name / "sections.log")])
+    rc = stage.main(
+        [
+            "--reports-root",
+            str(root),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+            "--log",
+            str(tmp_path / name / "sections.log"),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -512,23 +552,29 @@ def test_stage_main_end_to_end(tmp_path):
     assert summary["examples"]["invalid_utf8"] == ["p11/p11000011/s51000002.txt"]
     log_text = (tmp_path / "run" / "sections.log").read_text()
     assert "unreadable: 1 file(s) skipped" in log_text and "invalid_utf8: 1" in log_text
-    assert not list(out.parent.glob("*.tmp"))                 # atomic writes leave nothing behind
+    assert not list(out.parent.glob("*.tmp"))  # atomic writes leave nothing behind
 
 
 def test_stage_fallback_and_prompts_path(tmp_path):
     data = tmp_path / "data"
     write_tree(data / "files")
     params = tmp_path / "params.yaml"
-    params.write_text("sections:\n  prompt_fallback: [impression, findings, last_paragraph, comparison]\n"
-                      "  strip_notification: false\n")
+    params.write_text(
+        "sections:\n  prompt_fallback: [impression, findings, last_paragraph, comparison]\n"
+        "  strip_notification: false\n"
+    )
     out = tmp_path / "o" / "sectioned.csv"
     prompts_path = tmp_path / "elsewhere" / "p.csv"
-    assert stage.main(["--reports-root", str(data), "--out", str(out), "--prompts", str(prompts_path),
-                       "--params", str(params)]) == 0
+    assert (
+        stage.main(
+            ["--reports-root", str(data), "--out", str(out), "--prompts", str(prompts_path), "--params", str(params)]
+        )
+        == 0
+    )
     prompts = pd.read_csv(prompts_path).set_index("study_id")
     assert prompts.loc[57375967, "source"] == "last_paragraph"
     assert prompts.loc[50414267, "text"] == "Small left effusion. NOTIFICATION: paged."
-    assert 59999999 not in prompts.index                       # nothing usable at all
+    assert 59999999 not in prompts.index  # nothing usable at all
 
 
 def test_zip_and_files_folder_inputs_give_identical_outputs(tmp_path):
@@ -573,13 +619,14 @@ def test_missing_reports_root_is_an_error(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("sections: {}\n")
     (tmp_path / "empty").mkdir()
-    rc = stage.main(["--reports-root", str(tmp_path / "empty"), "--out", str(tmp_path / "o.csv"),
-                     "--params", str(params)])
+    rc = stage.main(
+        ["--reports-root", str(tmp_path / "empty"), "--out", str(tmp_path / "o.csv"), "--params", str(params)]
+    )
     assert rc == 2 and not (tmp_path / "o.csv").exists()
 
 
 def test_custom_rules_hook(monkeypatch):
-    assert rp.CUSTOM_RULES == {}                     # shipped empty: no MIMIC-derived ids in the code
+    assert rp.CUSTOM_RULES == {}  # shipped empty: no MIMIC-derived ids in the code
     text = TITLE + " INDICATION:  Clear lungs, misfiled.\n \n IMPRESSION:  Wrong section.\n"
     ref = stage.ReportRef("s50000002", 10000001, "p10/p10000001/s50000002.txt")
     params = stage.SectionsParams()
@@ -587,7 +634,7 @@ def test_custom_rules_hook(monkeypatch):
     result = stage.parse_report(ref, text, params)
     assert (result.prompt.text, result.prompt.source) == ("Clear lungs, misfiled.", "custom")
     assert result.custom_rule
-    assert result.sections[0] == "Wrong section."    # the sectioned row stays as parsed
+    assert result.sections[0] == "Wrong section."  # the sectioned row stays as parsed
     start = text.index("Wrong")
     monkeypatch.setitem(rp.CUSTOM_RULES, "s50000002", SpanRule(start, start + len("Wrong section.")))
     assert stage.parse_report(ref, text, params).prompt.text == "Wrong section."

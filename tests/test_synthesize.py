@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from raygen import synthesize as syn
 from raygen.data.augment_recipe import class_counts, half_arm
 from raygen.data.classifier_data import read_synthetic_manifest, synthetic_for_arm
 from raygen.data.labels import CLASSES
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
+from raygen.stages import synthesize as syn
 from tests.test_generation import D, FakeVQ, L, tiny_model
 
 
@@ -26,9 +26,17 @@ def classifier_manifest(n_train: int = 60, seed: int = 0) -> pd.DataFrame:
     for i in range(n_train + 10):
         labels = (rng.random(len(CLASSES)) < np.linspace(0.05, 0.5, len(CLASSES))).astype(int)
         labels[i % len(CLASSES)] = 1  # every class has positives
-        rows.append({"dicom_id": f"d{i}", "subject_id": 100 + i, "study_id": 5000 + i,
-                     "split": "train" if i < n_train else "test", "view": "AP", "path": f"files/{i}.jpg",
-                     **dict(zip(CLASSES, labels))})
+        rows.append(
+            {
+                "dicom_id": f"d{i}",
+                "subject_id": 100 + i,
+                "study_id": 5000 + i,
+                "split": "train" if i < n_train else "test",
+                "view": "AP",
+                "path": f"files/{i}.jpg",
+                **dict(zip(CLASSES, labels)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -55,8 +63,9 @@ def test_template_and_size_override():
 
 def test_impression_plan_keeps_the_source_studies_labels():
     manifest = classifier_manifest()
-    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))],
-                              "split": "train"})
+    generator = pd.DataFrame(
+        {"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))], "split": "train"}
+    )
     impressions = syn.training_impressions(manifest, generator)
     assert set(impressions["study_id"]) == set(manifest.loc[manifest["split"] == "train", "study_id"])
     plan = syn.augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"), impressions)
@@ -70,10 +79,12 @@ def test_impression_plan_keeps_the_source_studies_labels():
 
 def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp_path):
     manifest = classifier_manifest()
-    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))],
-                              "split": "train"})
-    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"),
-                                 syn.training_impressions(manifest, generator))
+    generator = pd.DataFrame(
+        {"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))], "split": "train"}
+    )
+    plan = syn.augmentation_plan(
+        manifest, syn.SynthesizeParams(prompts="impression"), syn.training_impressions(manifest, generator)
+    )
     plan.to_csv(tmp_path / "aug_100.csv", index=False)
     rows = read_synthetic_manifest(tmp_path / "aug_100.csv")
     first_positive = np.asarray(CLASSES)[rows[list(CLASSES)].to_numpy().argmax(axis=1)]
@@ -88,13 +99,23 @@ def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp
     assert len(half) == sum(meta_half.values())  # meta.json's aug_50_images
     # The first-positive-label grouping (the fallback without the column) would train on other counts.
     fallback = synthetic_for_arm(rows.drop(columns="prompt_class"), "real+50")
-    assert rows.loc[fallback.index, "prompt_class"].value_counts().reindex(list(CLASSES), fill_value=0).tolist() \
-        != recipe
+    assert (
+        rows.loc[fallback.index, "prompt_class"].value_counts().reindex(list(CLASSES), fill_value=0).tolist() != recipe
+    )
 
 
 def test_per_report_plan_has_one_path_per_seed_and_the_truth():
-    fid = pd.DataFrame({"dicom_id": ["a", "b"], "subject_id": [1, 2], "study_id": [10, 20], "view": "AP",
-                        "path": ["files/a.jpg", "files/b.jpg"], "text": ["x", "y"], "true_Edema": [1, 0]})
+    fid = pd.DataFrame(
+        {
+            "dicom_id": ["a", "b"],
+            "subject_id": [1, 2],
+            "study_id": [10, 20],
+            "view": "AP",
+            "path": ["files/a.jpg", "files/b.jpg"],
+            "text": ["x", "y"],
+            "true_Edema": [1, 0],
+        }
+    )
     plan = syn.per_report_plan(fid, [0, 7], 0)
     assert list(plan["path_1"]) == ["images/per_report/seed7/a.png", "images/per_report/seed7/b.png"]
     assert list(plan["real_path"]) == ["files/a.jpg", "files/b.jpg"] and list(plan["true_Edema"]) == [1, 0]
@@ -113,8 +134,9 @@ def test_params_validate():
 def _generate(folder, states, lengths, seed=0):
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     paths = [folder / f"{i}.png" for i in range(len(states))]
-    made = syn.generate_set(trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), seed,
-                            0, None, "test")
+    made = syn.generate_set(
+        trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), seed, 0, None, "test"
+    )
     return paths, made
 
 
@@ -161,7 +183,22 @@ def test_sharded_generation_equals_one_process(tmp_path):
     single, _ = _generate(tmp_path / "single", states, lengths)
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     paths = [tmp_path / "sharded" / f"{i}.png" for i in range(7)]
-    made = [syn.generate_set(trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), 0, 0,
-                             None, "test", rank=r, world=2) for r in (1, 0)]  # batches 1, 3 then 0, 2
+    made = [
+        syn.generate_set(
+            trained,
+            FakeVQ(),
+            states,
+            lengths,
+            paths,
+            SamplerConfig(steps=2, batch_size=2),
+            0,
+            0,
+            None,
+            "test",
+            rank=r,
+            world=2,
+        )
+        for r in (1, 0)
+    ]  # batches 1, 3 then 0, 2
     assert made == [3, 4]
     assert all(torch.equal(syn.load_pngs([a]), syn.load_pngs([b])) for a, b in zip(single, paths))

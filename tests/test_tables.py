@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 
-from raygen import tables
 from raygen.data.labels import CLASSES
+from raygen.stages import tables
 
 
 def fake_metrics() -> dict:
@@ -16,42 +16,71 @@ def fake_metrics() -> dict:
         macro = sum(per.values()) / len(per)
         return {
             "auroc": {"metric": "auroc", "per_class": per, "macro": macro, "excluded": ["Fracture"]},
-            "auroc_ci": {"per_class": {c: [v - 0.05, v + 0.05] for c, v in per.items()}, "macro": [macro - 0.03, macro + 0.03],
-                         "level": 0.95, "n_boot": 1000, "n_clusters": 37},
+            "auroc_ci": {
+                "per_class": {c: [v - 0.05, v + 0.05] for c, v in per.items()},
+                "macro": [macro - 0.03, macro + 0.03],
+                "level": 0.95,
+                "n_boot": 1000,
+                "n_clusters": 37,
+            },
             "f1": {"per_class": {}, "macro": 0.4, "excluded": []},
             "f1_ci": {"per_class": {}, "macro": [0.35, 0.45]},
-            "n_test": 104, "train_images": 874 + synthetic, "synthetic_train_images": synthetic,
-            "optimizer_steps": 165 if synthetic < 500 else 1650, "train_seeds": [0],
+            "n_test": 104,
+            "train_images": 874 + synthetic,
+            "synthetic_train_images": synthetic,
+            "optimizer_steps": 165 if synthetic < 500 else 1650,
+            "train_seeds": [0],
         }
 
     return {
         "profile": "demo",
         "classifier": {"real": arm(0.8, 0), "real+50": arm(0.7, 432), "real+100": arm(0.6, 868)},
-        "delta_auroc": {"real+50": {"delta": -0.1, "interval": [-0.14, -0.06]},
-                        "real+100": {"delta": -0.2, "interval": [-0.25, -0.15]}},
-        "fidelity": {"fid": {"fid": 12.345, "n_real": 170, "n_fake": 170}, "n_real": 170, "n_generated": 170,
-                     "fid_equal_n": {"n_per_half": 80, "real_a_vs_generated_b": {"fid": 20.5},
-                                     "real_a_vs_real_b": {"fid": 6.25}},
-                     "ms_ssim_between_seeds": {"value": 0.61, "kernel_size": 7, "scales": 4}, "resolution": 128},
-        "conditional_fidelity": {"augmentation_prompts": {"macro": 0.55},
-                                 "per_report_generated": {"macro": 0.66}, "per_report_real": {"macro": 0.9}},
+        "delta_auroc": {
+            "real+50": {"delta": -0.1, "interval": [-0.14, -0.06]},
+            "real+100": {"delta": -0.2, "interval": [-0.25, -0.15]},
+        },
+        "fidelity": {
+            "fid": {"fid": 12.345, "n_real": 170, "n_fake": 170},
+            "n_real": 170,
+            "n_generated": 170,
+            "fid_equal_n": {
+                "n_per_half": 80,
+                "real_a_vs_generated_b": {"fid": 20.5},
+                "real_a_vs_real_b": {"fid": 6.25},
+            },
+            "ms_ssim_between_seeds": {"value": 0.61, "kernel_size": 7, "scales": 4},
+            "resolution": 128,
+        },
+        "conditional_fidelity": {
+            "augmentation_prompts": {"macro": 0.55},
+            "per_report_generated": {"macro": 0.66},
+            "per_report_real": {"macro": 0.9},
+        },
         "memorisation": {"share_below": 0.012, "n_below": 12, "n_synthetic": 1000},
-        "extractor": "raygen-classifier-penultimate:abc123", "classifier_resolution": 64,
+        "extractor": "raygen-classifier-penultimate:abc123",
+        "classifier_resolution": 64,
     }
 
 
 def test_tables_hold_ours_and_the_papers(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(fake_metrics()))
-    assert tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t"),
-                        "--profile", "demo"]) == 0
+    assert (
+        tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t"), "--profile", "demo"])
+        == 0
+    )
     t1 = pd.read_csv(tmp_path / "t" / "table1.csv")
     assert list(t1["paper avg AUROC"]) == [0.71, 0.68, 0.705]
     m = fake_metrics()["classifier"]["real"]["auroc"]["macro"]
     assert t1.loc[0, "our avg AUROC [95% CI]"] == f"{m:.3f} [{m - 0.03:.3f}, {m + 0.03:.3f}]"
-    assert t1.loc[2, "our training images"] == "874 real + 432 synthetic" and t1.loc[0, "classes left out"] == "Fracture"
+    assert (
+        t1.loc[2, "our training images"] == "874 real + 432 synthetic" and t1.loc[0, "classes left out"] == "Fracture"
+    )
     assert list(t1["our optimizer steps"]) == ["165", "1,650", "165"]
-    assert list(t1["our AUROC difference vs real only [95% CI]"]) == ["reference", "-0.200 [-0.250, -0.150]",
-                                                                      "-0.100 [-0.140, -0.060]"]
+    assert list(t1["our AUROC difference vs real only [95% CI]"]) == [
+        "reference",
+        "-0.200 [-0.250, -0.150]",
+        "-0.100 [-0.140, -0.060]",
+    ]
     t2 = pd.read_csv(tmp_path / "t" / "table2.csv")
     assert list(t2.columns) == ["metric", "RoentGen", "UniXGen", "RayGen (paper)", "RayGen (ours)"]
     assert t2.loc[0, "RayGen (paper)"] == "7.90"
@@ -81,7 +110,10 @@ def test_small_sets_and_old_metrics_show_their_reason():
     for r in m["classifier"].values():
         r["train_seeds"] = None
     assert list(tables.table1(m, tables.TablesParams())["our AUROC difference vs real only [95% CI]"]) == [
-        "reference", "n/a", "n/a"]
+        "reference",
+        "n/a",
+        "n/a",
+    ]
     assert "its seed was not recorded" in tables.table1_note(m)
 
 

@@ -33,16 +33,49 @@ from raygen.models.text_encoder import (
 
 # Ids are line numbers: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, as in CXR-BERT's vocabulary.
 VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "acute", "cardio", "##pulmonary", "process", ".",
-    "left", "right", "pleural", "effusion", "small", "large", "the", "heart", "size", "is", "normal", ",",
-    "moderate", "mild", "cardiomegaly", "pneumothorax", "and", "with", "atelectasis",
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "no",
+    "acute",
+    "cardio",
+    "##pulmonary",
+    "process",
+    ".",
+    "left",
+    "right",
+    "pleural",
+    "effusion",
+    "small",
+    "large",
+    "the",
+    "heart",
+    "size",
+    "is",
+    "normal",
+    ",",
+    "moderate",
+    "mild",
+    "cardiomegaly",
+    "pneumothorax",
+    "and",
+    "with",
+    "atelectasis",
 ]
 SENTENCE = "No acute cardiopulmonary process."
 SENTENCE_IDS = [2, 5, 6, 7, 8, 9, 10, 3]
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64, vocab_size=len(VOCAB))
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    vocab_size=len(VOCAB),
+)
 
-CXR_CONFIG_PY = '''
+CXR_CONFIG_PY = """
 from transformers import BertConfig
 
 
@@ -52,9 +85,9 @@ class CXRBertConfig(BertConfig):
     def __init__(self, projection_size=128, **kwargs):
         super().__init__(**kwargs)
         self.projection_size = projection_size
-'''
+"""
 
-CXR_MODEL_PY = '''
+CXR_MODEL_PY = """
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -101,14 +134,15 @@ class CXRBertModel(BertForMaskedLM):
         last = out.hidden_states[-1]
         cls = self.cls_projection_head(last[:, 0]) if output_cls_projected_embedding else None
         return CXRBertOutput(last_hidden_state=last, logits=out.logits, cls_projected_embedding=cls)
-'''
+"""
 
 
 def write_vocab(folder: Path, vocab: list[str] = VOCAB) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64})
+    )
 
 
 def write_tiny_bert(folder: Path, seed: int = 0, **overrides) -> Path:
@@ -129,9 +163,13 @@ def write_tiny_cxr_bert(folder: Path, seed: int = 0) -> Path:
     write_vocab(folder)
     (folder / "configuration_cxrbert.py").write_text(CXR_CONFIG_PY)
     (folder / "modeling_cxrbert.py").write_text(CXR_MODEL_PY)
-    config = {**TINY, "model_type": "cxr-bert", "architectures": ["CXRBertModel"], "projection_size": 8,
-              "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig",
-                           "AutoModel": "modeling_cxrbert.CXRBertModel"}}
+    config = {
+        **TINY,
+        "model_type": "cxr-bert",
+        "architectures": ["CXRBertModel"],
+        "projection_size": 8,
+        "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig", "AutoModel": "modeling_cxrbert.CXRBertModel"},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     torch.manual_seed(seed)
     cfg = AutoConfig.from_pretrained(folder, trust_remote_code=True)
@@ -318,16 +356,17 @@ def test_real_cxr_bert_weights():
 
 
 def test_generate_says_how_many_tokens_of_a_long_prompt_were_cut(tmp_path, caplog):
-    from raygen.generate import encode_prompts
+    from raygen.tools.generate import encode_prompts
 
     folder = write_tiny_bert(tmp_path / "bert")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"embed_text": {"source": "local", "max_length": 6}}))
     meta = {"max_length": 6, "dim": TINY["hidden_size"], "params": {"source": "local", "normalize": "standardize"}}
     words = "no acute process"  # 3 tokens + [CLS], [SEP]: fits 6
-    with caplog.at_level("WARNING", logger="raygen.generate"):
-        states, lengths = encode_prompts([words, " ".join([words] * 3)], params, None, folder, meta,
-                                         torch.device("cpu"))
+    with caplog.at_level("WARNING", logger="raygen.tools.generate"):
+        states, lengths = encode_prompts(
+            [words, " ".join([words] * 3)], params, None, folder, meta, torch.device("cpu")
+        )
     assert states.shape[:2] == (2, 6) and lengths.max() == 6
     cut = [r.getMessage() for r in caplog.records if "longer than the decoder's text length" in r.getMessage()]
     assert cut == ["prompt 1 is 5 tokens longer than the decoder's text length 6: its end was cut"]

@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-import raygen.tokenize as stage
+import raygen.stages.tokenize as stage
 from raygen.data.datasets import CohortImages, read_manifests
 from raygen.data.images import load_preprocessed
 from raygen.models.vqgan import VQGANConfig, build_vqgan, load_taming, taming_yaml
@@ -52,13 +52,17 @@ def cohort(tmp_path):
         paths[f"d{i:03d}"] = rel
 
     def manifest(name, ids, split):
-        rows = [{"dicom_id": d, "subject_id": 1, "study_id": 2, "split": split, "view": "PA", "path": paths[d]} for d in ids]
+        rows = [
+            {"dicom_id": d, "subject_id": 1, "study_id": 2, "split": split, "view": "PA", "path": paths[d]} for d in ids
+        ]
         pd.DataFrame(rows).to_csv(tmp_path / name, index=False)
         return tmp_path / name
 
-    manifests = [manifest("generator.csv", [f"d{i:03d}" for i in range(6)], "train"),
-                 manifest("fid.csv", ["d004", "d005", "d006", "d007"], "fid"),
-                 manifest("classifier.csv", ["d008", "d009", "d000"], "test")]
+    manifests = [
+        manifest("generator.csv", [f"d{i:03d}" for i in range(6)], "train"),
+        manifest("fid.csv", ["d004", "d005", "d006", "d007"], "fid"),
+        manifest("classifier.csv", ["d008", "d009", "d000"], "test"),
+    ]
     return manifests, jpg_root
 
 
@@ -68,8 +72,19 @@ def write_params(path, **overrides):
 
 
 def run(tmp_path, vqgan_dir, manifests, *extra):
-    argv = ["--vqgan", str(vqgan_dir), "--manifests", *map(str, manifests), "--out", str(tmp_path / "out"),
-            "--params", str(write_params(tmp_path / "params.yaml")), "--log", str(tmp_path / "tokenize.log"), *extra]
+    argv = [
+        "--vqgan",
+        str(vqgan_dir),
+        "--manifests",
+        *map(str, manifests),
+        "--out",
+        str(tmp_path / "out"),
+        "--params",
+        str(write_params(tmp_path / "params.yaml")),
+        "--log",
+        str(tmp_path / "tokenize.log"),
+        *extra,
+    ]
     assert stage.main(argv) == 0
     return tmp_path / "out"
 

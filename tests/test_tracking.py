@@ -87,8 +87,17 @@ def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store):
     import io
     import json
 
-    start = {"op": "start", "args": [], "kwargs": {"uri": tracking_store, "experiment": "raygen-smoke",
-                                                    "run_name": "synthesize", "tags": {}, "params": {"k": "1"}}}
+    start = {
+        "op": "start",
+        "args": [],
+        "kwargs": {
+            "uri": tracking_store,
+            "experiment": "raygen-smoke",
+            "run_name": "synthesize",
+            "tags": {},
+            "params": {"k": "1"},
+        },
+    }
     metric = {"op": "log_metrics", "args": [{"loss": 1.5}], "kwargs": {"step": 3}}
     report = io.StringIO()
     tracking.serve(iter([json.dumps(start), json.dumps(metric)]), report)  # no end_run: the stage was killed

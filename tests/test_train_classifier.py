@@ -12,10 +12,10 @@ import yaml
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from raygen import train_classifier as tc
 from raygen.checkpoint import load_checkpoint
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+from raygen.stages import train_classifier as tc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,16 +56,39 @@ def dataset(tmp_path_factory):
 
 
 def write_params(path, **overrides):
-    section = {"resolution": 32, "epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "patience": 5,
-               "workers": 0, "device": "cpu", "eval_batch_size": 8, **overrides}
-    path.write_text(yaml.safe_dump({"profile": "smoke", "train_classifier": {},
-                                    "profiles": {"smoke": {"train_classifier": section}}}))
+    section = {
+        "resolution": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_steps": 1,
+        "patience": 5,
+        "workers": 0,
+        "device": "cpu",
+        "eval_batch_size": 8,
+        **overrides,
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {"profile": "smoke", "train_classifier": {}, "profiles": {"smoke": {"train_classifier": section}}}
+        )
+    )
     return path
 
 
 def run(dataset, out, params, arm="real", synthetic=False):
-    argv = ["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", arm,
-            "--out", str(out), "--params", str(params)]
+    argv = [
+        "--manifest",
+        str(dataset["manifest"]),
+        "--jpg-root",
+        str(dataset["jpg_root"]),
+        "--arm",
+        arm,
+        "--out",
+        str(out),
+        "--params",
+        str(params),
+    ]
     if synthetic:
         argv += ["--synthetic", str(dataset["synthetic"])]
     return tc.main(argv)
@@ -187,10 +210,32 @@ def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, m
 
 
 def test_params_choose_the_init_file_and_a_missing_one_is_named(dataset, tmp_path):
-    args = ["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
-            "--out", str(tmp_path / "x"), "--init-chexnet", str(tmp_path / "absent.pth.tar")]
+    args = [
+        "--manifest",
+        str(dataset["manifest"]),
+        "--jpg-root",
+        str(dataset["jpg_root"]),
+        "--arm",
+        "real",
+        "--out",
+        str(tmp_path / "x"),
+        "--init-chexnet",
+        str(tmp_path / "absent.pth.tar"),
+    ]
     with pytest.raises(SystemExit, match="absent.pth.tar does not exist; get it from .*arnoweng/CheXNet"):
         tc.main([*args, "--params", str(write_params(tmp_path / "c.yaml", init="chexnet"))])
     with pytest.raises(SystemExit, match="--init-chexnet.*arnoweng/CheXNet"):
-        tc.main(["--manifest", str(dataset["manifest"]), "--jpg-root", str(dataset["jpg_root"]), "--arm", "real",
-                 "--out", str(tmp_path / "x"), "--params", str(write_params(tmp_path / "q.yaml", init="chexnet"))])
+        tc.main(
+            [
+                "--manifest",
+                str(dataset["manifest"]),
+                "--jpg-root",
+                str(dataset["jpg_root"]),
+                "--arm",
+                "real",
+                "--out",
+                str(tmp_path / "x"),
+                "--params",
+                str(write_params(tmp_path / "q.yaml", init="chexnet")),
+            ]
+        )

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from raygen import train_decoder
 from raygen.checkpoint import load_checkpoint
 from raygen.config import ConfigError, load_section
 from raygen.data.token_dataset import StepBatchSampler, TokenTextDataset, write_synthetic_caches
 from raygen.generation.sampler import load_decoder_checkpoint
+from raygen.stages import train_decoder
 
 REPO = Path(__file__).resolve().parents[1]
 GRID, V, L, D = (4, 4), 16, 6, 8
@@ -36,17 +36,40 @@ def caches(tmp_path_factory):
 
 
 def write_params(path: Path, **overrides) -> Path:
-    section = {"preset": "smoke", "steps": 6, "batch_size": 8, "warmup_steps": 2, "checkpoint_every": 3,
-               "lr": 3e-3, "cond_dropout": 0.25, "workers": 0, "device": "cpu", **overrides}
-    path.write_text(yaml.safe_dump({"profile": "smoke", "train_decoder": {"preset": "demo"},
-                                    "profiles": {"smoke": {"train_decoder": section}}}))
+    section = {
+        "preset": "smoke",
+        "steps": 6,
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "checkpoint_every": 3,
+        "lr": 3e-3,
+        "cond_dropout": 0.25,
+        "workers": 0,
+        "device": "cpu",
+        **overrides,
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {"profile": "smoke", "train_decoder": {"preset": "demo"}, "profiles": {"smoke": {"train_decoder": section}}}
+        )
+    )
     return path
 
 
 def stage_args(caches, out: Path, params: Path) -> list[str]:
     tokens, text, manifest = caches
-    return ["--tokens", str(tokens), "--text", str(text), "--manifest", str(manifest), "--out", str(out),
-            "--params", str(params)]
+    return [
+        "--tokens",
+        str(tokens),
+        "--text",
+        str(text),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--params",
+        str(params),
+    ]
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -115,10 +138,10 @@ class FakeVQ(torch.nn.Module):
 
 
 def test_stage_smoke_run_writes_outputs(caches, tmp_path, monkeypatch):
-    import raygen.generate
+    import raygen.tools.generate
 
     seen = []
-    monkeypatch.setattr(raygen.generate, "load_vqgan", lambda folder, device: seen.append(folder) or FakeVQ())
+    monkeypatch.setattr(raygen.tools.generate, "load_vqgan", lambda folder, device: seen.append(folder) or FakeVQ())
     params = write_params(tmp_path / "params.yaml", steps=8, sample_every=4)
     out = tmp_path / "out"
     assert train_decoder.main(stage_args(caches, out, params) + ["--vqgan", str(tmp_path / "vq")]) == 0
@@ -180,7 +203,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(caches, tmp_path, mo
 def test_changed_params_do_not_resume(caches, tmp_path, monkeypatch):
     params = write_params(tmp_path / "params.yaml")
     out = tmp_path / "out"
-    monkeypatch.setattr(train_decoder, "_on_step_end", lambda step: (_ for _ in ()).throw(Interrupted) if step == 4 else None)
+    monkeypatch.setattr(
+        train_decoder, "_on_step_end", lambda step: (_ for _ in ()).throw(Interrupted) if step == 4 else None
+    )
     with pytest.raises(Interrupted):
         train_decoder.main(stage_args(caches, out, params))
     monkeypatch.setattr(train_decoder, "_on_step_end", lambda step: None)
@@ -195,10 +220,24 @@ def test_changed_params_do_not_resume(caches, tmp_path, monkeypatch):
 def test_two_process_gloo_run_trains(caches, tmp_path):
     params = write_params(tmp_path / "params.yaml", steps=4, checkpoint_every=2)
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAYGEN_THREADS": "1",
-           "RAYGEN_TRACKING": "off"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "raygen.train_decoder", *stage_args(caches, out, params)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "RAYGEN_THREADS": "1",
+        "RAYGEN_TRACKING": "off",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "raygen.stages.train_decoder",
+        *stage_args(caches, out, params),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

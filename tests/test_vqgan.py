@@ -16,18 +16,36 @@ from PIL import Image
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import VectorQuantizer2
 
-import raygen.vqgan as stage
+import raygen.stages.vqgan as stage
 from raygen.data.images import (
-    load_preprocessed, preprocess, signed_to_uint8, signed_to_unit, uint8_to_signed, unit_to_signed, unit_to_uint8,
+    load_preprocessed,
+    preprocess,
+    signed_to_uint8,
+    signed_to_unit,
+    uint8_to_signed,
+    unit_to_signed,
+    unit_to_uint8,
 )
 from raygen.metrics import reconstruction as rm
 from raygen.models.vqgan import CheckpointMismatchError, VQGANConfig, build_vqgan, load_taming
 
 # A tiny taming config: ch 32 is the least GroupNorm(32) allows; 16 px, f=2 -> 8x8 tokens.
-DDCONFIG = dict(double_z=False, z_channels=8, resolution=16, in_channels=3, out_ch=3, ch=32,
-                ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[7], dropout=0.0)
-LPIPS_LOSS = {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
-              "params": {"disc_start": 10, "perceptual_weight": 1.0}}
+DDCONFIG = dict(
+    double_z=False,
+    z_channels=8,
+    resolution=16,
+    in_channels=3,
+    out_ch=3,
+    ch=32,
+    ch_mult=[1, 2],
+    num_res_blocks=1,
+    attn_resolutions=[7],
+    dropout=0.0,
+)
+LPIPS_LOSS = {
+    "target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
+    "params": {"disc_start": 10, "perceptual_weight": 1.0},
+}
 
 
 class TamingReference(nn.Module):
@@ -51,13 +69,28 @@ def write_taming(tmp_path, dd=DDCONFIG, n_embed=32, embed_dim=4, seed=0):
     state["loss.discriminator.main.0.weight"] = torch.randn(4, 3, 4, 4)
     state["loss.perceptual_loss.lin0.model.1.weight"] = torch.randn(1, 64, 1, 1)
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"epoch": 3, "global_step": 100, "state_dict": state, "optimizer_states": [{}],
-                "hyper_parameters": argparse.Namespace(lr=4.5e-6)}, ckpt)
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 100,
+            "state_dict": state,
+            "optimizer_states": [{}],
+            "hyper_parameters": argparse.Namespace(lr=4.5e-6),
+        },
+        ckpt,
+    )
     cfg = tmp_path / "project.yaml"
-    cfg.write_text(yaml.safe_dump({"model": {
-        "base_learning_rate": 4.5e-6, "target": "taming.models.vqgan.VQModel",
-        "params": {"embed_dim": embed_dim, "n_embed": n_embed, "ddconfig": dd, "lossconfig": LPIPS_LOSS},
-    }}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "base_learning_rate": 4.5e-6,
+                    "target": "taming.models.vqgan.VQModel",
+                    "params": {"embed_dim": embed_dim, "n_embed": n_embed, "ddconfig": dd, "lossconfig": LPIPS_LOSS},
+                }
+            }
+        )
+    )
     return ref.eval(), cfg, ckpt
 
 
@@ -160,8 +193,9 @@ def test_preprocess_resizes_shortest_side_centre_crops_and_never_flips():
     assert tall.shape == (1, 8, 8) and torch.allclose(tall, torch.ones_like(tall))
 
 
-@pytest.mark.parametrize("h, w, r", [(400, 330, 128), (330, 400, 64), (128, 128, 128), (37, 52, 32), (64, 200, 128),
-                                     (300, 301, 299)])
+@pytest.mark.parametrize(
+    "h, w, r", [(400, 330, 128), (330, 400, 64), (128, 128, 128), (37, 52, 32), (64, 200, 128), (300, 301, 299)]
+)
 def test_resize_and_crop_equal_torchvisions_bit_for_bit(h, w, r):
     import torchvision.transforms.functional as TF  # the reference the stages no longer import (~3 s)
 
@@ -186,7 +220,7 @@ def test_tile_lays_out_like_torchvisions_make_grid(n, c, columns):
 def test_unreadable_file_raises_on_load(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8not a jpeg")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (PIL's error type varies by version)
         load_preprocessed(bad, 8, 1)
 
 
@@ -221,8 +255,11 @@ def test_densenet_extractor_is_named_and_loads_legacy_keys(tmp_path):
 
     state = torchvision.models.densenet121(weights=None).state_dict()
     # torchvision's released file: old names (norm.1, conv.2), no num_batches_tracked buffers
-    legacy = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v
-              for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    legacy = {
+        k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked")
+    }
     path = tmp_path / "densenet121-test.pth"
     torch.save(legacy, path)
     extractor = rm.densenet121_extractor(path)
@@ -266,19 +303,44 @@ def make_cohort(root, n_train=10, n_val=4, corrupt=1, size=(24, 20)):
         if i < corrupt:
             (jpg_root / rel).write_bytes(b"\xff\xd8\xff garbage")
         else:
-            yy, xx = np.mgrid[0:size[0], 0:size[1]]
+            yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
             img = 120 + 60 * np.sin(xx / (2 + i % 3)) + rng.normal(0, 10, size)
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(jpg_root / rel, quality=95)
-        rows.append({"dicom_id": f"d{i:03d}", "subject_id": 10000000 + i, "study_id": 50000000 + i,
-                     "split": "train" if i < n_train else "val", "view": "PA", "path": rel, "text": "no acute process"})
+        rows.append(
+            {
+                "dicom_id": f"d{i:03d}",
+                "subject_id": 10000000 + i,
+                "study_id": 50000000 + i,
+                "split": "train" if i < n_train else "val",
+                "view": "PA",
+                "path": rel,
+                "text": "no acute process",
+            }
+        )
     manifest = root / "generator.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest, jpg_root
 
 
-TINY = {"resolution": 16, "ch_mult": [1, 2], "z_channels": 4, "embed_dim": 4, "n_embed": 16, "steps": 4,
-        "batch_size": 2, "disc_start": 2, "disc_ndf": 8, "disc_layers": 1, "eval_images": 4, "grid_images": 2,
-        "checkpoint_every": 2, "log_every": 1, "dead_code_every": 2, "workers": 0, "lr": 1e-3}
+TINY = {
+    "resolution": 16,
+    "ch_mult": [1, 2],
+    "z_channels": 4,
+    "embed_dim": 4,
+    "n_embed": 16,
+    "steps": 4,
+    "batch_size": 2,
+    "disc_start": 2,
+    "disc_ndf": 8,
+    "disc_layers": 1,
+    "eval_images": 4,
+    "grid_images": 2,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "dead_code_every": 2,
+    "workers": 0,
+    "lr": 1e-3,
+}
 
 
 # params.yaml values that match the checkpoint write_taming() makes (a pretrained model must match them)
@@ -292,8 +354,19 @@ def write_params(path, **overrides):
 
 def run_stage(tmp_path, out, params, *extra):
     manifest, jpg_root = make_cohort(tmp_path)
-    argv = ["--manifest", str(manifest), "--jpg-root", str(jpg_root), "--out", str(out),
-            "--params", str(params), "--log", str(tmp_path / "vqgan.log"), *extra]
+    argv = [
+        "--manifest",
+        str(manifest),
+        "--jpg-root",
+        str(jpg_root),
+        "--out",
+        str(out),
+        "--params",
+        str(params),
+        "--log",
+        str(tmp_path / "vqgan.log"),
+        *extra,
+    ]
     assert stage.main(argv) == 0
     return out
 
@@ -359,8 +432,15 @@ def test_stage_installs_a_pretrained_checkpoint(tmp_path, no_lpips):
 def test_stage_names_a_missing_pretrained_file_and_where_to_get_it(tmp_path):
     params = write_params(tmp_path / "params.yaml", source="pretrained")
     with pytest.raises(FileNotFoundError, match="UniXGen") as err:
-        run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(tmp_path / "nope.yaml"),
-                  "--pretrained-ckpt", str(tmp_path / "last.ckpt"))
+        run_stage(
+            tmp_path,
+            tmp_path / "out",
+            params,
+            "--pretrained-config",
+            str(tmp_path / "nope.yaml"),
+            "--pretrained-ckpt",
+            str(tmp_path / "last.ckpt"),
+        )
     assert "nope.yaml" in str(err.value)
 
 
@@ -369,9 +449,21 @@ def test_a_perceptual_weight_without_the_lpips_files_is_an_error_not_a_silent_fa
 
     manifest, jpg_root = make_cohort(tmp_path)
     params = write_params(tmp_path / "params.yaml", perceptual_weight=1.0)
-    argv = ["--manifest", str(manifest), "--jpg-root", str(jpg_root), "--out", str(tmp_path / "out"),
-            "--params", str(params), "--lpips-dir", str(tmp_path / "lpips")]
-    with pytest.raises(MissingFileError, match=r"perceptual_weight is 1.0 .*README.md\) or set vqgan.perceptual_weight: 0"):
+    argv = [
+        "--manifest",
+        str(manifest),
+        "--jpg-root",
+        str(jpg_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--params",
+        str(params),
+        "--lpips-dir",
+        str(tmp_path / "lpips"),
+    ]
+    with pytest.raises(
+        MissingFileError, match=r"perceptual_weight is 1.0 .*README.md\) or set vqgan.perceptual_weight: 0"
+    ):
         stage.main(argv)
     assert not (tmp_path / "out" / "model.ckpt").exists()
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from raygen.code_deps import import_closure, stage_code_deps, update_dvc_yaml
-from raygen.stages import STAGE_NAMES
 from workflow_copy import BIN, REPO, make_copy, tool
+
+from raygen.pipeline.code_deps import import_closure, stage_code_deps, update_dvc_yaml
+from raygen.stages import STAGE_NAMES
 
 INPUT_FOLDERS = tuple(yaml.safe_load((REPO / "params.yaml").read_text())["inputs"].values())
 
@@ -78,8 +78,10 @@ def test_snakemake_and_dvc_agree(tmp_path, profile):
         for dep in stage["deps"]:
             held = any(covered(p, [dep]) for p in job["input"])
             # A pretrained-parts folder holding nothing but its README is no Snakemake input.
-            assert held or (dep in INPUT_FOLDERS and not any(f.name != "README.md" for f in (root / dep).iterdir())), \
-                (name, dep)
+            assert held or (dep in INPUT_FOLDERS and not any(f.name != "README.md" for f in (root / dep).iterdir())), (
+                name,
+                dep,
+            )
         code = [p for p in job["input"] if p.startswith("raygen/")]
         assert code == stage_code_deps(name.split("@")[0]), name
         # Each stage tracks the switch, its own section and the active profile's overlay of it: never
@@ -101,26 +103,33 @@ def test_cli_knows_every_stage():
 def test_dvc_yaml_code_deps_are_the_import_closures():
     text = (REPO / "dvc.yaml").read_text()
     assert update_dvc_yaml(text, list(STAGE_NAMES)) == text, "stale code deps: run `raygen code-deps --write`"
-    proc = subprocess.run([sys.executable, "-m", "raygen", "code-deps", "--check"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raygen", "code-deps", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_closures_hold_what_the_stages_import_through_other_modules():
     assert "raygen/models/classifier.py" in stage_code_deps("evaluate")
     assert {"raygen/data/mimic.py", "raygen/data/labels.py"} <= set(stage_code_deps("cohort"))
-    assert {"raygen/data/text_cache.py", "raygen/data/images.py", "raygen/data/labels.py",
-            "raygen/models/decoder.py"} <= set(stage_code_deps("synthesize"))
+    assert {
+        "raygen/data/text_cache.py",
+        "raygen/data/images.py",
+        "raygen/data/labels.py",
+        "raygen/models/decoder.py",
+    } <= set(stage_code_deps("synthesize"))
     assert "raygen/data/demo/render.py" in stage_code_deps("download")  # renderer edits rebuild the demo data
     assert all("raygen/config.py" in stage_code_deps(s) for s in STAGE_NAMES)
-    assert "raygen/evaluate.py" not in stage_code_deps("tables")
+    assert "raygen/stages/evaluate.py" not in stage_code_deps("tables")
 
 
 @pytest.mark.parametrize("stage", STAGE_NAMES)
 def test_static_closure_covers_what_python_really_imports(stage):
     """Importing the stage module (and the launcher) loads no raygen module outside its closure."""
-    code = (f"import sys, raygen.cli, raygen.{stage}; "
-            "print('\\n'.join(sorted(m for m in sys.modules if m == 'raygen' or m.startswith('raygen.'))))")
+    code = (
+        f"import sys, raygen.cli, raygen.{stage}; "
+        "print('\\n'.join(sorted(m for m in sys.modules if m == 'raygen' or m.startswith('raygen.'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     closure = set(stage_code_deps(stage))
     for module in out.split():
@@ -138,7 +147,12 @@ def test_closure_follows_relative_and_from_imports(tmp_path):
     (pkg / "sub" / "deep.py").write_text("x = 1\n")
     (pkg / "unused.py").write_text("")
     assert import_closure("raygen.stage", tmp_path) == (
-        "raygen/__init__.py", "raygen/stage.py", "raygen/sub/__init__.py", "raygen/sub/deep.py", "raygen/sub/helper.py")
+        "raygen/__init__.py",
+        "raygen/stage.py",
+        "raygen/sub/__init__.py",
+        "raygen/sub/deep.py",
+        "raygen/sub/helper.py",
+    )
 
 
 @pytest.mark.parametrize("override", ['evaluate={"memorisation_pairs": 3}', "tables={'decimals': 5}"])
@@ -152,8 +166,13 @@ def test_config_overrides_other_than_profile_are_refused(tmp_path, override):
 
 
 def test_snakemake_lint_is_clean():
-    proc = subprocess.run([BIN / "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    proc = subprocess.run(
+        [BIN / "snakemake", "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert "Using workflow specific profile workflow/profiles/default" in proc.stdout + proc.stderr

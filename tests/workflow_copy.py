@@ -46,7 +46,9 @@ def tool(root: Path, *args: str, check: bool = True, env: dict | None = None) ->
     proc = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=root, capture_output=True, text=True, env=environ)
     proc.text = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

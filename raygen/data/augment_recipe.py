@@ -24,7 +24,7 @@ is offered too; it gives 4,680 and 2,339 and far more skewed counts (Fracture 99
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["DEFAULT_RULE", "PAPER_REAL_POSITIVES", "PAPER_REAL_TRAIN_SIZE", "RULES", "class_counts", "half_arm"]
 

@@ -41,9 +41,19 @@ from raygen.errors import ManifestError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ARMS", "AugmentConfig", "ClassifierImages", "ClassifierSplits", "COHORT_COLUMNS", "arm_groups", "augment_batch",
-    "build_splits", "check_patient_disjoint", "load_images", "read_classifier_manifest",
-    "read_synthetic_manifest", "synthetic_for_arm",
+    "ARMS",
+    "AugmentConfig",
+    "ClassifierImages",
+    "ClassifierSplits",
+    "COHORT_COLUMNS",
+    "arm_groups",
+    "augment_batch",
+    "build_splits",
+    "check_patient_disjoint",
+    "load_images",
+    "read_classifier_manifest",
+    "read_synthetic_manifest",
+    "synthetic_for_arm",
 ]
 
 COHORT_COLUMNS = ("dicom_id", "subject_id", "study_id", "split", "view", "path")
@@ -77,9 +87,11 @@ def read_classifier_manifest(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: unknown split value(s) {bad}; expected train, val, test")
     duplicated = frame["dicom_id"][frame["dicom_id"].duplicated()].unique()
     if len(duplicated):
-        raise ManifestError(f"{path}: {len(duplicated)} dicom_id(s) listed more than once (e.g. "
-                            f"{', '.join(duplicated[:3])}); each image must appear once, or it is trained on or "
-                            "scored several times")
+        raise ManifestError(
+            f"{path}: {len(duplicated)} dicom_id(s) listed more than once (e.g. "
+            f"{', '.join(duplicated[:3])}); each image must appear once, or it is trained on or "
+            "scored several times"
+        )
     frame = _check_labels(frame, str(path))
     frame["source"] = "real"
     return frame
@@ -141,8 +153,10 @@ def check_patient_disjoint(frame: pd.DataFrame) -> None:
     splits_per_subject = real.groupby("subject_id")["split"].nunique()
     leaked = splits_per_subject[splits_per_subject > 1]
     if len(leaked):
-        raise ValueError(f"{len(leaked)} patient(s) appear in several splits (e.g. {list(leaked.index[:5])}); "
-                         "the classifier must be split by patient")
+        raise ValueError(
+            f"{len(leaked)} patient(s) appear in several splits (e.g. {list(leaked.index[:5])}); "
+            "the classifier must be split by patient"
+        )
 
 
 @dataclass(frozen=True)
@@ -156,8 +170,9 @@ class ClassifierSplits:
     n_synthetic: int
 
 
-def build_splits(manifest: pd.DataFrame, arm: str, synthetic: pd.DataFrame | None = None,
-                 max_train_images: int = 0, seed: int = 0) -> ClassifierSplits:
+def build_splits(
+    manifest: pd.DataFrame, arm: str, synthetic: pd.DataFrame | None = None, max_train_images: int = 0, seed: int = 0
+) -> ClassifierSplits:
     """Assemble one arm's data from the real manifest and (for augmented arms) the synthetic manifest.
 
     ``max_train_images`` > 0 keeps a seeded random subset of the real training rows (CPU budgets); the
@@ -181,8 +196,11 @@ def build_splits(manifest: pd.DataFrame, arm: str, synthetic: pd.DataFrame | Non
     else:
         syn = synthetic_for_arm(synthetic, arm, fraction=len(real_train) / max(n_all, 1))
     real_train = real_train.assign(synthetic=False)  # train_classifier's epoch_size: real counts these
-    train = (pd.concat([real_train, syn.assign(synthetic=True)], ignore_index=True) if syn is not None
-             else real_train.reset_index(drop=True))
+    train = (
+        pd.concat([real_train, syn.assign(synthetic=True)], ignore_index=True)
+        if syn is not None
+        else real_train.reset_index(drop=True)
+    )
     return ClassifierSplits(
         train=train,
         val=manifest[manifest["split"] == "val"].reset_index(drop=True),
@@ -209,8 +227,9 @@ class ClassifierImages:
         return len(self.frame)
 
 
-def load_images(frame: pd.DataFrame, jpg_root: str | Path, resolution: int, channels: int, workers: int,
-                progress: bool = True) -> ClassifierImages:
+def load_images(
+    frame: pd.DataFrame, jpg_root: str | Path, resolution: int, channels: int, workers: int, progress: bool = True
+) -> ClassifierImages:
     """Decode and preprocess (raygen.data.images.preprocess: shortest side to R, centre crop) every row
     once into RAM. Real ``path`` values are relative to ``jpg_root``; synthetic ones are absolute.
     Unreadable files are logged, counted and dropped."""

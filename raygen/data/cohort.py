@@ -104,8 +104,11 @@ class RuleCount:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(images_dropped=self.images_dropped, studies_dropped=self.studies_dropped,
-                   patients_dropped=self.patients_dropped)
+        out.update(
+            images_dropped=self.images_dropped,
+            studies_dropped=self.studies_dropped,
+            patients_dropped=self.patients_dropped,
+        )
         return out
 
 
@@ -126,10 +129,14 @@ class Ledger:
             raise ValueError(f"mask of shape {mask.shape} for a frame of {len(frame)} rows")
         out = frame.loc[mask].reset_index(drop=True)
         record = RuleCount(
-            cohort=cohort, rule=rule,
-            images_before=len(frame), images_kept=len(out),
-            studies_before=frame["study_id"].nunique(), studies_kept=out["study_id"].nunique(),
-            patients_before=frame["subject_id"].nunique(), patients_kept=out["subject_id"].nunique(),
+            cohort=cohort,
+            rule=rule,
+            images_before=len(frame),
+            images_kept=len(out),
+            studies_before=frame["study_id"].nunique(),
+            studies_kept=out["study_id"].nunique(),
+            patients_before=frame["subject_id"].nunique(),
+            patients_kept=out["subject_id"].nunique(),
         )
         self.rules.append(record)
         log.debug("%s: %s kept %d of %d images", cohort, rule, len(out), len(frame))
@@ -138,7 +145,8 @@ class Ledger:
                 f"the {cohort} cohort is empty after the rule '{rule}': it dropped all "
                 f"{record.images_before} images ({record.studies_before} studies, "
                 f"{record.patients_before} patients)"
-                if len(frame) else f"the {cohort} cohort had no images left before the rule '{rule}'"
+                if len(frame)
+                else f"the {cohort} cohort had no images left before the rule '{rule}'"
             )
         return out
 
@@ -209,8 +217,13 @@ def official_patient_split(split_frame: pd.DataFrame) -> pd.Series:
 
 
 def select_images(
-    metadata: pd.DataFrame, *, views: Sequence[str], groups: Sequence[str] | None,
-    ledger: Ledger, cohort: str, exists: ExistsFn | None = None,
+    metadata: pd.DataFrame,
+    *,
+    views: Sequence[str],
+    groups: Sequence[str] | None,
+    ledger: Ledger,
+    cohort: str,
+    exists: ExistsFn | None = None,
 ) -> pd.DataFrame:
     """Images whose ViewPosition is in ``views``, in group folders ``groups`` (None = all), on disk.
 
@@ -220,8 +233,9 @@ def select_images(
     frame = frame.assign(path=image_relpaths(frame))
     frame = ledger.keep(frame, frame["view"].isin(list(views)), cohort, f"view in {list(views)}")
     if groups is not None:
-        frame = ledger.keep(frame, group_folders(frame["subject_id"]).isin(list(groups)), cohort,
-                            f"group folder in {list(groups)}")
+        frame = ledger.keep(
+            frame, group_folders(frame["subject_id"]).isin(list(groups)), cohort, f"group folder in {list(groups)}"
+        )
     if exists is not None:
         found = np.asarray(exists(frame["path"].tolist()), dtype=bool)
         ledger.note(cohort, "images_missing_on_disk", int((~found).sum()))
@@ -231,8 +245,12 @@ def select_images(
 
 def first_image_per_study(images: pd.DataFrame, ledger: Ledger, cohort: str) -> pd.DataFrame:
     """Keep the first row of each study, in the frame's (metadata) order."""
-    return ledger.keep(images, ~images["study_id"].duplicated(keep="first").to_numpy(), cohort,
-                       "first image of its study (metadata row order)")
+    return ledger.keep(
+        images,
+        ~images["study_id"].duplicated(keep="first").to_numpy(),
+        cohort,
+        "first image of its study (metadata row order)",
+    )
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -240,15 +258,18 @@ def first_image_per_study(images: pd.DataFrame, ledger: Ledger, cohort: str) -> 
 
 def attach_labels(images: pd.DataFrame, labels: pd.DataFrame, ledger: Ledger, cohort: str) -> pd.DataFrame:
     """Join the 14 label columns (float, NaN = blank) to images; images of unlabelled studies are dropped."""
-    images = ledger.keep(images, images["study_id"].isin(labels["study_id"]).to_numpy(), cohort,
-                         "study has a label row")
-    merged = images.merge(labels.rename(columns={"subject_id": "_label_subject"}), on="study_id",
-                          how="left", validate="many_to_one")
+    images = ledger.keep(
+        images, images["study_id"].isin(labels["study_id"]).to_numpy(), cohort, "study has a label row"
+    )
+    merged = images.merge(
+        labels.rename(columns={"subject_id": "_label_subject"}), on="study_id", how="left", validate="many_to_one"
+    )
     bad = merged["_label_subject"] != merged["subject_id"]
     if bad.any():
         row = merged.loc[bad].iloc[0]
         raise MimicFormatError(
-            f"study {row['study_id']}: label file says subject {row['_label_subject']}, metadata says {row['subject_id']}"
+            f"study {row['study_id']}: label file says subject {row['_label_subject']}, "
+            f"metadata says {row['subject_id']}"
         )
     return merged.drop(columns="_label_subject")
 
@@ -262,8 +283,9 @@ def apply_label_rules(frame: pd.DataFrame, *, uncertain: str, ledger: Ledger, co
     """
     values = frame[list(CHEXPERT_LABELS)]
     if uncertain == "drop":
-        frame = ledger.keep(frame, ~(values == -1).any(axis=1).to_numpy(), cohort,
-                            "no uncertain (-1) value in any of the 14 labels")
+        frame = ledger.keep(
+            frame, ~(values == -1).any(axis=1).to_numpy(), cohort, "no uncertain (-1) value in any of the 14 labels"
+        )
     elif uncertain in ("zero", "one"):
         n_uncertain = int((values == -1).to_numpy().sum())
         ledger.note(cohort, f"uncertain_cells_read_as_{uncertain}", n_uncertain)
@@ -295,14 +317,17 @@ def attach_prompts(
     if prompts["study_id"].duplicated().any():
         dup = prompts.loc[prompts["study_id"].duplicated(), "study_id"].iloc[0]
         raise MimicFormatError(f"prompts: study {dup} has more than one prompt row")
-    images = ledger.keep(images, images["study_id"].isin(prompts["study_id"]).to_numpy(), cohort,
-                         "study has a prompt row")
+    images = ledger.keep(
+        images, images["study_id"].isin(prompts["study_id"]).to_numpy(), cohort, "study has a prompt row"
+    )
     merged = images.merge(prompts[["study_id", "text", "source"]], on="study_id", how="left", validate="many_to_one")
-    merged = ledger.keep(merged, (merged["text"].fillna("").str.strip() != "").to_numpy(), cohort,
-                         "prompt text is not empty")
+    merged = ledger.keep(
+        merged, (merged["text"].fillna("").str.strip() != "").to_numpy(), cohort, "prompt text is not empty"
+    )
     if sources is not None:
-        merged = ledger.keep(merged, merged["source"].isin(list(sources)).to_numpy(), cohort,
-                             f"prompt section in {list(sources)}")
+        merged = ledger.keep(
+            merged, merged["source"].isin(list(sources)).to_numpy(), cohort, f"prompt section in {list(sources)}"
+        )
     return merged
 
 
@@ -324,9 +349,17 @@ class Cohorts:
 
 
 def classifier_cohort(
-    metadata: pd.DataFrame, labels: pd.DataFrame, *, views: Sequence[str], groups: Sequence[str] | None,
-    uncertain: str, fractions: Sequence[float], seed: int, ledger: Ledger,
-    official_split: pd.DataFrame | None = None, exists: ExistsFn | None = None,
+    metadata: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    views: Sequence[str],
+    groups: Sequence[str] | None,
+    uncertain: str,
+    fractions: Sequence[float],
+    seed: int,
+    ledger: Ledger,
+    official_split: pd.DataFrame | None = None,
+    exists: ExistsFn | None = None,
 ) -> pd.DataFrame:
     """Classifier images with the 10 classes and a patient-level train/val/test split.
 
@@ -341,15 +374,21 @@ def classifier_cohort(
         split = split_patients(images["subject_id"], dict(zip(CLASSIFIER_SPLITS, fractions)), seed, "classifier")
     else:
         split = official_patient_split(official_split)
-        images = ledger.keep(images, images["subject_id"].isin(split.index).to_numpy(), cohort,
-                             "patient in the official split file")
+        images = ledger.keep(
+            images, images["subject_id"].isin(split.index).to_numpy(), cohort, "patient in the official split file"
+        )
     images["split"] = images["subject_id"].map(split)
     return _ordered(images, CLASSIFIER_COLUMNS, CLASSIFIER_SPLITS)
 
 
 def prompt_pairs(
-    metadata: pd.DataFrame, prompts: pd.DataFrame, *, views: Sequence[str], sources: Sequence[str] | None,
-    ledger: Ledger, exists: ExistsFn | None = None,
+    metadata: pd.DataFrame,
+    prompts: pd.DataFrame,
+    *,
+    views: Sequence[str],
+    sources: Sequence[str] | None,
+    ledger: Ledger,
+    exists: ExistsFn | None = None,
 ) -> pd.DataFrame:
     """One (first existing frontal image, prompt) pair per study over all patients (cohort ``pairs``)."""
     cohort = "pairs"
@@ -359,8 +398,14 @@ def prompt_pairs(
 
 
 def generator_and_fid(
-    pairs: pd.DataFrame, *, held_out: Iterable[int], groups: Sequence[str] | None, fid_fraction: float,
-    val_fraction: float, seed: int, ledger: Ledger,
+    pairs: pd.DataFrame,
+    *,
+    held_out: Iterable[int],
+    groups: Sequence[str] | None,
+    fid_fraction: float,
+    val_fraction: float,
+    seed: int,
+    ledger: Ledger,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the pairs into the FID set (share of held-out patients) and generator train/val (the rest).
 
@@ -372,26 +417,46 @@ def generator_and_fid(
         raise CohortError("the fid cohort is empty: no held-out (classifier val/test) patient has a prompt pair")
     share = split_patients(candidates, {"fid": fid_fraction, "other": 1.0 - fid_fraction}, seed, "fid")
     fid_patients = share.index[share == "fid"]
-    fid = ledger.keep(pairs, pairs["subject_id"].isin(fid_patients).to_numpy(), "fid",
-                      f"patient in the FID share ({fid_fraction:g}) of classifier val/test patients")
+    fid = ledger.keep(
+        pairs,
+        pairs["subject_id"].isin(fid_patients).to_numpy(),
+        "fid",
+        f"patient in the FID share ({fid_fraction:g}) of classifier val/test patients",
+    )
     fid = fid.assign(split="fid")
 
     generator = ledger.keep(pairs, ~held, "generator", "patient not in classifier val/test (held out)")
     if groups is not None:
-        generator = ledger.keep(generator, group_folders(generator["subject_id"]).isin(list(groups)).to_numpy(),
-                                "generator", f"group folder in {list(groups)}")
-    split = split_patients(generator["subject_id"], {"train": 1.0 - val_fraction, "val": val_fraction},
-                           seed, "generator")
+        generator = ledger.keep(
+            generator,
+            group_folders(generator["subject_id"]).isin(list(groups)).to_numpy(),
+            "generator",
+            f"group folder in {list(groups)}",
+        )
+    split = split_patients(
+        generator["subject_id"], {"train": 1.0 - val_fraction, "val": val_fraction}, seed, "generator"
+    )
     generator["split"] = generator["subject_id"].map(split)
     return _ordered(generator, PAIR_COLUMNS, GENERATOR_SPLITS), _ordered(fid, PAIR_COLUMNS, ("fid",))
 
 
 def build_cohorts(
-    metadata: pd.DataFrame, labels: pd.DataFrame, prompts: pd.DataFrame, *,
-    classifier_views: Sequence[str], classifier_groups: Sequence[str] | None, uncertain: str,
-    split_fractions: Sequence[float], generator_views: Sequence[str], generator_groups: Sequence[str] | None,
-    prompt_sources: Sequence[str] | None, generator_val_fraction: float, fid_fraction: float, seed: int,
-    official_split: pd.DataFrame | None = None, exists: ExistsFn | None = None,
+    metadata: pd.DataFrame,
+    labels: pd.DataFrame,
+    prompts: pd.DataFrame,
+    *,
+    classifier_views: Sequence[str],
+    classifier_groups: Sequence[str] | None,
+    uncertain: str,
+    split_fractions: Sequence[float],
+    generator_views: Sequence[str],
+    generator_groups: Sequence[str] | None,
+    prompt_sources: Sequence[str] | None,
+    generator_val_fraction: float,
+    fid_fraction: float,
+    seed: int,
+    official_split: pd.DataFrame | None = None,
+    exists: ExistsFn | None = None,
 ) -> Cohorts:
     """All three cohorts in dependency order: classifier split first, then held-out FID, then generator.
 
@@ -400,15 +465,27 @@ def build_cohorts(
     """
     ledger = Ledger()
     classifier = classifier_cohort(
-        metadata, labels, views=classifier_views, groups=classifier_groups, uncertain=uncertain,
-        fractions=split_fractions, seed=seed, ledger=ledger, official_split=official_split, exists=exists,
+        metadata,
+        labels,
+        views=classifier_views,
+        groups=classifier_groups,
+        uncertain=uncertain,
+        fractions=split_fractions,
+        seed=seed,
+        ledger=ledger,
+        official_split=official_split,
+        exists=exists,
     )
     held_out = classifier.loc[classifier["split"].isin(["val", "test"]), "subject_id"].unique()
-    pairs = prompt_pairs(metadata, prompts, views=generator_views, sources=prompt_sources, ledger=ledger,
-                         exists=exists)
+    pairs = prompt_pairs(metadata, prompts, views=generator_views, sources=prompt_sources, ledger=ledger, exists=exists)
     generator, fid = generator_and_fid(
-        pairs, held_out=held_out, groups=generator_groups, fid_fraction=fid_fraction,
-        val_fraction=generator_val_fraction, seed=seed, ledger=ledger,
+        pairs,
+        held_out=held_out,
+        groups=generator_groups,
+        fid_fraction=fid_fraction,
+        val_fraction=generator_val_fraction,
+        seed=seed,
+        ledger=ledger,
     )
     overlap = patient_overlap(patient_sets(classifier, generator, fid))
     leaks = {k: v for k, v in overlap.items() if v}
@@ -466,7 +543,8 @@ def split_summary(frame: pd.DataFrame, label_columns: Sequence[str] = ()) -> dic
     out: dict[str, dict[str, Any]] = {}
     for split, part in frame.groupby("split", sort=False):
         entry: dict[str, Any] = {
-            "images": len(part), "studies": int(part["study_id"].nunique()),
+            "images": len(part),
+            "studies": int(part["study_id"].nunique()),
             "patients": int(part["subject_id"].nunique()),
         }
         if len(label_columns):

@@ -98,8 +98,12 @@ def collate_items(items: list[ImageItem]) -> ImageBatch:
 def image_loader(dataset: CohortImages, batch_size: int, workers: int) -> DataLoader:
     """An ordered (no shuffle) loader; workers decode JPEGs while the main process encodes."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=collate_items, persistent_workers=False,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_items,
+        persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
 
@@ -115,15 +119,19 @@ class LoadedImages:
 
 
 def load_all(
-    dataset: CohortImages, batch_size: int, workers: int, dtype: torch.dtype = torch.float16,
+    dataset: CohortImages,
+    batch_size: int,
+    workers: int,
+    dtype: torch.dtype = torch.float16,
     progress: bool = True,
 ) -> LoadedImages:
     """Decode every image of ``dataset`` once into RAM (demo cohorts: 2,000 x 128^2 fp16 = 66 MB)."""
     from tqdm import tqdm
 
     chunks, rows, bad = [], [], []
-    for batch in tqdm(image_loader(dataset, batch_size, workers), desc="decode images",
-                      unit="batch", disable=not progress):
+    for batch in tqdm(
+        image_loader(dataset, batch_size, workers), desc="decode images", unit="batch", disable=not progress
+    ):
         chunks.append(batch.pixels[batch.ok].to(dtype))
         rows += batch.index[batch.ok].tolist()
         bad += batch.index[~batch.ok].tolist()

@@ -112,7 +112,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     if h < size or w < size:
         raise ValueError(f"cannot centre-crop {size} px from a {h}x{w} image")
     top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
 def image_side(path: str | Path) -> int:
@@ -135,7 +135,7 @@ def tile(pixels: torch.Tensor, columns: int, padding: int = 2, pad_value: float 
     grid = pixels.new_full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
     for i in range(n):
         top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
-        grid[:, top:top + h, left:left + w] = pixels[i]
+        grid[:, top : top + h, left : left + w] = pixels[i]
     return grid
 
 

@@ -30,9 +30,18 @@ log = logging.getLogger(__name__)
 RELEASE = "mimic-cxr-2.0.0"
 
 METADATA_COLUMNS: tuple[str, ...] = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
 )
 SPLIT_COLUMNS: tuple[str, ...] = ("dicom_id", "study_id", "subject_id", "split")
 LABEL_COLUMNS: tuple[str, ...] = ("subject_id", "study_id", *CHEXPERT_LABELS)
@@ -40,15 +49,24 @@ PROMPT_COLUMNS: tuple[str, ...] = ("study_id", "subject_id", "text", "source")
 
 # Text columns are read as strings so that an empty ViewPosition stays "" (not NaN, not a float).
 _METADATA_DTYPES: dict[str, str] = {
-    "dicom_id": "str", "subject_id": "int64", "study_id": "int64",
-    "PerformedProcedureStepDescription": "str", "ViewPosition": "str",
-    "Rows": "Int64", "Columns": "Int64", "StudyDate": "Int64", "StudyTime": "float64",
-    "ProcedureCodeSequence_CodeMeaning": "str", "ViewCodeSequence_CodeMeaning": "str",
+    "dicom_id": "str",
+    "subject_id": "int64",
+    "study_id": "int64",
+    "PerformedProcedureStepDescription": "str",
+    "ViewPosition": "str",
+    "Rows": "Int64",
+    "Columns": "Int64",
+    "StudyDate": "Int64",
+    "StudyTime": "float64",
+    "ProcedureCodeSequence_CodeMeaning": "str",
+    "ViewCodeSequence_CodeMeaning": "str",
     "PatientOrientationCodeSequence_CodeMeaning": "str",
 }
 _SPLIT_DTYPES: dict[str, str] = {"dicom_id": "str", "study_id": "int64", "subject_id": "int64", "split": "str"}
 _LABEL_DTYPES: dict[str, str] = {
-    "subject_id": "int64", "study_id": "int64", **{name: "float64" for name in CHEXPERT_LABELS}
+    "subject_id": "int64",
+    "study_id": "int64",
+    **{name: "float64" for name in CHEXPERT_LABELS},
 }
 _PROMPT_DTYPES: dict[str, str] = {"study_id": "int64", "subject_id": "int64", "text": "str", "source": "str"}
 
@@ -195,8 +213,12 @@ def read_ground_truth(path: str | Path) -> pd.DataFrame:
     per image. Other columns (laterality, severity, ...) are kept as read.
     """
     path = Path(path)
-    frame = pd.read_csv(path, dtype={"subject_id": "int64", "study_id": "int64", "dicom_id": "str"},
-                        keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(
+        path,
+        dtype={"subject_id": "int64", "study_id": "int64", "dicom_id": "str"},
+        keep_default_na=False,
+        na_values=[""],
+    )
     missing = [c for c in ("subject_id", "study_id", *CLASSES) if c not in frame.columns]
     if missing:
         raise MimicFormatError(f"{path}: ground truth lacks column(s) {', '.join(missing)}")

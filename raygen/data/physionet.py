@@ -69,9 +69,7 @@ CREDENTIAL_HELP = (
 
 # The four tables at the JPG version root. Their names keep "2.0.0" in later JPG releases too (2.1.0
 # added files beside them), so they do not follow jpg_version.
-JPG_CSVS: tuple[str, ...] = tuple(
-    f"mimic-cxr-2.0.0-{t}.csv.gz" for t in ("metadata", "split", "chexpert", "negbio")
-)
+JPG_CSVS: tuple[str, ...] = tuple(f"mimic-cxr-2.0.0-{t}.csv.gz" for t in ("metadata", "split", "chexpert", "negbio"))
 
 
 class PhysioNetError(UserError, RuntimeError):
@@ -208,12 +206,13 @@ def verify_local_copy(root: Path, rels: list[str], sums: Mapping[str, str], work
         return None if sha256_file(path) == sums[rel] else f"{rel} (checksum differs)"
 
     with ThreadPoolExecutor(max(1, workers)) as pool:  # hashlib releases the GIL: threads read in parallel
-        bad = [p for p in tqdm(pool.map(problem, rels), total=len(rels), desc="verify local copy", unit="file")
-               if p]
+        bad = [p for p in tqdm(pool.map(problem, rels), total=len(rels), desc="verify local copy", unit="file") if p]
     if bad:
-        raise PhysioNetError(f"{len(bad)} of {len(rels)} files of the local copy {root} do not match its {SUMS_FILE}: "
-                             f"{', '.join(bad[:5])}; re-download them, or set download.mimic.verify: false "
-                             "to link the copy unchecked")
+        raise PhysioNetError(
+            f"{len(bad)} of {len(rels)} files of the local copy {root} do not match its {SUMS_FILE}: "
+            f"{', '.join(bad[:5])}; re-download them, or set download.mimic.verify: false "
+            "to link the copy unchecked"
+        )
     return len(rels)
 
 
@@ -398,7 +397,7 @@ class PhysioNetClient:
     def _raise_for_status(self, resp: requests.Response, url: str, project: str) -> None:
         code = resp.status_code
         if code in (401, 403):
-            release = "/".join(url[len(self.base_url):].split("/")[:2])  # <project>/<version>
+            release = "/".join(url[len(self.base_url) :].split("/")[:2])  # <project>/<version>
             content = self.base_url.replace("/files/", "/content/") + f"{release}/"
             name = "MIMIC-CXR-JPG" if project == JPG_PROJECT else "MIMIC-CXR"
             raise CredentialsError(
@@ -428,8 +427,13 @@ class _Retryable(Exception):
 
 # Worth another attempt. Reading resp.raw directly surfaces urllib3's own errors, unwrapped.
 _TRANSIENT = (
-    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError, ConnectionError, TimeoutError,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
     _Retryable,
 )
 
@@ -489,8 +493,15 @@ def download_release(
     state = VerifiedState(root)
     counts = {"downloaded": 0, "skipped": 0, "bytes": 0, "unverified": 0}
     lock = threading.Lock()
-    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{project} {version}",
-               mininterval=1.0, disable=None)
+    bar = tqdm(
+        total=None,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"{project} {version}",
+        mininterval=1.0,
+        disable=None,
+    )
     done = [0]
 
     def on_bytes(n: int) -> None:
@@ -527,8 +538,9 @@ def download_release(
                 raise err
             if time.monotonic() - last_log > PROGRESS_EVERY:  # for logs of non-TTY runs (Snakemake)
                 last_log = time.monotonic()
-                log.info("%s %s: %d/%d files, %.2f GB received", project, version, done[0], len(rels),
-                         counts["bytes"] / 1e9)
+                log.info(
+                    "%s %s: %d/%d files, %.2f GB received", project, version, done[0], len(rels), counts["bytes"] / 1e9
+                )
     except BaseException:
         client.stop.set()  # workers stop at their next chunk; their .part files resume next run
         raise
@@ -536,8 +548,9 @@ def download_release(
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         client.stop.clear()
-    return ReleaseResult(project, version, len(rels), counts["downloaded"], counts["skipped"],
-                         counts["bytes"], counts["unverified"])
+    return ReleaseResult(
+        project, version, len(rels), counts["downloaded"], counts["skipped"], counts["bytes"], counts["unverified"]
+    )
 
 
 def _already_good(rel: str, dest: Path, expected: str | None, verify: bool, state: VerifiedState) -> bool:

@@ -1,6 +1,6 @@
 """MIMIC-CXR radiology reports: sectioning with the official rules, and prompt-text cleaning.
 
-Pure functions only (no file system): :mod:`raygen.sections` walks the report tree and calls these.
+Pure functions only (no file system): :mod:`raygen.stages.sections` walks the report tree and calls these.
 
 Report format (mimic-cxr.md section 4): the first line is ``FINAL REPORT`` after many spaces; every
 following line starts with one space; a blank line holds a single space, so paragraphs are separated
@@ -52,22 +52,52 @@ CSV_HEADER: tuple[str, ...] = ("study", *SECTIONED_COLUMNS)
 _SPELLINGS: dict[str, tuple[str, ...]] = {
     "preamble": ("preamble",),
     "impression": (
-        "impression", "conclusion", "findings and impression", "findings/impression",
-        "findings/ impression", "impresson", "imprression", "imoression", "impressoin", "imprssion",
-        "impresion", "imperssion", "mpression", "impession",
+        "impression",
+        "conclusion",
+        "findings and impression",
+        "findings/impression",
+        "findings/ impression",
+        "impresson",
+        "imprression",
+        "imoression",
+        "impressoin",
+        "imprssion",
+        "impresion",
+        "imperssion",
+        "mpression",
+        "impession",
         # The official table maps the truncated "ndication" to impression; kept for fidelity.
         "ndication",
     ),
     "findings": (
-        "findings", "finding", "findins", "findindgs", "findgings", "findngs", "findnings", "finidngs",
-        "reference findings", "chest, two views",
+        "findings",
+        "finding",
+        "findins",
+        "findindgs",
+        "findgings",
+        "findngs",
+        "findnings",
+        "finidngs",
+        "reference findings",
+        "chest, two views",
     ),
     "comparison": (
-        "comparison", "comparisons", "reference exam", "comparison exam", "comparison film",
-        "comparision", "comparsion", "comparrison", "comparisions",
+        "comparison",
+        "comparisons",
+        "reference exam",
+        "comparison exam",
+        "comparison film",
+        "comparision",
+        "comparsion",
+        "comparrison",
+        "comparisions",
     ),
     "indication": (
-        "indication", "reason for examination", "reason for exam", "clinical indication", "idication",
+        "indication",
+        "reason for examination",
+        "reason for exam",
+        "clinical indication",
+        "idication",
     ),
     "history": ("history", "clinical history", "clinical information", "patient history", "pfi"),
     "examination": ("examination", "exam", "type of examination"),
@@ -79,9 +109,7 @@ _SPELLINGS: dict[str, tuple[str, ...]] = {
     "comment": ("comment",),
     "wet read": ("wet read", "wetread"),
 }
-SECTION_ALIASES: dict[str, str] = {
-    spelling: name for name, spellings in _SPELLINGS.items() for spelling in spellings
-}
+SECTION_ALIASES: dict[str, str] = {spelling: name for name, spellings in _SPELLINGS.items() for spelling in spellings}
 
 # Rule 4b: a name containing one of these words becomes that word, checked in this order
 # ("findings and impression"-like names not in the table become impression).
@@ -90,9 +118,24 @@ MAIN_SECTIONS: tuple[str, ...] = ("impression", "findings", "history", "comparis
 # Rule 4c: a name containing a phrase that describes the whole study is a findings section
 # (e.g. "chest, pa lateral", "portable ap chest"). Plain substring search, as the official code.
 VIEW_PHRASES: tuple[str, ...] = (
-    "chest", "portable", "pa and lateral", "lateral and pa", "ap and lateral", "lateral and ap",
-    "frontal and", "two views", "frontal view", "pa view", "ap view", "one view", "lateral view",
-    "bone window", "frontal upright", "frontal semi-upright", "ribs", "pa and lat",
+    "chest",
+    "portable",
+    "pa and lateral",
+    "lateral and pa",
+    "ap and lateral",
+    "lateral and ap",
+    "frontal and",
+    "two views",
+    "frontal view",
+    "pa view",
+    "ap view",
+    "one view",
+    "lateral view",
+    "bone window",
+    "frontal upright",
+    "frontal semi-upright",
+    "ribs",
+    "pa and lat",
 )
 _VIEW_RE = re.compile("|".join(re.escape(p) for p in VIEW_PHRASES))
 
@@ -141,10 +184,7 @@ def split_sections(text: str) -> list[Section]:
     sections = [Section(normalize_section_name(h), h.lower().strip(), t, s) for h, t, s in raw]
     # Rule 5: an empty impression/findings is usually a report title ("CHEST, PA LATERAL:" followed
     # by another header) or one of two findings headers.
-    sections = [
-        s for s in sections
-        if not (s.name in ("impression", "findings") and not s.text.strip())
-    ]
+    sections = [s for s in sections if not (s.name in ("impression", "findings") and not s.text.strip())]
     names = {s.name for s in sections}
     if "impression" not in names and "findings" not in names:
         sections = _split_last_paragraph(sections)
@@ -227,7 +267,7 @@ CUSTOM_RULES: dict[str, CustomRule] = {}
 def apply_custom_rule(text: str, sections: Sequence[Section], rule: CustomRule) -> str:
     """The raw text a custom rule selects (stripped; ``""`` if the named section is absent)."""
     if isinstance(rule, SpanRule):
-        return text[rule.start:rule.end].strip()
+        return text[rule.start : rule.end].strip()
     return last_sections(sections, (rule.name,))[rule.name]
 
 
@@ -260,9 +300,22 @@ _COMM_STRONG_RE = re.compile(
 )
 
 # Words ending in "." that do not end a sentence.
-_ABBREVIATIONS = frozenset({
-    "dr", "drs", "mr", "mrs", "ms", "st", "vs", "approx", "e.g", "i.e", "cf", "fig",
-})
+_ABBREVIATIONS = frozenset(
+    {
+        "dr",
+        "drs",
+        "mr",
+        "mrs",
+        "ms",
+        "st",
+        "vs",
+        "approx",
+        "e.g",
+        "i.e",
+        "cf",
+        "fig",
+    }
+)
 _SENTENCE_END_RE = re.compile(r"[.!?]+(?=\s|$)")
 _LIST_MARKER_RE = re.compile(r"\d{1,2}[.)]?")
 
@@ -270,23 +323,26 @@ _LIST_MARKER_RE = re.compile(r"\d{1,2}[.)]?")
 _PLACEHOLDER_RES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\(\s*_{2,}\s*\)"), " "),
     # "Compared to (the prior radiograph from) ___, ..." says nothing without its date: drop it whole.
-    (re.compile(
-        r"\b(?:as\s+)?(?:compared|comparison)\s+(?:to|with)\s+(?:(?:the|a|prior|previous|recent)\s+)*"
-        r"(?:(?:study|exam|examination|radiograph|film|ct)\s+)?(?:(?:of|from|on|dated)\s+)?_{2,}\s*,?",
-        re.IGNORECASE,
-    ), " "),
+    (
+        re.compile(
+            r"\b(?:as\s+)?(?:compared|comparison)\s+(?:to|with)\s+(?:(?:the|a|prior|previous|recent)\s+)*"
+            r"(?:(?:study|exam|examination|radiograph|film|ct)\s+)?(?:(?:of|from|on|dated)\s+)?_{2,}\s*,?",
+            re.IGNORECASE,
+        ),
+        " ",
+    ),
     (re.compile(r"\b(?:Drs?|Mrs?|Ms)\.?\s+_{2,}", re.IGNORECASE), " "),
     (re.compile(r"\b(?:on|dated|from|at|since|of|in)\s+_{2,}", re.IGNORECASE), " "),
     (re.compile(r"_{2,}"), " "),
 )
 _TIDY_RES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\s+"), " "),
-    (re.compile(r"\(\s*\)"), " "),                   # parentheses emptied by placeholder removal
-    (re.compile(r"\s+([.,;:!?)])"), r"\1"),          # "effusion ." -> "effusion."
-    (re.compile(r"([,;:])(?:\s*[,;:])+"), r"\1"),    # ", ," -> ","
-    (re.compile(r"[,;:]\s*(?=[.!?])"), ""),          # ", ." -> "."
-    (re.compile(r"([.!?])\s*[,;:]"), r"\1"),          # "., worse" -> ". worse"
-    (re.compile(r"\.(?:\s*\.)+"), "."),              # ". ." -> "."
+    (re.compile(r"\(\s*\)"), " "),  # parentheses emptied by placeholder removal
+    (re.compile(r"\s+([.,;:!?)])"), r"\1"),  # "effusion ." -> "effusion."
+    (re.compile(r"([,;:])(?:\s*[,;:])+"), r"\1"),  # ", ," -> ","
+    (re.compile(r"[,;:]\s*(?=[.!?])"), ""),  # ", ." -> "."
+    (re.compile(r"([.!?])\s*[,;:]"), r"\1"),  # "., worse" -> ". worse"
+    (re.compile(r"\.(?:\s*\.)+"), "."),  # ". ." -> "."
     (re.compile(r"\s+"), " "),
 )
 _LETTER_RE = re.compile(r"[^\W\d_]")
@@ -319,13 +375,13 @@ def split_sentences(text: str) -> list[str]:
     out, start = [], 0
     for match in _SENTENCE_END_RE.finditer(text):
         word_start = text.rfind(" ", start, match.start()) + 1
-        word = text[word_start:match.start()].lower().lstrip("(")
-        rest = text[match.end():].lstrip()
+        word = text[word_start : match.start()].lower().lstrip("(")
+        rest = text[match.end() :].lstrip()
         if word in _ABBREVIATIONS or (rest and rest[0].islower()):
             continue
         if not text[start:word_start].strip() and _LIST_MARKER_RE.fullmatch(word):
             continue
-        out.append(text[start:match.end()].strip())
+        out.append(text[start : match.end()].strip())
         start = match.end()
     tail = text[start:].strip()
     if tail:
@@ -450,10 +506,15 @@ def render_report(
         if header is None:
             lines.extend(_paragraph_lines(text, width))
         elif len(paragraphs) == 1:
-            lines.extend(textwrap.wrap(
-                paragraphs[0], width, initial_indent=f" {header}:  ", subsequent_indent=" ",
-                break_on_hyphens=False,
-            ))
+            lines.extend(
+                textwrap.wrap(
+                    paragraphs[0],
+                    width,
+                    initial_indent=f" {header}:  ",
+                    subsequent_indent=" ",
+                    break_on_hyphens=False,
+                )
+            )
         else:
             lines += [f" {header}:", " "]
             lines.extend(_paragraph_lines(text, width))
@@ -469,9 +530,15 @@ def _paragraph_lines(text: str, width: int) -> list[str]:
     for j, paragraph in enumerate(_paragraphs(text)):
         if j:
             lines.append(" ")
-        lines.extend(textwrap.wrap(
-            paragraph, width, initial_indent=" ", subsequent_indent=" ", break_on_hyphens=False,
-        ))
+        lines.extend(
+            textwrap.wrap(
+                paragraph,
+                width,
+                initial_indent=" ",
+                subsequent_indent=" ",
+                break_on_hyphens=False,
+            )
+        )
     return lines
 
 

@@ -118,8 +118,9 @@ def write_text_cache(
     (out_dir / META).unlink(missing_ok=True)  # no meta.json = incomplete cache, until this run finishes
     uniques, study_row, dropped = unique_prompts(study_ids, texts)
     if dropped:
-        log.warning("%d studies have an empty impression and are left out of the cache (first: %s)",
-                    len(dropped), dropped[:5])
+        log.warning(
+            "%d studies have an empty impression and are left out of the cache (first: %s)", len(dropped), dropped[:5]
+        )
     if not uniques:
         raise ValueError("no non-empty prompt texts to encode")
     n_dup = len(study_row) - len(uniques)
@@ -155,22 +156,31 @@ def write_text_cache(
     index = pd.DataFrame(sorted(study_row.items()), columns=["study_id", "row"])
     write_csv(out_dir / INDEX, index)
     stats = CacheStats(
-        studies=len(study_row), unique_texts=len(uniques), duplicate_texts=n_dup, empty_texts=len(dropped),
-        truncated=counts["truncated"], unk_tokens=counts["unk"], tokens=counts["tokens"], seconds=round(seconds, 3),
+        studies=len(study_row),
+        unique_texts=len(uniques),
+        duplicate_texts=n_dup,
+        empty_texts=len(dropped),
+        truncated=counts["truncated"],
+        unk_tokens=counts["unk"],
+        tokens=counts["tokens"],
+        seconds=round(seconds, 3),
     )
-    write_json(out_dir / META, {
-        **(meta or {}),
-        "version": CACHE_VERSION,
-        "max_length": big_l,
-        "dim": dim,
-        "dtype": "float16",
-        "null_length": null_length,
-        "null_text": "",
-        "pad_mask": "True = padding; attention mask = arange(L) < length",
-        "dropped_study_ids": dropped,
-        "token_lengths": _length_stats(full_lengths),
-        "stats": {k: v for k, v in asdict(stats).items() if k != "seconds"},  # deterministic meta for DVC
-    })
+    write_json(
+        out_dir / META,
+        {
+            **(meta or {}),
+            "version": CACHE_VERSION,
+            "max_length": big_l,
+            "dim": dim,
+            "dtype": "float16",
+            "null_length": null_length,
+            "null_text": "",
+            "pad_mask": "True = padding; attention mask = arange(L) < length",
+            "dropped_study_ids": dropped,
+            "token_lengths": _length_stats(full_lengths),
+            "stats": {k: v for k, v in asdict(stats).items() if k != "seconds"},  # deterministic meta for DVC
+        },
+    )
     return stats
 
 
@@ -183,8 +193,10 @@ def _check_unk(unk: int, tokens: int) -> None:
     """Raise when the tokenizer maps the corpus mostly to [UNK]; warn above a few percent."""
     share = unk / max(tokens, 1)
     if share > UNK_ERROR_FRACTION:
-        raise ValueError(f"{share:.0%} of all prompt tokens are [UNK]: the tokenizer does not fit these "
-                         "texts (wrong vocabulary, or a tokenizer built the transformers v5 trap way)")
+        raise ValueError(
+            f"{share:.0%} of all prompt tokens are [UNK]: the tokenizer does not fit these "
+            "texts (wrong vocabulary, or a tokenizer built the transformers v5 trap way)"
+        )
     if share > UNK_WARN_FRACTION:
         log.warning("%.1f%% of prompt tokens are [UNK]", 100 * share)
 
@@ -192,8 +204,15 @@ def _check_unk(unk: int, tokens: int) -> None:
 def _length_stats(lengths: np.ndarray) -> dict[str, float]:
     """Untruncated token-length distribution of the unique texts (chooses L)."""
     q = np.percentile(lengths, [50, 90, 95, 99])
-    return {"min": int(lengths.min()), "median": float(q[0]), "p90": float(q[1]), "p95": float(q[2]),
-            "p99": float(q[3]), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
+    return {
+        "min": int(lengths.min()),
+        "median": float(q[0]),
+        "p90": float(q[1]),
+        "p95": float(q[2]),
+        "p99": float(q[3]),
+        "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 2),
+    }
 
 
 class TextBatch(NamedTuple):
@@ -234,8 +253,10 @@ class TextCache:
         self._states: np.ndarray | None = None
         shape = self.states.shape
         if shape != (len(self.lengths), self.max_length, self.dim) or self.null_states.shape != shape[1:]:
-            raise ValueError(f"{self.dir}: states {shape}, lengths {self.lengths.shape}, null "
-                             f"{self.null_states.shape} disagree with meta L={self.max_length} D={self.dim}")
+            raise ValueError(
+                f"{self.dir}: states {shape}, lengths {self.lengths.shape}, null "
+                f"{self.null_states.shape} disagree with meta L={self.max_length} D={self.dim}"
+            )
 
     @property
     def states(self) -> np.ndarray:
@@ -260,29 +281,35 @@ class TextCache:
         ids = np.asarray(study_ids, dtype=np.int64).reshape(-1)
         missing = [int(s) for s in ids if int(s) not in self._row]
         if missing:
-            raise KeyError(f"{len(missing)} study ids not in the text cache {self.dir} (empty impression or "
-                           f"not in the prompt manifests), e.g. {missing[:5]}")
+            raise KeyError(
+                f"{len(missing)} study ids not in the text cache {self.dir} (empty impression or "
+                f"not in the prompt manifests), e.g. {missing[:5]}"
+            )
         return np.array([self._row[int(s)] for s in ids], dtype=np.int64)
 
     def get(self, rows: Any, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> TextBatch:
         """States, padding mask and lengths of ``rows`` (ints in [0, U)); see :class:`TextBatch`."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"rows must be in [0, {len(self)}); got min {rows.min()} max {rows.max()} "
-                             "(the null prompt is get_null(), not row -1)")
+            raise IndexError(
+                f"rows must be in [0, {len(self)}); got min {rows.min()} max {rows.max()} "
+                "(the null prompt is get_null(), not row -1)"
+            )
         states = torch.from_numpy(np.ascontiguousarray(self.states[rows]))  # (B, L, D) float16
         lengths = torch.from_numpy(self.lengths[rows].astype(np.int64))  # (B,)
         return self._batch(states, lengths, dtype, device)
 
-    def get_null(self, batch_size: int = 1, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None) -> TextBatch:
+    def get_null(
+        self, batch_size: int = 1, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> TextBatch:
         """The empty prompt repeated ``batch_size`` times (classifier-free guidance's unconditional input)."""
         states = torch.from_numpy(self.null_states.copy())[None].expand(batch_size, -1, -1).contiguous()
         lengths = torch.full((batch_size,), self.null_length, dtype=torch.int64)
         return self._batch(states, lengths, dtype, device)
 
-    def _batch(self, states: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None,
-               device: torch.device | str | None) -> TextBatch:
+    def _batch(
+        self, states: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str | None
+    ) -> TextBatch:
         pad_mask = torch.arange(self.max_length)[None, :] >= lengths[:, None]  # (B, L) True = padding
         if dtype is not None:
             states = states.to(dtype)

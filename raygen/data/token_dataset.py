@@ -69,10 +69,10 @@ class TokenBatch:
     text_states: torch.Tensor
     text_lengths: torch.Tensor
 
-    def pin_memory(self) -> "TokenBatch":
+    def pin_memory(self) -> TokenBatch:
         return TokenBatch(self.ids.pin_memory(), self.text_states.pin_memory(), self.text_lengths.pin_memory())
 
-    def to(self, device: torch.device) -> "TokenBatch":
+    def to(self, device: torch.device) -> TokenBatch:
         nb = device.type == "cuda"
         return TokenBatch(
             self.ids.to(device, non_blocking=nb),
@@ -91,8 +91,9 @@ class TokenTextDataset(torch.utils.data.Dataset):
     lazily per process so DataLoader workers never pickle array data.
     """
 
-    def __init__(self, tokens_dir: str | Path, text_dir: str | Path, manifest: str | Path | pd.DataFrame,
-                 split: str | None) -> None:
+    def __init__(
+        self, tokens_dir: str | Path, text_dir: str | Path, manifest: str | Path | pd.DataFrame, split: str | None
+    ) -> None:
         self.tokens_dir, self.text_dir = Path(tokens_dir), Path(text_dir)
         self.token_meta = read_meta(self.tokens_dir)
         self.text_meta = read_meta(self.text_dir)
@@ -113,8 +114,13 @@ class TokenTextDataset(torch.utils.data.Dataset):
         self.token_rows = self.frame["token_row"].to_numpy(np.int64)
         self.text_rows = self.frame["text_row"].to_numpy(np.int64)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        log.info("split %s: %d pairs (%d tokens/image, text %s)", split, len(self), self.num_tokens,
-                 text_dims(self.text_meta))
+        log.info(
+            "split %s: %d pairs (%d tokens/image, text %s)",
+            split,
+            len(self),
+            self.num_tokens,
+            text_dims(self.text_meta),
+        )
 
     # Memmaps are per process: dropped from the pickled state, reopened on first access.
     def __getstate__(self) -> dict[str, Any]:
@@ -176,8 +182,16 @@ class StepBatchSampler(torch.utils.data.Sampler):
     every ``world_size``-th). The last incomplete batch of an epoch is dropped (static shapes).
     """
 
-    def __init__(self, num_items: int, global_batch: int, total_steps: int, seed: int,
-                 start_step: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        global_batch: int,
+        total_steps: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if global_batch % world_size:
             raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
         if num_items < global_batch:
@@ -198,8 +212,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
             if _cache is not None:
                 _cache.clear()
                 _cache[epoch] = perm
-        batch = perm[j * self.global_batch:(j + 1) * self.global_batch]
-        return np.sort(batch[self.rank::self.world_size])
+        batch = perm[j * self.global_batch : (j + 1) * self.global_batch]
+        return np.sort(batch[self.rank :: self.world_size])
 
     def __iter__(self) -> Iterator[np.ndarray]:
         cache: dict[int, np.ndarray] = {}
@@ -207,12 +221,19 @@ class StepBatchSampler(torch.utils.data.Sampler):
             yield self.batch_for_step(step, cache)
 
 
-def make_loader(dataset: TokenTextDataset, sampler: StepBatchSampler, workers: int,
-                pin_memory: bool) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: TokenTextDataset, sampler: StepBatchSampler, workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
     """A DataLoader yielding one :class:`TokenBatch` per sampler batch (``batch_size=None``)."""
     return torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-        collate_fn=_identity, persistent_workers=False, prefetch_factor=4 if workers else None,
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=_identity,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
     )
 
 
@@ -220,9 +241,17 @@ def _identity(batch: TokenBatch) -> TokenBatch:
     return batch
 
 
-def write_synthetic_caches(root: str | Path, n_items: int, grid: tuple[int, int], codebook_size: int,
-                           text_len: int, text_dim: int, seed: int = 0, val_share: float = 0.1,
-                           n_prompts: int = 8) -> tuple[Path, Path, Path]:
+def write_synthetic_caches(
+    root: str | Path,
+    n_items: int,
+    grid: tuple[int, int],
+    codebook_size: int,
+    text_len: int,
+    text_dim: int,
+    seed: int = 0,
+    val_share: float = 0.1,
+    n_prompts: int = 8,
+) -> tuple[Path, Path, Path]:
     """Write token + text caches and a generator manifest with the real layouts, for tests and benchmarks.
 
     Each pair belongs to one of ``n_prompts`` synthetic "findings": its text states are that
@@ -247,12 +276,14 @@ def write_synthetic_caches(root: str | Path, n_items: int, grid: tuple[int, int]
     dicom = [f"d{i:07d}" for i in range(n_items)]
     study = np.arange(n_items, dtype=np.int64) + 50_000_000
     pd.DataFrame({"dicom_id": dicom, "row": np.arange(n_items)}).to_csv(tokens_dir / "index.csv", index=False)
-    (tokens_dir / "meta.json").write_text(json.dumps({"grid": list(grid), "codebook_size": codebook_size,
-                                                       "resolution": grid[0] * 16, "synthetic": True}))
+    (tokens_dir / "meta.json").write_text(
+        json.dumps({"grid": list(grid), "codebook_size": codebook_size, "resolution": grid[0] * 16, "synthetic": True})
+    )
     prompt_emb = rng.standard_normal((n_prompts, text_len, text_dim)).astype(np.float32)
     lengths = rng.integers(max(1, text_len // 4), text_len + 1, n_items).astype(np.int32)
-    states = np.lib.format.open_memmap(text_dir / "states.npy", mode="w+", dtype=np.float16,
-                                       shape=(n_items, text_len, text_dim))
+    states = np.lib.format.open_memmap(
+        text_dir / "states.npy", mode="w+", dtype=np.float16, shape=(n_items, text_len, text_dim)
+    )
     for start in range(0, n_items, 512):
         stop = min(start + 512, n_items)
         block = prompt_emb[finding[start:stop]] + 0.1 * rng.standard_normal((stop - start, text_len, text_dim))
@@ -264,13 +295,22 @@ def write_synthetic_caches(root: str | Path, n_items: int, grid: tuple[int, int]
     null[0] = 1.0
     np.save(text_dir / "null.npy", null)
     pd.DataFrame({"study_id": study, "row": np.arange(n_items)}).to_csv(text_dir / "index.csv", index=False)
-    (text_dir / "meta.json").write_text(json.dumps({"max_length": text_len, "dim": text_dim, "null_length": 1,
-                                                     "encoder": "synthetic", "normalise": False}))
+    (text_dir / "meta.json").write_text(
+        json.dumps(
+            {"max_length": text_len, "dim": text_dim, "null_length": 1, "encoder": "synthetic", "normalise": False}
+        )
+    )
     split = np.where(rng.random(n_items) < val_share, "val", "train")
-    manifest = pd.DataFrame({
-        "dicom_id": dicom, "subject_id": 10_000_000 + np.arange(n_items), "study_id": study, "split": split,
-        "view": "PA", "path": [f"files/p10/p{10_000_000 + i}/s{s}/{d}.jpg" for i, s, d in zip(range(n_items), study, dicom)],
-        "text": [f"Synthetic finding {f}." for f in finding],
-    })
+    manifest = pd.DataFrame(
+        {
+            "dicom_id": dicom,
+            "subject_id": 10_000_000 + np.arange(n_items),
+            "study_id": study,
+            "split": split,
+            "view": "PA",
+            "path": [f"files/p10/p{10_000_000 + i}/s{s}/{d}.jpg" for i, s, d in zip(range(n_items), study, dicom)],
+            "text": [f"Synthetic finding {f}." for f in finding],
+        }
+    )
     manifest.to_csv(cohort / "generator.csv", index=False)
     return tokens_dir, text_dir, cohort / "generator.csv"

@@ -53,8 +53,10 @@ class SamplerConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.temperature < 0 or self.cfg_scale < 0 or self.gumbel_scale < 0:
-            raise ValueError(f"temperature, cfg_scale and gumbel_scale must be >= 0, got {self.temperature}, "
-                             f"{self.cfg_scale}, {self.gumbel_scale}")
+            raise ValueError(
+                f"temperature, cfg_scale and gumbel_scale must be >= 0, got {self.temperature}, "
+                f"{self.cfg_scale}, {self.gumbel_scale}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "raygen_paper" and self.gumbel_scale > 0:
@@ -123,9 +125,17 @@ def sample_tokens(
                 cond, uncond = logits.chunk(2)
                 logits = uncond + scale * (cond - uncond)
             out = decode_step(
-                logits, ids, step, config.steps, cfg.mask_id, generator,
-                temperature=config.temperature, temperature_anneal=config.temperature_anneal,
-                alpha=config.alpha, gumbel_scale=config.gumbel_scale, schedule=config.schedule,
+                logits,
+                ids,
+                step,
+                config.steps,
+                cfg.mask_id,
+                generator,
+                temperature=config.temperature,
+                temperature_anneal=config.temperature_anneal,
+                alpha=config.alpha,
+                gumbel_scale=config.gumbel_scale,
+                schedule=config.schedule,
             )
             ids = out.ids
             if keep_history:
@@ -158,5 +168,6 @@ def load_decoder_checkpoint(path: str | Path, device: torch.device | str = "cpu"
     model.load_state_dict(state["model"])
     model.to(device).eval().requires_grad_(False)
     null = state["null_text"]
-    return TrainedDecoder(model=model, null_states=null["states"].to(device), null_length=int(null["length"]),
-                          config=state["config"])
+    return TrainedDecoder(
+        model=model, null_states=null["states"].to(device), null_length=int(null["length"]), config=state["config"]
+    )

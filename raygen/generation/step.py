@@ -67,8 +67,7 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
     return -torch.log((-torch.log(u.clamp_(min=1e-20))).clamp_(min=1e-20))
 
 
-def step_temperature(temperature: float, step: int, total_steps: int, anneal: bool,
-                     schedule: str = "maskgit") -> float:
+def step_temperature(temperature: float, step: int, total_steps: int, anneal: bool, schedule: str = "maskgit") -> float:
     """Sampling temperature at ``step``: constant, or annealed linearly.
 
     ``maskgit``: T (1 - k / K), from T down to T/K. ``raygen_paper``: T (K - 1 - k) / K, from
@@ -81,8 +80,9 @@ def step_temperature(temperature: float, step: int, total_steps: int, anneal: bo
     return temperature * (1.0 - step / total_steps)
 
 
-def _sample(logits: torch.Tensor, ids: torch.Tensor, unknown: torch.Tensor, temp: float,
-            generator: torch.Generator) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor, ids: torch.Tensor, unknown: torch.Tensor, temp: float, generator: torch.Generator
+) -> torch.Tensor:
     """(B, N) draws from softmax(logits / temp) at unknown positions (argmax when temp <= 0); ids elsewhere."""
     if temp > 0:
         noisy = logits / temp + gumbel_noise(logits.shape, generator, logits.device)
@@ -92,8 +92,14 @@ def _sample(logits: torch.Tensor, ids: torch.Tensor, unknown: torch.Tensor, temp
     return torch.where(unknown, sampled, ids)
 
 
-def _maskgit_confidence(filtered: torch.Tensor, sampled: torch.Tensor, step: int, total_steps: int,
-                        gumbel_scale: float, generator: torch.Generator) -> torch.Tensor:
+def _maskgit_confidence(
+    filtered: torch.Tensor,
+    sampled: torch.Tensor,
+    step: int,
+    total_steps: int,
+    gumbel_scale: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """(B, N) log-probability of each sampled token under the filtered logits, plus annealed Gumbel noise."""
     log_probs = filtered.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, N)
     if gumbel_scale > 0:

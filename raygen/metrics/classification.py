@@ -20,8 +20,8 @@ on the same patients, not how hard each resample's patients happen to be.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -31,8 +31,17 @@ from raygen.metrics.resampling import bootstrap_indices, clusters
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BootstrapCI", "ClassScores", "ClassificationReport", "PairedDelta", "Thresholds", "auroc", "bootstrap_ci",
-    "choose_thresholds", "evaluate_classifier", "f1_at_thresholds", "paired_delta",
+    "BootstrapCI",
+    "ClassScores",
+    "ClassificationReport",
+    "PairedDelta",
+    "Thresholds",
+    "auroc",
+    "bootstrap_ci",
+    "choose_thresholds",
+    "evaluate_classifier",
+    "f1_at_thresholds",
+    "paired_delta",
 ]
 
 
@@ -202,8 +211,9 @@ def _threshold_array(thresholds: Thresholds, classes: Sequence[str]) -> np.ndarr
     return np.array([thresholds.per_class.get(c, np.nan) for c in classes], dtype=np.float64)
 
 
-def f1_at_thresholds(y_true: np.ndarray, y_score: np.ndarray, thresholds: Thresholds,
-                     classes: Sequence[str]) -> ClassScores:
+def f1_at_thresholds(
+    y_true: np.ndarray, y_score: np.ndarray, thresholds: Thresholds, classes: Sequence[str]
+) -> ClassScores:
     """Per-class F1 on (test) data at the given (validation) thresholds; classes without test positives
     or without a threshold are excluded and listed."""
     y, s = _check(y_true, y_score, classes)
@@ -220,8 +230,9 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
     return float(low), float(high)
 
 
-def _column_fn(metric: str, thresholds: Thresholds | None,
-               classes: Sequence[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _column_fn(
+    metric: str, thresholds: Thresholds | None, classes: Sequence[str]
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """The (N, K) -> (K,) kernel of ``metric`` ("auroc", or "f1" with ``thresholds``)."""
     if metric == "auroc":
         return _auroc_columns
@@ -231,8 +242,14 @@ def _column_fn(metric: str, thresholds: Thresholds | None,
     raise ValueError(f"metric must be 'auroc' or 'f1' (with thresholds), got {metric!r}")
 
 
-def _resampled(column: Callable[[np.ndarray, np.ndarray], np.ndarray], y: np.ndarray, scores: list[np.ndarray],
-               groups: np.ndarray | None, n_boot: int, seed: int) -> list[np.ndarray]:
+def _resampled(
+    column: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    y: np.ndarray,
+    scores: list[np.ndarray],
+    groups: np.ndarray | None,
+    n_boot: int,
+    seed: int,
+) -> list[np.ndarray]:
     """(n_boot, K) metric values per score matrix, every matrix scored on the same resampled rows."""
     values = [np.empty((n_boot, y.shape[1])) for _ in scores]
     for b, idx in enumerate(bootstrap_indices(len(y), groups, n_boot, seed)):
@@ -245,9 +262,17 @@ def _n_clusters(groups: np.ndarray | None) -> int | None:
     return None if groups is None else clusters(groups).count
 
 
-def bootstrap_ci(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str], metric: str = "auroc",
-                 thresholds: Thresholds | None = None, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, groups: np.ndarray | None = None) -> BootstrapCI:
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    classes: Sequence[str],
+    metric: str = "auroc",
+    thresholds: Thresholds | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> BootstrapCI:
     """Percentile bootstrap CI of per-class and macro ``metric`` ("auroc" or "f1"; F1 needs ``thresholds``).
 
     ``groups``: (N,) cluster ids (e.g. subject_id). Given, each resample draws as many clusters as there
@@ -266,16 +291,25 @@ def bootstrap_ci(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str]
         metric=metric,
         per_class={c: _percentile_interval(values[:, k], level) for k, c in enumerate(classes) if scored[k]},
         macro=_percentile_interval(values[macro_ok][:, scored].mean(1), level) if scored.any() else nan_pair,
-        level=level, n_boot=n_boot, seed=seed,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
         skipped={c: int(undefined[:, k].sum()) for k, c in enumerate(classes) if scored[k]},
         macro_skipped=int((~macro_ok).sum()),
         n_clusters=_n_clusters(groups),
     )
 
 
-def paired_delta(y_true: np.ndarray, score_reference: np.ndarray, score_arm: np.ndarray, classes: Sequence[str],
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 groups: np.ndarray | None = None) -> PairedDelta:
+def paired_delta(
+    y_true: np.ndarray,
+    score_reference: np.ndarray,
+    score_arm: np.ndarray,
+    classes: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> PairedDelta:
     """AUROC of ``score_arm`` minus ``score_reference`` on the same (N, K) labels, with paired intervals.
 
     Rows must be aligned (row i is the same test image for both). Each resample (rows, or whole
@@ -297,14 +331,25 @@ def paired_delta(y_true: np.ndarray, score_reference: np.ndarray, score_arm: np.
         interval=_percentile_interval(diff[macro_ok][:, scored].mean(1), level) if scored.any() else nan_pair,
         per_class={c: float(point_arm[k] - point_ref[k]) for k, c in enumerate(classes) if scored[k]},
         per_class_interval={c: _percentile_interval(diff[:, k], level) for k, c in enumerate(classes) if scored[k]},
-        level=level, n_boot=n_boot, seed=seed, macro_skipped=int((~macro_ok).sum()),
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        macro_skipped=int((~macro_ok).sum()),
         n_clusters=_n_clusters(groups),
     )
 
 
-def evaluate_classifier(y_val: np.ndarray, score_val: np.ndarray, y_test: np.ndarray, score_test: np.ndarray,
-                        classes: Sequence[str], n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95, groups: np.ndarray | None = None) -> ClassificationReport:
+def evaluate_classifier(
+    y_val: np.ndarray,
+    score_val: np.ndarray,
+    y_test: np.ndarray,
+    score_test: np.ndarray,
+    classes: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> ClassificationReport:
     """AUROC and F1 (thresholds from validation) on test, each with bootstrap CIs over test images, or
     over whole clusters of them when ``groups`` ((N_test,) ids, e.g. subject_id) is given."""
     thresholds = choose_thresholds(y_val, score_val, classes)

@@ -22,25 +22,36 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raygen.metrics.reconstruction import FeatureExtractor, _rename_legacy_densenet_keys, frechet_distance
 from raygen.io import sha256_file
+from raygen.metrics.reconstruction import FeatureExtractor, _rename_legacy_densenet_keys, frechet_distance
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FeatureExtractor", "FIDResult", "MIN_FID_SAMPLES", "XRV_WEIGHTS", "compute_fid", "compute_fid_or_reason",
-    "extract_features", "file_sha12",
-    "inception_extractor", "kid", "load_xrv_state_dict", "module_extractor", "unit_to_xrv",
-    "xrv_densenet_extractor", "xrv_weights_path",
+    "FeatureExtractor",
+    "FIDResult",
+    "MIN_FID_SAMPLES",
+    "XRV_WEIGHTS",
+    "compute_fid",
+    "compute_fid_or_reason",
+    "extract_features",
+    "file_sha12",
+    "inception_extractor",
+    "kid",
+    "load_xrv_state_dict",
+    "module_extractor",
+    "unit_to_xrv",
+    "xrv_densenet_extractor",
+    "xrv_weights_path",
 ]
 
 # torchxrayvision's weight names -> release file (torchxrayvision/models.py, model_urls). The file lands in
@@ -48,7 +59,9 @@ __all__ = [
 _XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
 XRV_WEIGHTS: dict[str, str] = {
     "densenet121-res224-chex": "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
-    "densenet121-res224-all": "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "densenet121-res224-all": (
+        "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+    ),
     "densenet121-res224-mimic_ch": "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
     "densenet121-res224-mimic_nb": "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
 }
@@ -107,9 +120,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """Admits torch modules, tensors/storages and xrv classes (as :class:`_XrvStandIn`); nothing else,
     so a weight file cannot run arbitrary code through ``find_class``."""
 
-    _ALLOWED = {("collections", "OrderedDict"), ("torch", "Size"), ("torch", "device"), ("builtins", "set"),
-                ("__builtin__", "set"),  # python-2 name in legacy-format pickles
-                ("torch.nn.backends.thnn", "_get_thnn_function_backend")}  # torch < 1.2 modules pickled a no-op backend
+    _ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("torch", "Size"),
+        ("torch", "device"),
+        ("builtins", "set"),
+        ("__builtin__", "set"),  # python-2 name in legacy-format pickles
+        ("torch.nn.backends.thnn", "_get_thnn_function_backend"),
+    }  # torch < 1.2 modules pickled a no-op backend
 
     def find_class(self, module: str, name: str):  # noqa: D102 (pickle API)
         if module.startswith("torchxrayvision"):
@@ -118,8 +136,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             found = super().find_class(module, name)
             if isinstance(found, type) and issubclass(found, nn.Module):  # layers only, not helper functions
                 return found
-        elif (module == "torch._utils" and name.startswith("_rebuild_")) or (module, name) in self._ALLOWED \
-                or (module, name) == ("torch.nn.parameter", "Parameter"):
+        elif (
+            (module == "torch._utils" and name.startswith("_rebuild_"))
+            or (module, name) in self._ALLOWED
+            or (module, name) == ("torch.nn.parameter", "Parameter")
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"weight file references {module}.{name}, which is not allowed")
 
@@ -176,8 +197,12 @@ def _build_xrv_densenet(state: dict[str, torch.Tensor]) -> nn.Module:
     return net
 
 
-def xrv_densenet_extractor(weights: str = "densenet121-res224-chex", path: str | Path | None = None,
-                           device: str | torch.device = "cpu", batch_size: int = 32) -> FeatureExtractor:
+def xrv_densenet_extractor(
+    weights: str = "densenet121-res224-chex",
+    path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+) -> FeatureExtractor:
     """torchxrayvision DenseNet-121 ``features2`` (1024-d: ReLU, global average pool of the last block).
 
     Input (B, 1, S, S) square [0, 1] images; they are resized to 224 x 224 (bilinear, antialiased, like
@@ -196,8 +221,9 @@ def xrv_densenet_extractor(weights: str = "densenet121-res224-chex", path: str |
         for chunk in images.split(batch_size):
             x = chunk.to(device).float()
             if x.shape[-1] != XRV_RESOLUTION:
-                x = F.interpolate(x, size=(XRV_RESOLUTION, XRV_RESOLUTION), mode="bilinear",
-                                  align_corners=False, antialias=True)
+                x = F.interpolate(
+                    x, size=(XRV_RESOLUTION, XRV_RESOLUTION), mode="bilinear", align_corners=False, antialias=True
+                )
             h = F.relu(features(unit_to_xrv(x)))  # (b, 1024, 7, 7)
             out.append(F.adaptive_avg_pool2d(h, 1).flatten(1).double().cpu())  # (b, 1024)
         return torch.cat(out)
@@ -211,8 +237,13 @@ def xrv_densenet_extractor(weights: str = "densenet121-res224-chex", path: str |
 # Any module; Inception from a local file
 
 
-def module_extractor(module: nn.Module, name: str, preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     device: str | torch.device = "cpu", batch_size: int = 32) -> FeatureExtractor:
+def module_extractor(
+    module: nn.Module,
+    name: str,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+) -> FeatureExtractor:
     """Wrap any module mapping (B, C, H, W) -> (B, ...) features (e.g. the classifier's penultimate
     layer, named ``raygen-classifier-penultimate:<ckpt sha12>`` by the caller). ``preprocess`` maps the
     [0, 1] (B, 1, H, W) input to what the module expects. The module is put in eval mode, frozen."""
@@ -240,13 +271,15 @@ def inception_extractor(path: str | Path, device: str | torch.device = "cpu") ->
     if not path.is_file():
         raise FileNotFoundError(
             f"Inception weights not found: {path}. Get {INCEPTION_FILE} from "
-            f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}; nothing downloads here."
+            f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}; "
+            "nothing downloads here."
         )
     try:  # torchmetrics imports without torch-fidelity but raises when the network is built
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                 feature_extractor_weights_path=str(path))
+        net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
     except ImportError as err:
         raise ImportError("the Inception extractor needs `pip install torch-fidelity`") from err
     to_uint8 = lambda x: x.clamp(0, 1).mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1)  # noqa: E731
@@ -292,8 +325,9 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float((k_xx.sum() - np.trace(k_xx)) / off + (k_yy.sum() - np.trace(k_yy)) / off - 2.0 * k_xy.mean())
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float, int]:
+def kid(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
     """KID: unbiased polynomial-kernel MMD^2 averaged over ``subsets`` random subsets (drawn without
     replacement, numpy Generator seeded by ``seed``) of size min(subset_size, n_real, n_fake).
 
@@ -310,21 +344,40 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     return float(np.mean(values)), float(np.std(values)), m
 
 
-def compute_fid(real_feats: np.ndarray | torch.Tensor, fake_feats: np.ndarray | torch.Tensor, extractor: str,
-                kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> FIDResult:
+def compute_fid(
+    real_feats: np.ndarray | torch.Tensor,
+    fake_feats: np.ndarray | torch.Tensor,
+    extractor: str,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> FIDResult:
     """FID and KID between (N, F) real and (M, F) synthetic features from the extractor named ``extractor``."""
     real = np.asarray(real_feats, dtype=np.float64)
     fake = np.asarray(fake_feats, dtype=np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"expected (N, F) and (M, F) features, got {real.shape} and {fake.shape}")
     kid_mean, kid_std, m = kid(real, fake, kid_subsets, kid_subset_size, seed)
-    return FIDResult(fid=frechet_distance(real, fake), kid_mean=kid_mean, kid_std=kid_std, n_real=len(real),
-                     n_fake=len(fake), extractor=extractor, kid_subsets=kid_subsets, kid_subset_size=m)
+    return FIDResult(
+        fid=frechet_distance(real, fake),
+        kid_mean=kid_mean,
+        kid_std=kid_std,
+        n_real=len(real),
+        n_fake=len(fake),
+        extractor=extractor,
+        kid_subsets=kid_subsets,
+        kid_subset_size=m,
+    )
 
 
-def compute_fid_or_reason(real_feats: np.ndarray | torch.Tensor, fake_feats: np.ndarray | torch.Tensor,
-                          extractor: str, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                          seed: int = 0) -> FIDResult | str:
+def compute_fid_or_reason(
+    real_feats: np.ndarray | torch.Tensor,
+    fake_feats: np.ndarray | torch.Tensor,
+    extractor: str,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> FIDResult | str:
     """:func:`compute_fid`, or ``"not computed: <reason>"`` when a set is too small or the numbers fail.
 
     For the smaller comparisons of the evaluate stage (the equal-N floor's halves), where a tiny cohort
@@ -332,8 +385,10 @@ def compute_fid_or_reason(real_feats: np.ndarray | torch.Tensor, fake_feats: np.
     """
     n_real, n_fake = len(real_feats), len(fake_feats)
     if min(n_real, n_fake) < MIN_FID_SAMPLES:
-        return (f"not computed: {n_real} real vs {n_fake} generated image(s); FID and KID need at least "
-                f"{MIN_FID_SAMPLES} in each set")
+        return (
+            f"not computed: {n_real} real vs {n_fake} generated image(s); FID and KID need at least "
+            f"{MIN_FID_SAMPLES} in each set"
+        )
     try:
         return compute_fid(real_feats, fake_feats, extractor, kid_subsets, kid_subset_size, seed)
     except (ValueError, np.linalg.LinAlgError) as err:

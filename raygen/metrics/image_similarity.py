@@ -27,7 +27,13 @@ from raygen.metrics.reconstruction import ssim
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "MSSSIMResult", "MSSSIMSettings", "STANDARD_BETAS", "ms_ssim", "ms_ssim_per_image", "msssim_settings", "ssim",
+    "MSSSIMResult",
+    "MSSSIMSettings",
+    "STANDARD_BETAS",
+    "ms_ssim",
+    "ms_ssim_per_image",
+    "msssim_settings",
+    "ssim",
 ]
 
 STANDARD_BETAS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli & Bovik 2003
@@ -73,10 +79,11 @@ def msssim_settings(side: int, kernel_size: int | None = None, scales: int | Non
     s = scales if scales is not None else default[1]
     if k < 3 or k % 2 == 0 or not 1 <= s <= len(STANDARD_BETAS):
         raise ValueError(f"kernel_size must be odd >= 3 and scales in 1..5, got {k}, {s}")
-    if side // max(1, s - 1) ** 2 <= k - 1 or side < 2 ** s:  # torchmetrics' validity checks
+    if side // max(1, s - 1) ** 2 <= k - 1 or side < 2**s:  # torchmetrics' validity checks
         raise ValueError(f"{s} scales with a {k}-px window need larger images than {side} px")
-    betas = STANDARD_BETAS if s == len(STANDARD_BETAS) else tuple(
-        b / sum(STANDARD_BETAS[:s]) for b in STANDARD_BETAS[:s])
+    betas = (
+        STANDARD_BETAS if s == len(STANDARD_BETAS) else tuple(b / sum(STANDARD_BETAS[:s]) for b in STANDARD_BETAS[:s])
+    )
     sigma = STANDARD_SIGMA if k == STANDARD_KERNEL else STANDARD_SIGMA * k / STANDARD_KERNEL
     # torchmetrics sizes the Gaussian window from sigma alone; make sure it is the k stated in reports.
     if int(3.5 * sigma + 0.5) * 2 + 1 != k:
@@ -91,18 +98,38 @@ def ms_ssim_per_image(x: torch.Tensor, y: torch.Tensor, settings: MSSSIMSettings
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"expected two (B, C, H, W) batches of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
     # Chunks: torchmetrics holds ~5 float64 copies per scale of each image.
-    return torch.cat([
-        msssim(a.double(), b.double(), gaussian_kernel=True, sigma=settings.sigma, kernel_size=settings.kernel_size,
-               reduction="none", data_range=1.0, k1=0.01, k2=0.03, betas=settings.betas, normalize="relu").reshape(-1)
-        for a, b in zip(x.split(batch_size), y.split(batch_size))
-    ])
+    return torch.cat(
+        [
+            msssim(
+                a.double(),
+                b.double(),
+                gaussian_kernel=True,
+                sigma=settings.sigma,
+                kernel_size=settings.kernel_size,
+                reduction="none",
+                data_range=1.0,
+                k1=0.01,
+                k2=0.03,
+                betas=settings.betas,
+                normalize="relu",
+            ).reshape(-1)
+            for a, b in zip(x.split(batch_size), y.split(batch_size))
+        ]
+    )
 
 
-def ms_ssim(x: torch.Tensor, y: torch.Tensor, kernel_size: int | None = None, scales: int | None = None,
-            batch_size: int = 8) -> MSSSIMResult:
+def ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, kernel_size: int | None = None, scales: int | None = None, batch_size: int = 8
+) -> MSSSIMResult:
     """Mean MS-SSIM between paired (B, C, H, W) [0, 1] image sets, settings chosen by resolution unless given."""
     settings = msssim_settings(min(x.shape[-2:]), kernel_size, scales)
     values = ms_ssim_per_image(x, y, settings, batch_size)
-    return MSSSIMResult(value=float(values.mean()), std=float(values.std()) if len(values) > 1 else 0.0,
-                        n=len(values), kernel_size=settings.kernel_size, sigma=settings.sigma,
-                        scales=settings.scales, betas=settings.betas)
+    return MSSSIMResult(
+        value=float(values.mean()),
+        std=float(values.std()) if len(values) > 1 else 0.0,
+        n=len(values),
+        kernel_size=settings.kernel_size,
+        sigma=settings.sigma,
+        scales=settings.scales,
+        betas=settings.betas,
+    )

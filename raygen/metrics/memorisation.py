@@ -15,9 +15,9 @@ scale, which differs between extractors), or Euclidean ``"l2"``. Computed in chu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -59,8 +59,9 @@ class MemorisationResult:
     closest: tuple[Pair, ...]
 
 
-def nearest_neighbours(query: np.ndarray, reference: np.ndarray, metric: str = "cosine",
-                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    query: np.ndarray, reference: np.ndarray, metric: str = "cosine", chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest ``reference`` row for every ``query`` row: (M, F), (N, F) -> distances (M,) float64, indices (M,) int64.
 
     Works through ``chunk`` queries at a time (memory ~ chunk x N x 8 bytes).
@@ -89,8 +90,16 @@ def nearest_neighbours(query: np.ndarray, reference: np.ndarray, metric: str = "
     return torch.cat(distances).numpy(), torch.cat(indices).numpy()
 
 
-def memorisation(synthetic: np.ndarray, heldout: np.ndarray, train: np.ndarray, extractor: str,
-                 metric: str = "cosine", percentile: float = 1.0, k: int = 16, chunk: int = 1024) -> MemorisationResult:
+def memorisation(
+    synthetic: np.ndarray,
+    heldout: np.ndarray,
+    train: np.ndarray,
+    extractor: str,
+    metric: str = "cosine",
+    percentile: float = 1.0,
+    k: int = 16,
+    chunk: int = 1024,
+) -> MemorisationResult:
     """Memorisation rate of (M, F) synthetic features against (N, F) generator-training features, with the
     threshold set by (H, F) real held-out features; ``extractor`` names the feature space."""
     syn_d, syn_i = nearest_neighbours(synthetic, train, metric, chunk)
@@ -99,18 +108,36 @@ def memorisation(synthetic: np.ndarray, heldout: np.ndarray, train: np.ndarray, 
     below = syn_d < threshold
     order = np.argsort(syn_d, kind="stable")[:k]
     result = MemorisationResult(
-        metric=metric, extractor=extractor, percentile=percentile, threshold=threshold,
-        share_below=float(below.mean()), n_below=int(below.sum()), n_synthetic=len(syn_d),
-        n_heldout=len(held_d), n_train=len(train),
+        metric=metric,
+        extractor=extractor,
+        percentile=percentile,
+        threshold=threshold,
+        share_below=float(below.mean()),
+        n_below=int(below.sum()),
+        n_synthetic=len(syn_d),
+        n_heldout=len(held_d),
+        n_train=len(train),
         closest=tuple(Pair(int(i), int(syn_i[i]), float(syn_d[i])) for i in order),
     )
-    log.info("memorisation (%s, %s): %d / %d synthetic below the %.1f-th percentile of held-out distances (%.4g)",
-             metric, extractor, result.n_below, result.n_synthetic, percentile, threshold)
+    log.info(
+        "memorisation (%s, %s): %d / %d synthetic below the %.1f-th percentile of held-out distances (%.4g)",
+        metric,
+        extractor,
+        result.n_below,
+        result.n_synthetic,
+        percentile,
+        threshold,
+    )
     return result
 
 
-def save_pairs_grid(pairs: tuple[Pair, ...] | list[Pair], load_synthetic: Callable[[int], torch.Tensor],
-                    load_train: Callable[[int], torch.Tensor], path: str | Path, size: int = 128) -> None:
+def save_pairs_grid(
+    pairs: tuple[Pair, ...] | list[Pair],
+    load_synthetic: Callable[[int], torch.Tensor],
+    load_train: Callable[[int], torch.Tensor],
+    path: str | Path,
+    size: int = 128,
+) -> None:
     """One PNG, one row per pair: synthetic image left, its nearest training image right.
 
     The loaders map an index to a (C, H, W) [0, 1] image; images are resized to ``size`` x ``size``
@@ -124,5 +151,7 @@ def save_pairs_grid(pairs: tuple[Pair, ...] | list[Pair], load_synthetic: Callab
         img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return img.clamp(0, 1).expand(-1, 3, -1, -1)[0]  # (3, size, size); grey and RGB mix
 
-    tiles = [fit(loader(index)) for p in pairs for loader, index in ((load_synthetic, p.synthetic), (load_train, p.train))]
+    tiles = [
+        fit(loader(index)) for p in pairs for loader, index in ((load_synthetic, p.synthetic), (load_train, p.train))
+    ]
     save_grid(torch.stack(tiles), path, columns=2)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,13 +52,24 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     # Chunks of 8: torchmetrics' implementation holds several copies of each image per window statistic.
-    return torch.cat([
-        structural_similarity_index_measure(
-            a.float(), b.float(), data_range=1.0, reduction="none",
-            gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03,
-        ).reshape(-1).double()
-        for a, b in zip(x.split(8), y.split(8))
-    ])
+    return torch.cat(
+        [
+            structural_similarity_index_measure(
+                a.float(),
+                b.float(),
+                data_range=1.0,
+                reduction="none",
+                gaussian_kernel=True,
+                sigma=1.5,
+                kernel_size=11,
+                k1=0.01,
+                k2=0.03,
+            )
+            .reshape(-1)
+            .double()
+            for a, b in zip(x.split(8), y.split(8))
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,9 @@ def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, to
     """torchvision's released DenseNet files use old names (``norm.1``); map them to ``norm1``."""
     import re
 
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+    )
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -169,8 +182,11 @@ def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarr
     if min(len(a), len(b)) < a.shape[1]:
         xa, xb = a - mu_a, b - mu_b
         cross = xa @ xb.T  # (n_a, n_b)
-        small = cross @ cross.T / ((len(a) - 1) * (len(b) - 1)) if len(a) <= len(b) else \
-            cross.T @ cross / ((len(a) - 1) * (len(b) - 1))
+        small = (
+            cross @ cross.T / ((len(a) - 1) * (len(b) - 1))
+            if len(a) <= len(b)
+            else cross.T @ cross / ((len(a) - 1) * (len(b) - 1))
+        )
         tr_covmean = float(np.sqrt(np.clip(linalg.eigvalsh(small), 0.0, None)).sum())
         tr_a = float((xa * xa).sum() / (len(a) - 1))
         tr_b = float((xb * xb).sum() / (len(b) - 1))

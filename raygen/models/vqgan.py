@@ -74,10 +74,16 @@ class VQGANConfig:
     def ddconfig(self) -> dict[str, Any]:
         """The taming ``ddconfig`` mapping (lists, not tuples, so the yaml stays plain)."""
         return {
-            "double_z": self.double_z, "z_channels": self.z_channels, "resolution": self.resolution,
-            "in_channels": self.in_channels, "out_ch": self.out_ch, "ch": self.ch,
-            "ch_mult": list(self.ch_mult), "num_res_blocks": self.num_res_blocks,
-            "attn_resolutions": list(self.attn_resolutions), "dropout": self.dropout,
+            "double_z": self.double_z,
+            "z_channels": self.z_channels,
+            "resolution": self.resolution,
+            "in_channels": self.in_channels,
+            "out_ch": self.out_ch,
+            "ch": self.ch,
+            "ch_mult": list(self.ch_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": list(self.attn_resolutions),
+            "dropout": self.dropout,
         }
 
 
@@ -159,8 +165,17 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
     # 2-core CPU demo: 128 px, f=8 -> 16x16 tokens, grey; small widths so training fits minutes.
     "demo": VQGANConfig(),
     "paper": VQGANConfig(
-        embed_dim=256, n_embed=1024, z_channels=256, resolution=512, in_channels=3, out_ch=3,
-        ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(24,), dropout=0.0,
+        embed_dim=256,
+        n_embed=1024,
+        z_channels=256,
+        resolution=512,
+        in_channels=3,
+        out_ch=3,
+        ch=128,
+        ch_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attn_resolutions=(24,),
+        dropout=0.0,
     ),
 }
 
@@ -192,12 +207,18 @@ def config_from_taming(raw: dict[str, Any], source: str = "config") -> VQGANConf
         log.warning("%s: ignoring ddconfig key(s) %s (taming's Encoder/Decoder ignore them too)", source, unknown)
     try:
         return VQGANConfig(
-            embed_dim=int(params["embed_dim"]), n_embed=int(params["n_embed"]),
-            z_channels=int(dd["z_channels"]), resolution=int(dd["resolution"]),
-            in_channels=int(dd["in_channels"]), out_ch=int(dd["out_ch"]), ch=int(dd["ch"]),
-            ch_mult=tuple(int(m) for m in dd["ch_mult"]), num_res_blocks=int(dd["num_res_blocks"]),
+            embed_dim=int(params["embed_dim"]),
+            n_embed=int(params["n_embed"]),
+            z_channels=int(dd["z_channels"]),
+            resolution=int(dd["resolution"]),
+            in_channels=int(dd["in_channels"]),
+            out_ch=int(dd["out_ch"]),
+            ch=int(dd["ch"]),
+            ch_mult=tuple(int(m) for m in dd["ch_mult"]),
+            num_res_blocks=int(dd["num_res_blocks"]),
             attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions", ())),
-            dropout=float(dd.get("dropout", 0.0)), double_z=bool(dd.get("double_z", True)),
+            dropout=float(dd.get("dropout", 0.0)),
+            double_z=bool(dd.get("double_z", True)),
         )
     except KeyError as err:
         raise ValueError(f"{source}: taming config lacks model.params key {err}") from err
@@ -214,14 +235,18 @@ def read_taming_config(path: str | Path) -> tuple[VQGANConfig, dict[str, Any]]:
 
 def taming_yaml(config: VQGANConfig, lossconfig: dict[str, Any], base_learning_rate: float) -> dict[str, Any]:
     """A taming yaml mapping for ``config`` (taming's ``main.py`` and :func:`load_taming` read it)."""
-    return {"model": {
-        "base_learning_rate": base_learning_rate,
-        "target": TAMING_TARGET,
-        "params": {
-            "embed_dim": config.embed_dim, "n_embed": config.n_embed,
-            "ddconfig": config.ddconfig(), "lossconfig": lossconfig,
-        },
-    }}
+    return {
+        "model": {
+            "base_learning_rate": base_learning_rate,
+            "target": TAMING_TARGET,
+            "params": {
+                "embed_dim": config.embed_dim,
+                "n_embed": config.n_embed,
+                "ddconfig": config.ddconfig(),
+                "lossconfig": lossconfig,
+            },
+        }
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +269,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         log.warning(
             "%s is not loadable with weights_only=True (%s); loading it with weights_only=False, "
             "which can execute code stored in the file: only do this for a trusted checkpoint",
-            path, str(err).splitlines()[0],
+            path,
+            str(err).splitlines()[0],
         )
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
@@ -253,7 +279,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def check_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """Drop ``loss.*`` keys, then demand an exact match (names and shapes) with ``model``.
 
     Raises :class:`CheckpointMismatchError` listing missing, unexpected and mis-shaped keys; a
@@ -265,7 +293,8 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(
         f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected) if state[k].shape != expected[k].shape
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
     )
     if missing or unexpected or shapes:
         parts = []
@@ -279,9 +308,7 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     return state
 
 
-def load_taming(
-    config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> VQGAN:
+def load_taming(config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu") -> VQGAN:
     """Build a VQ-GAN from a taming yaml alone and load its checkpoint strictly (``loss.*`` ignored).
 
     The loss in ``lossconfig`` is never instantiated (LPIPS would download VGG weights). Returns
@@ -293,7 +320,11 @@ def load_taming(
     model.load_state_dict(state, strict=True)
     log.info(
         "loaded VQ-GAN %s: %dpx, %d channel(s), grid %dx%d, codebook %d",
-        checkpoint_path, config.resolution, config.in_channels, *config.grid, config.n_embed,
+        checkpoint_path,
+        config.resolution,
+        config.in_channels,
+        *config.grid,
+        config.n_embed,
     )
     return model.eval().requires_grad_(False).to(device)
 
@@ -304,7 +335,17 @@ def model_state(model: VQGAN) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
-    "CheckpointMismatchError", "Quantized", "VQGAN", "VQGANConfig", "VQGAN_PRESETS", "build_vqgan",
-    "check_state_dict", "config_from_taming", "load_taming", "model_state", "read_state_dict",
-    "read_taming_config", "taming_yaml",
+    "CheckpointMismatchError",
+    "Quantized",
+    "VQGAN",
+    "VQGANConfig",
+    "VQGAN_PRESETS",
+    "build_vqgan",
+    "check_state_dict",
+    "config_from_taming",
+    "load_taming",
+    "model_state",
+    "read_state_dict",
+    "read_taming_config",
+    "taming_yaml",
 ]

@@ -17,8 +17,8 @@ min_version("9.0")
 REPO = Path(workflow.basedir).parent.resolve()
 sys.path.insert(0, str(REPO))
 
-from raygen import handover, run_lock  # noqa: E402
-from raygen.code_deps import stage_code_deps  # noqa: E402
+from raygen.pipeline import handover, run_lock  # noqa: E402
+from raygen.pipeline.code_deps import stage_code_deps  # noqa: E402
 from raygen.config import PROFILES, scientific_section  # noqa: E402
 
 PARAMS = "params.yaml"

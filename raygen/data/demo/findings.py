@@ -135,8 +135,9 @@ def _blend(hu: np.ndarray, weight: np.ndarray, target: float | np.ndarray) -> No
 
 
 def _grid(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.arange(n, dtype=np.float32).reshape([-1 if a == i else 1 for a in range(3)])
-                 for i, n in enumerate(shape))  # type: ignore[return-value]
+    return tuple(
+        np.arange(n, dtype=np.float32).reshape([-1 if a == i else 1 for a in range(3)]) for i, n in enumerate(shape)
+    )  # type: ignore[return-value]
 
 
 def _zone_weight(anatomy: Anatomy, side: str, zone: str) -> np.ndarray:
@@ -174,7 +175,9 @@ def effusion(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generator, e
         weight = _sigmoid((level + meniscus - z_idx) / 1.2)
         if not erect:
             # Supine: fluid layers along the posterior chest wall; a veil over the hemithorax.
-            first_y = np.where(lung.any(axis=1), lung.argmax(axis=1) + box[1].start, 10**4).astype(np.float32)[:, None, :]
+            first_y = np.where(lung.any(axis=1), lung.argmax(axis=1) + box[1].start, 10**4).astype(np.float32)[
+                :, None, :
+            ]
             depth = {"small": 6, "moderate": 16, "large": 30}[f.severity] / a.voxel_mm
             layer = _sigmoid((first_y + depth - y_idx) / 1.2)
             z_fade = np.clip((a.hilum[side][0] + 10 - z_idx) / 15.0, 0.0, 1.0)
@@ -233,8 +236,14 @@ def pneumothorax(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generato
 
 
 def _lobe_for(a: Anatomy, side: str, location: str) -> np.ndarray:
-    lobe = {"lower lobe": "lower", "upper lobe": "upper", "middle lobe": "middle", "lingula": "lingula",
-            "retrocardiac": "lower", "base": "lower"}.get(location, "lower")
+    lobe = {
+        "lower lobe": "lower",
+        "upper lobe": "upper",
+        "middle lobe": "middle",
+        "lingula": "lingula",
+        "retrocardiac": "lower",
+        "base": "lower",
+    }.get(location, "lower")
     if side == "left" and lobe == "middle":
         lobe = "lingula"
     if side == "right" and lobe == "lingula":
@@ -424,8 +433,9 @@ INJECTORS = {
 ORDER = tuple(INJECTORS)
 
 
-def inject(hu: np.ndarray, anatomy: Anatomy, findings: tuple[Finding, ...], rng: np.random.Generator,
-           erect: bool = True) -> np.ndarray:
+def inject(
+    hu: np.ndarray, anatomy: Anatomy, findings: tuple[Finding, ...], rng: np.random.Generator, erect: bool = True
+) -> np.ndarray:
     """A copy of ``hu`` (Z, Y, X) float32 with ``findings`` injected; the input is not modified."""
     out = hu.copy()
     for label in ORDER:

@@ -161,12 +161,13 @@ def _interp_matrix(pos: torch.Tensor, n: int, clamp: bool) -> torch.Tensor:
     idx1 = (i0 + 2).clamp(0, n + 1)
     mat[rows, idx0] += 1 - w1
     mat[rows, idx1] += w1
-    mat = mat[:, 1:n + 1]
+    mat = mat[:, 1 : n + 1]
     return mat
 
 
-def project(mu: torch.Tensor, anatomy: Anatomy, geom: ViewGeometry, depth_groups: int = 12,
-            render_mm: float = 2.0) -> tuple[torch.Tensor, float]:
+def project(
+    mu: torch.Tensor, anatomy: Anatomy, geom: ViewGeometry, depth_groups: int = 12, render_mm: float = 2.0
+) -> tuple[torch.Tensor, float]:
     """Cone-beam line integrals on a detector grid centred on the lungs.
 
     Args:
@@ -219,8 +220,9 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], grid: int, a
     return F.interpolate(coarse, size=shape, mode="bicubic", align_corners=True)[0]
 
 
-def _warp(proj: torch.Tensor, spacing: float, geom: ViewGeometry, rng: np.random.Generator,
-          anatomy: Anatomy) -> torch.Tensor:
+def _warp(
+    proj: torch.Tensor, spacing: float, geom: ViewGeometry, rng: np.random.Generator, anatomy: Anatomy
+) -> torch.Tensor:
     """Resample the detector image to the JPG grid: FOV, pose, habitus, elastic, inspiration."""
     h, w = geom.height, geom.width
     pix = geom.fov_mm / h  # mm per output pixel
@@ -266,8 +268,8 @@ def _gauss_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()
     pad_h, pad_w = min(r, t.shape[2] - 1), min(r, t.shape[3] - 1)
     t = F.pad(t, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
-    t = F.conv2d(t, k[r - pad_w:r + pad_w + 1].view(1, 1, 1, -1))
-    t = F.conv2d(t, k[r - pad_h:r + pad_h + 1].view(1, 1, -1, 1))
+    t = F.conv2d(t, k[r - pad_w : r + pad_w + 1].view(1, 1, 1, -1))
+    t = F.conv2d(t, k[r - pad_h : r + pad_h + 1].view(1, 1, -1, 1))
     if f > 1:
         t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
     return t[0, 0]
@@ -285,8 +287,9 @@ def _equalise(img: np.ndarray, amount: float) -> np.ndarray:
     return (amount * eq + (1 - amount) * linear).astype(np.float32)
 
 
-def radiograph(mu: torch.Tensor, anatomy: Anatomy, geom: ViewGeometry, rng: np.random.Generator,
-               depth_groups: int = 12) -> np.ndarray:
+def radiograph(
+    mu: torch.Tensor, anatomy: Anatomy, geom: ViewGeometry, rng: np.random.Generator, depth_groups: int = 12
+) -> np.ndarray:
     """Render one radiograph of the attenuation volume ``mu`` (Z, Y, X).
 
     Returns:
@@ -318,8 +321,12 @@ def _apply_shutters(img: np.ndarray, geom: ViewGeometry) -> np.ndarray:
     left, right, top, bottom = geom.shutters
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     pen = 2.0
-    inside = (np.clip((xx - left * w) / pen, 0, 1) * np.clip(((1 - right) * w - xx) / pen, 0, 1)
-              * np.clip((yy - top * h) / pen, 0, 1) * np.clip(((1 - bottom) * h - yy) / pen, 0, 1))
+    inside = (
+        np.clip((xx - left * w) / pen, 0, 1)
+        * np.clip(((1 - right) * w - xx) / pen, 0, 1)
+        * np.clip((yy - top * h) / pen, 0, 1)
+        * np.clip(((1 - bottom) * h - yy) / pen, 0, 1)
+    )
     bright = np.percentile(img, 99.5) + 0.2 * (np.percentile(img, 99.5) - np.percentile(img, 1))
     return inside * img + (1 - inside) * bright
 

@@ -97,60 +97,123 @@ def positive(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool
     if lab == "Pleural Effusion":
         noun = "pleural effusions" if f.laterality == "bilateral" else "pleural effusion"
         if hedge:
-            s = _pick(rng, [f"Blunting of the {side} costophrenic angle may reflect a {sev} {noun}.",
-                            f"Possible {sev} {side} {noun}."])
+            s = _pick(
+                rng,
+                [
+                    f"Blunting of the {side} costophrenic angle may reflect a {sev} {noun}.",
+                    f"Possible {sev} {side} {noun}.",
+                ],
+            )
         elif impression:
             s = f"{sev.capitalize()} {side} {noun}."
         else:
-            s = _pick(rng, [f"There is a {sev} {side} {noun}." if f.laterality != "bilateral" else
-                            f"There are {sev} bilateral {noun}.",
-                            f"{sev.capitalize()} {side} {noun} with a meniscus and blunting of the costophrenic angle.",
-                            f"A {sev} {side} {noun} is present." if f.laterality != "bilateral" else
-                            f"{sev.capitalize()} bilateral {noun} are present."])
+            s = _pick(
+                rng,
+                [
+                    f"There is a {sev} {side} {noun}."
+                    if f.laterality != "bilateral"
+                    else f"There are {sev} bilateral {noun}.",
+                    f"{sev.capitalize()} {side} {noun} with a meniscus and blunting of the costophrenic angle.",
+                    f"A {sev} {side} {noun} is present."
+                    if f.laterality != "bilateral"
+                    else f"{sev.capitalize()} bilateral {noun} are present.",
+                ],
+            )
         return s, {lab: v}
     if lab == "Cardiomegaly":
         adv = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}[sev]
         if hedge:
-            return _pick(rng, [f"The heart is possibly {adv} enlarged, accentuated by technique.",
-                               f"Borderline to {sev} cardiomegaly cannot be excluded."]), {lab: v}
+            return _pick(
+                rng,
+                [
+                    f"The heart is possibly {adv} enlarged, accentuated by technique.",
+                    f"Borderline to {sev} cardiomegaly cannot be excluded.",
+                ],
+            ), {lab: v}
         if impression:
-            return _pick(rng, [f"{sev.capitalize()} cardiomegaly.", f"{sev.capitalize()} enlargement of the cardiac silhouette."]), {lab: v}
-        return _pick(rng, [f"The heart is {adv} enlarged.", f"There is {sev} cardiomegaly.",
-                           f"The cardiac silhouette is {adv} enlarged."]), {lab: v}
+            return _pick(
+                rng, [f"{sev.capitalize()} cardiomegaly.", f"{sev.capitalize()} enlargement of the cardiac silhouette."]
+            ), {lab: v}
+        return _pick(
+            rng,
+            [
+                f"The heart is {adv} enlarged.",
+                f"There is {sev} cardiomegaly.",
+                f"The cardiac silhouette is {adv} enlarged.",
+            ],
+        ), {lab: v}
     if lab == "Edema":
         if hedge:
             return f"Findings may represent {sev} pulmonary edema.", {lab: v}
-        words = {"mild": ["mild pulmonary edema", "mild interstitial pulmonary edema", "mild pulmonary vascular congestion and edema"],
-                 "moderate": ["moderate pulmonary edema", "moderate interstitial and perihilar edema"],
-                 "severe": ["severe pulmonary edema", "severe perihilar alveolar edema"]}[sev]
+        words = {
+            "mild": [
+                "mild pulmonary edema",
+                "mild interstitial pulmonary edema",
+                "mild pulmonary vascular congestion and edema",
+            ],
+            "moderate": ["moderate pulmonary edema", "moderate interstitial and perihilar edema"],
+            "severe": ["severe pulmonary edema", "severe perihilar alveolar edema"],
+        }[sev]
         w = str(_pick(rng, words))
         return (f"{w[0].upper()}{w[1:]}." if impression else f"There is {w}."), {lab: v}
     if lab == "Pneumothorax":
         if hedge:
             return f"A {sev} {side} apical pneumothorax is not excluded.", {lab: v}
-        return _pick(rng, [f"{sev.capitalize()} {side} pneumothorax.", f"There is a {sev} {side} apical pneumothorax.",
-                           f"{sev.capitalize()} {side} pneumothorax with a visible pleural line."]), {lab: v}
+        return _pick(
+            rng,
+            [
+                f"{sev.capitalize()} {side} pneumothorax.",
+                f"There is a {sev} {side} apical pneumothorax.",
+                f"{sev.capitalize()} {side} pneumothorax with a visible pleural line.",
+            ],
+        ), {lab: v}
     if lab == "Consolidation":
         where = _where(f)
         if hedge:
             return f"Possible consolidation in the {where}.", {lab: v}
-        return _pick(rng, [f"Consolidation in the {where}.", f"Dense {where} consolidation with air bronchograms.",
-                           f"There is consolidation of the {where}."]), {lab: v}
+        return _pick(
+            rng,
+            [
+                f"Consolidation in the {where}.",
+                f"Dense {where} consolidation with air bronchograms.",
+                f"There is consolidation of the {where}.",
+            ],
+        ), {lab: v}
     if lab == "Pneumonia":
         where = _where(f)
         if hedge:
-            return _pick(rng, [(f"Patchy airspace disease in the {where}, concerning for pneumonia.",
-                                {lab: -1, "Lung Opacity": 1}),
-                               (f"Findings in the {where} could represent pneumonia in the appropriate clinical setting.",
-                                {lab: -1})])  # type: ignore[return-value]
-        return _pick(rng, [(f"{where[0].upper()}{where[1:]} pneumonia.", {lab: 1}),
-                           (f"Findings consistent with pneumonia in the {where}.", {lab: 1})])  # type: ignore[return-value]
+            return _pick(
+                rng,
+                [
+                    (
+                        f"Patchy airspace disease in the {where}, concerning for pneumonia.",
+                        {lab: -1, "Lung Opacity": 1},
+                    ),
+                    (
+                        f"Findings in the {where} could represent pneumonia in the appropriate clinical setting.",
+                        {lab: -1},
+                    ),
+                ],
+            )  # type: ignore[return-value]
+        return _pick(
+            rng,
+            [
+                (f"{where[0].upper()}{where[1:]} pneumonia.", {lab: 1}),
+                (f"Findings consistent with pneumonia in the {where}.", {lab: 1}),
+            ],
+        )  # type: ignore[return-value]
     if lab == "Lung Opacity":
         where = _where(f)
         if hedge:
             return f"Possible faint opacity in the {where}.", {lab: v}
-        return _pick(rng, [f"Ill-defined opacity in the {where}.", f"Patchy opacities in the {where}.",
-                           f"Hazy opacity projects over the {where}."]), {lab: v}
+        return _pick(
+            rng,
+            [
+                f"Ill-defined opacity in the {where}.",
+                f"Patchy opacities in the {where}.",
+                f"Hazy opacity projects over the {where}.",
+            ],
+        ), {lab: v}
     if lab == "Lung Lesion":
         where = _where(f)
         cm = f.size_mm / 10
@@ -158,55 +221,106 @@ def positive(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool
             return f"A possible {cm:.1f} cm nodule in the {where}; CT is recommended.", {lab: v}
         noun = "mass" if sev == "mass" else "nodule"
         if f.count > 1:
-            return f"Multiple pulmonary nodules in the {f.laterality} lung, the largest {cm:.1f} cm in the {where}.", {lab: v}
-        return _pick(rng, [f"A {cm:.1f} cm {noun} in the {where}.", f"{where[0].upper()}{where[1:]} {noun} measuring {cm:.1f} cm.",
-                           f"There is a {cm:.1f} cm rounded {noun} in the {where}."]), {lab: v}
+            return f"Multiple pulmonary nodules in the {f.laterality} lung, the largest {cm:.1f} cm in the {where}.", {
+                lab: v
+            }
+        return _pick(
+            rng,
+            [
+                f"A {cm:.1f} cm {noun} in the {where}.",
+                f"{where[0].upper()}{where[1:]} {noun} measuring {cm:.1f} cm.",
+                f"There is a {cm:.1f} cm rounded {noun} in the {where}.",
+            ],
+        ), {lab: v}
     if lab == "Atelectasis":
         if hedge:
             return f"{_where(f)[0].upper()}{_where(f)[1:]} opacity, likely atelectasis.", {lab: -1, "Lung Opacity": 1}
         if sev == "minimal":
-            return _pick(rng, [f"Plate-like atelectasis at the {_where(f)}.", f"Minimal linear atelectasis in the {_where(f)}."]), {lab: 1}
+            return _pick(
+                rng, [f"Plate-like atelectasis at the {_where(f)}.", f"Minimal linear atelectasis in the {_where(f)}."]
+            ), {lab: 1}
         if sev == "moderate" and f.laterality != "bilateral":
-            return (f"{f.laterality.capitalize()} lower lobe volume loss with atelectasis and elevation of the "
-                    f"{f.laterality} hemidiaphragm."), {lab: 1}
+            return (
+                f"{f.laterality.capitalize()} lower lobe volume loss with atelectasis and elevation of the "
+                f"{f.laterality} hemidiaphragm."
+            ), {lab: 1}
         if f.laterality == "bilateral":
-            return _pick(rng, [f"{sev.capitalize()} bibasilar atelectasis.", f"{sev.capitalize()} bibasal atelectasis."]), {lab: 1}
-        return _pick(rng, [f"{sev.capitalize()} {f.laterality} basilar atelectasis.", f"{sev.capitalize()} atelectasis at the {f.laterality} base."]), {lab: 1}
+            return _pick(
+                rng, [f"{sev.capitalize()} bibasilar atelectasis.", f"{sev.capitalize()} bibasal atelectasis."]
+            ), {lab: 1}
+        return _pick(
+            rng,
+            [
+                f"{sev.capitalize()} {f.laterality} basilar atelectasis.",
+                f"{sev.capitalize()} atelectasis at the {f.laterality} base.",
+            ],
+        ), {lab: 1}
     if lab == "Fracture":
         rib = f"{f.location} rib" if f.location else "rib"
         if hedge:
             return f"Possible nondisplaced fracture of the {f.laterality} {rib}.", {lab: v}
         if f.count > 1:
-            return f"Multiple {'healing' if sev == 'healing' else 'acute'} {f.laterality} rib fractures, including the {rib}.", {lab: v}
+            return (
+                f"Multiple {'healing' if sev == 'healing' else 'acute'} {f.laterality} rib fractures, "
+                f"including the {rib}.",
+                {lab: v},
+            )
         if sev == "healing":
             return f"Healing fracture of the {f.laterality} {rib} with callus formation.", {lab: v}
-        return _pick(rng, [f"Acute, mildly displaced fracture of the {f.laterality} {rib}.",
-                           f"Displaced fracture of the {f.laterality} {rib}."]), {lab: v}
+        return _pick(
+            rng,
+            [
+                f"Acute, mildly displaced fracture of the {f.laterality} {rib}.",
+                f"Displaced fracture of the {f.laterality} {rib}.",
+            ],
+        ), {lab: v}
     raise ValueError(f"unknown finding label {lab!r}")
 
 
 NEGATIONS: dict[str, list[tuple[str, Tags]]] = {
-    "Pleural Effusion": [("No pleural effusion.", {"Pleural Effusion": 0}),
-                         ("There is no pleural effusion.", {"Pleural Effusion": 0})],
+    "Pleural Effusion": [
+        ("No pleural effusion.", {"Pleural Effusion": 0}),
+        ("There is no pleural effusion.", {"Pleural Effusion": 0}),
+    ],
     "Pneumothorax": [("No pneumothorax.", {"Pneumothorax": 0}), ("There is no pneumothorax.", {"Pneumothorax": 0})],
-    "Cardiomegaly": [("The heart size is normal.", {"Cardiomegaly": 0}),
-                     ("Heart size is within normal limits.", {"Cardiomegaly": 0}),
-                     ("Normal cardiomediastinal silhouette.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0})],
-    "Edema": [("No pulmonary edema.", {"Edema": 0}),
-              ("There is no evidence of pulmonary vascular congestion or edema.", {"Edema": 0})],
-    "Consolidation": [("No focal consolidation.", {"Consolidation": 0}),
-                      ("There is no focal consolidation.", {"Consolidation": 0})],
+    "Cardiomegaly": [
+        ("The heart size is normal.", {"Cardiomegaly": 0}),
+        ("Heart size is within normal limits.", {"Cardiomegaly": 0}),
+        ("Normal cardiomediastinal silhouette.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0}),
+    ],
+    "Edema": [
+        ("No pulmonary edema.", {"Edema": 0}),
+        ("There is no evidence of pulmonary vascular congestion or edema.", {"Edema": 0}),
+    ],
+    "Consolidation": [
+        ("No focal consolidation.", {"Consolidation": 0}),
+        ("There is no focal consolidation.", {"Consolidation": 0}),
+    ],
     "Pneumonia": [("No evidence of pneumonia.", {"Pneumonia": 0})],
     "Lung Lesion": [("No suspicious pulmonary nodules.", {"Lung Lesion": 0})],
     "Fracture": [("No displaced rib fractures are seen.", {"Fracture": 0})],
     "Lung Opacity": [("No focal airspace opacity.", {"Lung Opacity": 0})],
     "Atelectasis": [("No atelectasis.", {"Atelectasis": 0})],
 }
-NEGATION_RATE = {"Pleural Effusion": 0.7, "Pneumothorax": 0.6, "Cardiomegaly": 0.6, "Edema": 0.35, "Consolidation": 0.5,
-                 "Pneumonia": 0.12, "Lung Lesion": 0.08, "Fracture": 0.1, "Lung Opacity": 0.1, "Atelectasis": 0.05}
-NORMAL_IMPRESSIONS = ["No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
-                      "No acute intrathoracic process.", "No evidence of acute cardiopulmonary disease.",
-                      "Normal chest radiograph."]
+NEGATION_RATE = {
+    "Pleural Effusion": 0.7,
+    "Pneumothorax": 0.6,
+    "Cardiomegaly": 0.6,
+    "Edema": 0.35,
+    "Consolidation": 0.5,
+    "Pneumonia": 0.12,
+    "Lung Lesion": 0.08,
+    "Fracture": 0.1,
+    "Lung Opacity": 0.1,
+    "Atelectasis": 0.05,
+}
+NORMAL_IMPRESSIONS = [
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No acute intrathoracic process.",
+    "No evidence of acute cardiopulmonary disease.",
+    "Normal chest radiograph.",
+]
 INDICATIONS = {
     "Pneumonia": ["cough and fever", "fever, evaluate for pneumonia", "productive cough"],
     "Consolidation": ["fever and hypoxia", "cough, r/o pneumonia"],
@@ -218,8 +332,15 @@ INDICATIONS = {
     "Lung Lesion": ["history of lung cancer", "weight loss, smoker"],
     "Atelectasis": ["post-operative, hypoxia", "low oxygen saturation"],
     "Lung Opacity": ["cough", "hypoxia"],
-    None: ["chest pain", "preoperative evaluation", "shortness of breath", "cough", "evaluate for acute process",
-           "fever", "line placement"],
+    None: [
+        "chest pain",
+        "preoperative evaluation",
+        "shortness of breath",
+        "cough",
+        "evaluate for acute process",
+        "fever",
+        "line placement",
+    ],
 }
 
 
@@ -262,8 +383,13 @@ def _aggregate(tags: list[Tags]) -> dict[str, float]:
     return out
 
 
-def make_report(rng: np.random.Generator, findings: tuple[Finding, ...], views: tuple[str, ...],
-                erect: bool, options: ReportOptions = ReportOptions()) -> Report:
+def make_report(
+    rng: np.random.Generator,
+    findings: tuple[Finding, ...],
+    views: tuple[str, ...],
+    erect: bool,
+    options: ReportOptions = ReportOptions(),
+) -> Report:
     """A MIMIC-formatted report for a study with ``findings`` imaged in ``views``."""
     labels_present = {f.label for f in findings}
     pos_find, pos_imp = [], []  # (sentence, tags)
@@ -272,22 +398,43 @@ def make_report(rng: np.random.Generator, findings: tuple[Finding, ...], views: 
         pos_find.append(positive(f, rng, hedge, impression=False))
         if rng.random() < 0.93 or f.label not in ("Atelectasis", "Fracture", "Lung Lesion"):
             pos_imp.append(positive(f, rng, hedge, impression=True))
-    neg = [(label, _pick(rng, NEGATIONS[label])) for label in NEGATIONS
-           if label not in labels_present and rng.random() < NEGATION_RATE[label]]
+    neg = [
+        (label, _pick(rng, NEGATIONS[label]))
+        for label in NEGATIONS
+        if label not in labels_present and rng.random() < NEGATION_RATE[label]
+    ]
     extras: list[tuple[str, Tags]] = []
     if rng.random() < options.support_devices:
-        extras.append((str(_pick(rng, ["Right internal jugular central venous catheter terminates in the mid SVC.",
-                                       "Endotracheal tube terminates 4 cm above the carina.",
-                                       "Left-sided pacemaker with leads in the right atrium and right ventricle."])),
-                       {"Support Devices": 1}))
+        extras.append(
+            (
+                str(
+                    _pick(
+                        rng,
+                        [
+                            "Right internal jugular central venous catheter terminates in the mid SVC.",
+                            "Endotracheal tube terminates 4 cm above the carina.",
+                            "Left-sided pacemaker with leads in the right atrium and right ventricle.",
+                        ],
+                    )
+                ),
+                {"Support Devices": 1},
+            )
+        )
     if rng.random() < options.pleural_other:
         extras.append(("Mild biapical pleural thickening.", {"Pleural Other": 1}))
 
     findings_sents = [s for s, _ in pos_find] + [s for s, _ in extras] + [s for _, (s, _) in neg]
     findings_tags = [t for _, t in pos_find] + [t for _, t in extras] + [t for _, (_, t) in neg]
     if not findings:
-        findings_sents.insert(0, str(_pick(rng, ["The lungs are clear.", "Lungs are well expanded and clear.",
-                                                  "The lungs are clear bilaterally."])))
+        findings_sents.insert(
+            0,
+            str(
+                _pick(
+                    rng,
+                    ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."],
+                )
+            ),
+        )
     if "Lung Lesion" not in labels_present and rng.random() < 0.2:
         findings_sents.append("The mediastinal and hilar contours are unremarkable.")
     imp_sents = [s for s, _ in pos_imp]
@@ -295,19 +442,34 @@ def make_report(rng: np.random.Generator, findings: tuple[Finding, ...], views: 
     if not imp_sents:
         imp_sents = [str(_pick(rng, NORMAL_IMPRESSIONS))]
     elif rng.random() < 0.3:
-        for label, (s, t) in neg[:1]:
+        for _label, (s, t) in neg[:1]:
             imp_sents.append(s)
             imp_tags.append(t)
     if options.non_ascii > rng.random():
-        findings_sents.append(str(_pick(rng, ["Patient is rotated approximately 10° to the right.",
-                                              "Overlying soft tissues limit evaluation – no gross change.",
-                                              "Sternotomy wires are not seen; skin fold noted at the right base ×1."])))
+        findings_sents.append(
+            str(
+                _pick(
+                    rng,
+                    [
+                        "Patient is rotated approximately 10° to the right.",
+                        "Overlying soft tissues limit evaluation – no gross change.",
+                        "Sternotomy wires are not seen; skin fold noted at the right base ×1.",
+                    ],
+                )
+            )
+        )
 
     portable = views[0] == "AP"
     exam = "CHEST (PORTABLE AP)" if portable else ("CHEST (PA AND LAT)" if len(views) > 1 else "CHEST (PA)")
-    technique = ("Portable AP upright chest radiograph." if portable and erect else
-                 "Portable AP supine chest radiograph." if portable else
-                 "Chest PA and lateral" if len(views) > 1 else "Chest PA")
+    technique = (
+        "Portable AP upright chest radiograph."
+        if portable and erect
+        else "Portable AP supine chest radiograph."
+        if portable
+        else "Chest PA and lateral"
+        if len(views) > 1
+        else "Chest PA"
+    )
     if len(views) > 1 and portable:
         technique = "Portable AP and lateral chest radiographs."
     key = next((f.label for f in findings), None)
@@ -331,20 +493,39 @@ def make_report(rng: np.random.Generator, findings: tuple[Finding, ...], views: 
         text = _format(blocks)
         return Report(text=_wrap_variants(rng, text, options), labels=labels, section=section)
     head = "HISTORY:" if rng.random() < options.history_header else "INDICATION:"
-    blocks = [("EXAMINATION:", [exam]), (head, [indication]), ("TECHNIQUE:", [technique]),
-              ("COMPARISON:", [comparison]), (f_head, _paragraph(findings_sents))]
+    blocks = [
+        ("EXAMINATION:", [exam]),
+        (head, [indication]),
+        ("TECHNIQUE:", [technique]),
+        ("COMPARISON:", [comparison]),
+        (f_head, _paragraph(findings_sents)),
+    ]
     if variant < options.neither + options.findings_only:
         labels, section = _aggregate(findings_tags), "findings"
     else:
         blocks.append((i_head, _paragraph(imp_sents)))
         labels, section = _aggregate(imp_tags), "impression"
         if rng.random() < options.notification and findings:
-            blocks.append(("NOTIFICATION:", _paragraph(
-                ["The findings were discussed with Dr. ___ by ___ on the telephone on ___ at ___, "
-                 "5 minutes after discovery of the findings."])))
+            blocks.append(
+                (
+                    "NOTIFICATION:",
+                    _paragraph(
+                        [
+                            "The findings were discussed with Dr. ___ by ___ on the telephone on ___ at ___, "
+                            "5 minutes after discovery of the findings."
+                        ]
+                    ),
+                )
+            )
     if rng.random() < options.wet_read:
-        blocks.insert(0, ("WET READ:", [f"___ ___ ___ {int(rng.integers(1, 12))}:{int(rng.integers(0, 60)):02d} PM"]
-                          + _paragraph(imp_sents[:1])))
+        blocks.insert(
+            0,
+            (
+                "WET READ:",
+                [f"___ ___ ___ {int(rng.integers(1, 12))}:{int(rng.integers(0, 60)):02d} PM"]
+                + _paragraph(imp_sents[:1]),
+            ),
+        )
     return Report(text=_wrap_variants(rng, _format(blocks), options), labels=labels, section=section)
 
 
@@ -352,7 +533,18 @@ def _wrap_variants(rng: np.random.Generator, text: str, options: ReportOptions) 
     """Optionally put an addendum above the report, separated by a line of underscores."""
     if rng.random() >= options.addendum:
         return text
-    add = _paragraph([str(_pick(rng, ["The study was reviewed with the attending radiologist; no change to the report.",
-                                      "Findings were communicated to the referring team by ___ at ___."]))])
+    add = _paragraph(
+        [
+            str(
+                _pick(
+                    rng,
+                    [
+                        "The study was reviewed with the attending radiologist; no change to the report.",
+                        "Findings were communicated to the referring team by ___ at ___.",
+                    ],
+                )
+            )
+        ]
+    )
     head = [ADDENDUM_TITLE, f" ADDENDUM:  {add[0]}"] + [" " + ln for ln in add[1:]] + [" ", UNDERSCORES]
     return "\n".join(head) + "\n" + text

@@ -18,8 +18,17 @@ from raygen.data.demo.findings import Finding
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES
 
 METADATA_COLUMNS = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
-    "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 )
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
@@ -32,8 +41,13 @@ def slug(label: str) -> str:
     return label.lower().replace(" ", "_")
 
 
-GROUND_TRUTH_COLUMNS = ("subject_id", "study_id", *CLASSES, "normal",
-                        *(f"{slug(c)}_{k}" for c in CLASSES for k in ("laterality", "severity")))
+GROUND_TRUTH_COLUMNS = (
+    "subject_id",
+    "study_id",
+    *CLASSES,
+    "normal",
+    *(f"{slug(c)}_{k}" for c in CLASSES for k in ("laterality", "severity")),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +93,22 @@ class PlanRates:
 
 # Patterns of co-occurring findings (probability among abnormal studies) and what comes with them.
 PATTERNS: dict[str, float] = {
-    "cardiac": 0.24, "infection": 0.22, "opacity": 0.13, "pleural": 0.12, "trauma": 0.10, "pneumothorax": 0.07,
+    "cardiac": 0.24,
+    "infection": 0.22,
+    "opacity": 0.13,
+    "pleural": 0.12,
+    "trauma": 0.10,
+    "pneumothorax": 0.07,
     "lesion": 0.12,
 }
-BACKGROUND = {"Cardiomegaly": 0.03, "Atelectasis": 0.06, "Pleural Effusion": 0.04, "Lung Opacity": 0.03,
-              "Lung Lesion": 0.015, "Fracture": 0.015}
+BACKGROUND = {
+    "Cardiomegaly": 0.03,
+    "Atelectasis": 0.06,
+    "Pleural Effusion": 0.04,
+    "Lung Opacity": 0.03,
+    "Lung Lesion": 0.015,
+    "Fracture": 0.015,
+}
 
 
 def _side(rng: np.random.Generator, bilateral: float = 0.0, right: float = 0.5) -> str:
@@ -100,13 +125,19 @@ def _severity(rng: np.random.Generator, words: tuple[str, ...], p: tuple[float, 
 def _make(label: str, rng: np.random.Generator, side: str | None = None) -> Finding:
     """Draw one finding of ``label`` with MIMIC-like side / severity / location mixes."""
     if label == "Pleural Effusion":
-        return Finding(label, side or _side(rng, 0.35, 0.55), _severity(rng, ("small", "moderate", "large"), (0.5, 0.35, 0.15)))
+        return Finding(
+            label, side or _side(rng, 0.35, 0.55), _severity(rng, ("small", "moderate", "large"), (0.5, 0.35, 0.15))
+        )
     if label == "Cardiomegaly":
         return Finding(label, "", _severity(rng, ("mild", "moderate", "severe"), (0.5, 0.35, 0.15)))
     if label == "Edema":
-        return Finding(label, "bilateral", _severity(rng, ("mild", "moderate", "severe"), (0.45, 0.4, 0.15)), "perihilar")
+        return Finding(
+            label, "bilateral", _severity(rng, ("mild", "moderate", "severe"), (0.45, 0.4, 0.15)), "perihilar"
+        )
     if label == "Pneumothorax":
-        return Finding(label, side or _side(rng, 0.0, 0.5), _severity(rng, ("small", "moderate", "large"), (0.45, 0.35, 0.2)))
+        return Finding(
+            label, side or _side(rng, 0.0, 0.5), _severity(rng, ("small", "moderate", "large"), (0.45, 0.35, 0.2))
+        )
     if label in ("Consolidation", "Pneumonia"):
         s = side or _side(rng, 0.1 if label == "Pneumonia" else 0.05, 0.55)
         lobes = ["lower lobe", "lower lobe", "upper lobe", "middle lobe" if s == "right" else "lingula"]
@@ -118,8 +149,14 @@ def _make(label: str, rng: np.random.Generator, side: str | None = None) -> Find
         mass = rng.random() < 0.3
         size = rng.uniform(40, 65) if mass else rng.uniform(18, 32)
         count = 1 if mass or rng.random() < 0.8 else int(rng.integers(2, 4))
-        return Finding(label, side or _side(rng, 0.0, 0.55), "mass" if mass else "nodule",
-                       str(rng.choice(["upper lobe", "lower lobe", "upper lobe"])), round(float(size), 0), count)
+        return Finding(
+            label,
+            side or _side(rng, 0.0, 0.55),
+            "mass" if mass else "nodule",
+            str(rng.choice(["upper lobe", "lower lobe", "upper lobe"])),
+            round(float(size), 0),
+            count,
+        )
     if label == "Atelectasis":
         s = side or _side(rng, 0.35, 0.45)
         sev = _severity(rng, ("minimal", "mild", "moderate"), (0.35, 0.45, 0.2))
@@ -130,8 +167,14 @@ def _make(label: str, rng: np.random.Generator, side: str | None = None) -> Find
     if label == "Fracture":
         count = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
         rib = int(rng.integers(4, 9))
-        return Finding(label, side or _side(rng, 0.0, 0.5), _severity(rng, ("acute", "healing"), (0.55, 0.45)),
-                       ORDINAL_RIB[rib], 0.0, count)
+        return Finding(
+            label,
+            side or _side(rng, 0.0, 0.5),
+            _severity(rng, ("acute", "healing"), (0.55, 0.45)),
+            ORDINAL_RIB[rib],
+            0.0,
+            count,
+        )
     raise ValueError(label)
 
 
@@ -250,10 +293,28 @@ def plan_studies(studies: int, patients: int, seed: int, rates: PlanRates) -> li
             if lateral:
                 views.append("LL" if rng.random() < 0.25 else "LATERAL")
             images = tuple(ImagePlan(_dicom_id(rng), v, orientation) for v in views)
-            procedure = ("CHEST (PORTABLE AP)" if portable else
-                         "CHEST (PA AND LAT)" if lateral else str(rng.choice(["CHEST (PA AND LAT)", "CHEST (PA)"])))
-            plans.append(StudyPlan(index, subjects[p], int(study_ids[index]), day.strftime("%Y%m%d"), study_time,
-                                   procedure, images, findings, erect, habitus, split_of[subjects[p]]))
+            procedure = (
+                "CHEST (PORTABLE AP)"
+                if portable
+                else "CHEST (PA AND LAT)"
+                if lateral
+                else str(rng.choice(["CHEST (PA AND LAT)", "CHEST (PA)"]))
+            )
+            plans.append(
+                StudyPlan(
+                    index,
+                    subjects[p],
+                    int(study_ids[index]),
+                    day.strftime("%Y%m%d"),
+                    study_time,
+                    procedure,
+                    images,
+                    findings,
+                    erect,
+                    habitus,
+                    split_of[subjects[p]],
+                )
+            )
             index += 1
     assert len(plans) == studies
     return plans
@@ -280,8 +341,22 @@ def metadata_frame(plans: list[StudyPlan], sizes: dict[str, tuple[int, int]]) ->
     for p in plans:
         for im in p.images:
             h, w = sizes[im.dicom_id]
-            rows.append((im.dicom_id, p.subject_id, p.study_id, p.procedure, im.view, h, w, int(p.study_date),
-                         p.study_time, p.procedure, VIEW_MEANING[im.view], im.orientation))
+            rows.append(
+                (
+                    im.dicom_id,
+                    p.subject_id,
+                    p.study_id,
+                    p.procedure,
+                    im.view,
+                    h,
+                    w,
+                    int(p.study_date),
+                    p.study_time,
+                    p.procedure,
+                    VIEW_MEANING[im.view],
+                    im.orientation,
+                )
+            )
     return pd.DataFrame(rows, columns=list(METADATA_COLUMNS))
 
 

@@ -49,12 +49,18 @@ from raygen.checkpoint import load_checkpoint, save_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.data.classifier_data import (
-    ARMS, AugmentConfig, ClassifierImages, augment_batch, build_splits, load_images, read_classifier_manifest,
+    ARMS,
+    AugmentConfig,
+    ClassifierImages,
+    augment_batch,
+    build_splits,
+    load_images,
+    read_classifier_manifest,
     read_synthetic_manifest,
 )
 from raygen.data.labels import CLASSES
-from raygen.metrics.classification import auroc
 from raygen.io import write_csv, write_json
+from raygen.metrics.classification import auroc
 from raygen.models.classifier import XrayDenseNet, build_classifier
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, seed_everything, setup_logging
 
@@ -179,7 +185,7 @@ def predict(model: XrayDenseNet, data: ClassifierImages, p: TrainClassifierParam
     amp = autocast_dtype(device, p.precision)
     out = []
     for start in range(0, len(data), p.eval_batch_size):
-        x = _to_device(data.pixels[start:start + p.eval_batch_size], device, p.channels_last)
+        x = _to_device(data.pixels[start : start + p.eval_batch_size], device, p.channels_last)
         with _autocast(device, amp):
             logits = model(x)
         out.append(torch.sigmoid(logits.float()).double().cpu())
@@ -202,7 +208,7 @@ def epoch_indices(n: int, per_epoch: int, seed: int, epoch: int) -> np.ndarray:
     start, stop = epoch * per_epoch, (epoch + 1) * per_epoch
     first, last = start // n, (stop - 1) // n
     stream = np.concatenate([epoch_order(n, seed, k) for k in range(first, last + 1)])
-    return stream[start - first * n:stop - first * n]
+    return stream[start - first * n : stop - first * n]
 
 
 def images_per_epoch(data: ClassifierImages, epoch_size: str) -> int:
@@ -221,8 +227,16 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size + (1 if n % batch_size > 1 else 0)
 
 
-def train_epoch(model: XrayDenseNet, optimizer: torch.optim.Optimizer, scheduler: Any, data: ClassifierImages,
-                epoch: int, p: TrainClassifierParams, device: torch.device, pos_weight: torch.Tensor | None) -> float:
+def train_epoch(
+    model: XrayDenseNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: ClassifierImages,
+    epoch: int,
+    p: TrainClassifierParams,
+    device: torch.device,
+    pos_weight: torch.Tensor | None,
+) -> float:
     """One epoch (:func:`images_per_epoch` images of ``data`` in the epoch's order); returns the mean loss."""
     model.train()
     amp = autocast_dtype(device, p.precision)
@@ -233,7 +247,7 @@ def train_epoch(model: XrayDenseNet, optimizer: torch.optim.Optimizer, scheduler
     total = torch.zeros((), dtype=torch.float64, device=device)
     bar = tqdm(range(steps), desc=f"{STAGE} epoch {epoch + 1}/{p.epochs}", unit="batch", mininterval=2.0, leave=False)
     for i in bar:
-        idx = order[i * p.batch_size:(i + 1) * p.batch_size]
+        idx = order[i * p.batch_size : (i + 1) * p.batch_size]
         x = augment_batch(data.pixels[idx].float(), generator, p.augment)  # augmentation on the CPU generator
         x = _to_device(x, device, p.channels_last)
         y = data.labels[idx].to(device)
@@ -253,8 +267,10 @@ def train_epoch(model: XrayDenseNet, optimizer: torch.optim.Optimizer, scheduler
 def make_optimizer(model: XrayDenseNet, p: TrainClassifierParams, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on conv / linear weights only (not BatchNorm, biases)."""
     params = [t for t in model.parameters() if t.requires_grad]
-    groups = [{"params": [t for t in params if t.dim() >= 2], "weight_decay": p.weight_decay},
-              {"params": [t for t in params if t.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [t for t in params if t.dim() >= 2], "weight_decay": p.weight_decay},
+        {"params": [t for t in params if t.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=p.lr, fused=device.type == "cuda")
 
 
@@ -282,12 +298,20 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def last_state(state: TrainState, config: dict[str, Any]) -> dict[str, Any]:
     return {
-        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(), "step": state.epoch, "epoch": state.epoch,
-        "best": {"weights": state.best_weights, "epoch": state.stopper.best_epoch,
-                 "score": state.stopper.best_score, "bad_epochs": state.stopper.bad_epochs},
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "step": state.epoch,
+        "epoch": state.epoch,
+        "best": {
+            "weights": state.best_weights,
+            "epoch": state.stopper.best_epoch,
+            "score": state.stopper.best_score,
+            "bad_epochs": state.stopper.bad_epochs,
+        },
         "history": pd.DataFrame(state.history).to_dict(orient="list"),
-        "rng": {"torch": torch.get_rng_state()}, "config": config,
+        "rng": {"torch": torch.get_rng_state()},
+        "config": config,
     }
 
 
@@ -344,13 +368,22 @@ def build_parser():
     parser.add_argument("--jpg-root", type=Path, required=True, help="JPG root the manifest's paths are relative to")
     parser.add_argument("--arm", choices=list(ARMS), required=True, help="real | real+50 | real+100")
     parser.add_argument("--synthetic", type=Path, default=None, help="the 100%% synthetic manifest (path + 10 labels)")
-    parser.add_argument("--synthetic-root", type=Path, default=None,
-                        help="folder relative synthetic paths start from (default: the manifest's folder)")
+    parser.add_argument(
+        "--synthetic-root",
+        type=Path,
+        default=None,
+        help="folder relative synthetic paths start from (default: the manifest's folder)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--init-chexnet", type=Path, default=None,
-                        help="local CheXNet checkpoint, used when params say init: chexnet")
-    parser.add_argument("--init-xrv", type=Path, default=None,
-                        help="local torchxrayvision DenseNet-121 weights, used when params say init: xrv")
+    parser.add_argument(
+        "--init-chexnet", type=Path, default=None, help="local CheXNet checkpoint, used when params say init: chexnet"
+    )
+    parser.add_argument(
+        "--init-xrv",
+        type=Path,
+        default=None,
+        help="local torchxrayvision DenseNet-121 weights, used when params say init: xrv",
+    )
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
     return parser
 
@@ -365,11 +398,15 @@ def _weights_file(args: Any, p: TrainClassifierParams) -> Path | None:
     path = {"chexnet": args.init_chexnet, "xrv": args.init_xrv}[p.init]
     where = CHEXNET_URL if p.init == "chexnet" else XRV_URL
     if path is None:
-        raise SystemExit(f"params say init: {p.init}; pass its local weight file with --init-{p.init} "
-                         f"(get it from {where}; nothing is downloaded)")
+        raise SystemExit(
+            f"params say init: {p.init}; pass its local weight file with --init-{p.init} "
+            f"(get it from {where}; nothing is downloaded)"
+        )
     if not Path(path).is_file():
-        raise SystemExit(f"params say init: {p.init} but {path} does not exist; get it from {where} and put it "
-                         "there (nothing is downloaded), or set train_classifier.init: scratch")
+        raise SystemExit(
+            f"params say init: {p.init} but {path} does not exist; get it from {where} and put it "
+            "there (nothing is downloaded), or set train_classifier.init: scratch"
+        )
     return Path(path)
 
 
@@ -385,18 +422,37 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_classifier_manifest(args.manifest)
     synthetic = read_synthetic_manifest(args.synthetic, args.synthetic_root) if args.synthetic else None
     splits = build_splits(manifest, args.arm, synthetic, p.max_train_images, p.seed)
-    log.info("arm %s: %d real + %d synthetic training rows, %d val, %d test", args.arm, splits.n_real_train,
-             splits.n_synthetic, len(splits.val), len(splits.test))
-    data = {name: load_images(frame, args.jpg_root, p.resolution, p.channels, p.workers)
-            for name, frame in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
-    log.info("decoded %d / %d / %d images at %d px in %.1f s", len(data["train"]), len(data["val"]),
-             len(data["test"]), p.resolution, time.perf_counter() - started)
+    log.info(
+        "arm %s: %d real + %d synthetic training rows, %d val, %d test",
+        args.arm,
+        splits.n_real_train,
+        splits.n_synthetic,
+        len(splits.val),
+        len(splits.test),
+    )
+    data = {
+        name: load_images(frame, args.jpg_root, p.resolution, p.channels, p.workers)
+        for name, frame in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    }
+    log.info(
+        "decoded %d / %d / %d images at %d px in %.1f s",
+        len(data["train"]),
+        len(data["val"]),
+        len(data["test"]),
+        p.resolution,
+        time.perf_counter() - started,
+    )
     if len(data["train"]) < 2:
         raise SystemExit("fewer than 2 readable training images")
 
-    config = {"params": to_dict(p), "profile": profile, "arm": args.arm,
-              "train_ids_n": len(data["train"]), "val_ids_n": len(data["val"]),
-              "weights": str(weights) if weights else None}
+    config = {
+        "params": to_dict(p),
+        "profile": profile,
+        "arm": args.arm,
+        "train_ids_n": len(data["train"]),
+        "val_ids_n": len(data["val"]),
+        "weights": str(weights) if weights else None,
+    }
     seed_everything(p.seed)
     model = build_classifier(p.channels, p.init, weights, memory_efficient=p.memory_efficient).to(device)
     if p.channels_last:
@@ -406,16 +462,26 @@ def main(argv: list[str] | None = None) -> int:
     if steps_per_epoch == 0:
         raise SystemExit("epoch_size: real needs at least 2 readable real training images")
     total_steps = p.epochs * steps_per_epoch
-    log.info("epoch size %s: %d steps of %d images per epoch, at most %d epochs", p.epoch_size, steps_per_epoch,
-             p.batch_size, p.epochs)
+    log.info(
+        "epoch size %s: %d steps of %d images per epoch, at most %d epochs",
+        p.epoch_size,
+        steps_per_epoch,
+        p.batch_size,
+        p.epochs,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, p.warmup_steps, total_steps))
     state = TrainState(model, optimizer, scheduler, EarlyStopping(p.patience), _cpu_state(model), [])
     last_path = args.out / "last.ckpt"
     resumed = None if args.no_resume else resumable(last_path, config)
     if resumed is not None:
         restore(state, resumed)
-        log.info("resumed from %s after epoch %d (best %.4f at epoch %d)", last_path, state.epoch,
-                 state.stopper.best_score, state.stopper.best_epoch + 1)
+        log.info(
+            "resumed from %s after epoch %d (best %.4f at epoch %d)",
+            last_path,
+            state.epoch,
+            state.stopper.best_score,
+            state.stopper.best_epoch + 1,
+        )
     pw = pos_weights(data["train"].labels, p.pos_weight)
     pw = pw.to(device) if pw is not None else None
 
@@ -428,8 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_epochs(state: TrainState, data: dict[str, ClassifierImages], p: TrainClassifierParams, device: torch.device,
-               pw: torch.Tensor | None, config: dict[str, Any], last_path: Path, tracker: tracking.Tracker) -> None:
+def run_epochs(
+    state: TrainState,
+    data: dict[str, ClassifierImages],
+    p: TrainClassifierParams,
+    device: torch.device,
+    pw: torch.Tensor | None,
+    config: dict[str, Any],
+    last_path: Path,
+    tracker: tracking.Tracker,
+) -> None:
     """Epochs ``state.epoch .. p.epochs - 1`` with validation, early stopping and a checkpoint each."""
     val_y = data["val"].labels.numpy()
     while state.epoch < p.epochs and not state.stopper.stop:
@@ -438,12 +512,23 @@ def run_epochs(state: TrainState, data: dict[str, ClassifierImages], p: TrainCla
         score = _macro_auroc(val_y, predict(state.model, data["val"], p, device))
         if state.stopper.update(state.epoch, score):
             state.best_weights = _cpu_state(state.model)
-        row = {"epoch": state.epoch + 1, "train_loss": loss, "val_macro_auroc": score,
-               "lr": state.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - tic}
+        row = {
+            "epoch": state.epoch + 1,
+            "train_loss": loss,
+            "val_macro_auroc": score,
+            "lr": state.scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - tic,
+        }
         state.history.append(row)
         state.epoch += 1
-        log.info("epoch %d: train loss %.4f, val macro AUROC %.4f, %.0f s%s", state.epoch, loss, score,
-                 row["seconds"], " (best)" if state.stopper.best_epoch == state.epoch - 1 else "")
+        log.info(
+            "epoch %d: train loss %.4f, val macro AUROC %.4f, %.0f s%s",
+            state.epoch,
+            loss,
+            score,
+            row["seconds"],
+            " (best)" if state.stopper.best_epoch == state.epoch - 1 else "",
+        )
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
         save_checkpoint(last_path, last_state(state, config))
         _on_epoch_end(state.epoch)
@@ -451,8 +536,17 @@ def run_epochs(state: TrainState, data: dict[str, ClassifierImages], p: TrainCla
         log.info("early stop after epoch %d: no better val macro AUROC for %d epochs", state.epoch, p.patience)
 
 
-def _finish(args: Any, p: TrainClassifierParams, state: TrainState, data: dict[str, ClassifierImages],
-            device: torch.device, splits: Any, tracker: tracking.Tracker, started: float, steps_per_epoch: int) -> None:
+def _finish(
+    args: Any,
+    p: TrainClassifierParams,
+    state: TrainState,
+    data: dict[str, ClassifierImages],
+    device: torch.device,
+    splits: Any,
+    tracker: tracking.Tracker,
+    started: float,
+    steps_per_epoch: int,
+) -> None:
     """Best weights -> val / test predictions, model.ckpt, history.csv, metrics.json; drop last.ckpt."""
     state.model.load_state_dict(state.best_weights)
     probs = {name: predict(state.model, data[name], p, device) for name in ("val", "test")}
@@ -460,27 +554,48 @@ def _finish(args: Any, p: TrainClassifierParams, state: TrainState, data: dict[s
         write_csv(args.out / f"{name}_predictions.csv", predictions_frame(data[name], probs[name]))
     write_csv(args.out / "history.csv", pd.DataFrame(state.history))
     best_epoch = state.stopper.best_epoch + 1
-    save_checkpoint(args.out / "model.ckpt", {
-        "model": state.best_weights, "step": best_epoch, "epoch": best_epoch,
-        "classifier": to_dict(state.model.config), "classes": list(CLASSES),
-        "config": {"params": to_dict(p), "arm": args.arm}})
+    save_checkpoint(
+        args.out / "model.ckpt",
+        {
+            "model": state.best_weights,
+            "step": best_epoch,
+            "epoch": best_epoch,
+            "classifier": to_dict(state.model.config),
+            "classes": list(CLASSES),
+            "config": {"params": to_dict(p), "arm": args.arm},
+        },
+    )
     metrics = {
-        "arm": args.arm, "best_epoch": best_epoch, "epochs_run": state.epoch, "epoch_size": p.epoch_size,
-        "steps_per_epoch": steps_per_epoch, "optimizer_steps": steps_per_epoch * state.epoch,
+        "arm": args.arm,
+        "best_epoch": best_epoch,
+        "epochs_run": state.epoch,
+        "epoch_size": p.epoch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "optimizer_steps": steps_per_epoch * state.epoch,
         "val_macro_auroc": _macro_auroc(data["val"].labels.numpy(), probs["val"]),
         "test_macro_auroc": _macro_auroc(data["test"].labels.numpy(), probs["test"]),
-        "train_images": len(data["train"]), "real_train_images": splits.n_real_train,
-        "synthetic_train_images": splits.n_synthetic, "val_images": len(data["val"]),
-        "test_images": len(data["test"]), "seed": p.seed, "wall_s": time.perf_counter() - started,
+        "train_images": len(data["train"]),
+        "real_train_images": splits.n_real_train,
+        "synthetic_train_images": splits.n_synthetic,
+        "val_images": len(data["val"]),
+        "test_images": len(data["test"]),
+        "seed": p.seed,
+        "wall_s": time.perf_counter() - started,
     }
     write_json(args.out / "metrics.json", metrics)
     (args.out / "last.ckpt").unlink(missing_ok=True)
     tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     for name in ("metrics.json", "history.csv"):
         tracker.log_artifact(args.out / name)
-    log.info("arm %s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f (%d test images), %.0f s",
-             args.arm, best_epoch, metrics["val_macro_auroc"], metrics["test_macro_auroc"],
-             metrics["test_images"], metrics["wall_s"])
+    log.info(
+        "arm %s: best epoch %d, val macro AUROC %.4f, test macro AUROC %.4f (%d test images), %.0f s",
+        args.arm,
+        best_epoch,
+        metrics["val_macro_auroc"],
+        metrics["test_macro_auroc"],
+        metrics["test_images"],
+        metrics["wall_s"],
+    )
 
 
 if __name__ == "__main__":

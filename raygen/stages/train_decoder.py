@@ -8,7 +8,7 @@ Command line::
 
 Several GPUs (or CPU processes on gloo)::
 
-    torchrun --nproc_per_node 4 -m raygen.train_decoder ...same arguments...
+    torchrun --nproc_per_node 4 -m raygen.stages.train_decoder ...same arguments...
 
 Reads only the memory-mapped caches (no image, no text encoder in the loop). Each step masks
 ceil(cos(pi/2 r) * N) tokens per image (r ~ U(0, 1), paper section 3.2), replaces the prompt by
@@ -150,8 +150,14 @@ class MaskedLoss:
     masked: torch.Tensor
 
 
-def masked_loss(model: torch.nn.Module, batch: TokenBatch, mask_id: int, generator: torch.Generator,
-                null: tuple[torch.Tensor, int] | None, cond_dropout: float) -> MaskedLoss:
+def masked_loss(
+    model: torch.nn.Module,
+    batch: TokenBatch,
+    mask_id: int,
+    generator: torch.Generator,
+    null: tuple[torch.Tensor, int] | None,
+    cond_dropout: float,
+) -> MaskedLoss:
     """Cross-entropy on the masked positions of one batch.
 
     Masks follow the cosine schedule; ``cond_dropout`` of the rows get the null prompt
@@ -188,8 +194,11 @@ def rng_state(generator: torch.Generator, ctx: Dist) -> dict[str, list[torch.Ten
 
 def restore_rng(state: dict[str, list[torch.Tensor]], generator: torch.Generator, ctx: Dist) -> None:
     if len(state["torch"]) != ctx.world_size:
-        log.warning("checkpoint has RNG states for %d processes, this run has %d: reseeding",
-                    len(state["torch"]), ctx.world_size)
+        log.warning(
+            "checkpoint has RNG states for %d processes, this run has %d: reseeding",
+            len(state["torch"]),
+            ctx.world_size,
+        )
         return
     torch.set_rng_state(state["torch"][ctx.rank])
     generator.set_state(state["generator"][ctx.rank])
@@ -223,8 +232,14 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 @torch.no_grad()
-def evaluate(model: MaskedTokenDecoder, data: TokenTextDataset, batch_size: int, seed: int,
-             device: torch.device, amp: torch.dtype | None) -> dict[str, float]:
+def evaluate(
+    model: MaskedTokenDecoder,
+    data: TokenTextDataset,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> dict[str, float]:
     """Masked-token loss and accuracy over ``data`` with fixed-seed masks (comparable across runs)."""
     if len(data) == 0:
         return {"val_loss": float("nan"), "val_masked_accuracy": float("nan")}
@@ -243,16 +258,30 @@ def evaluate(model: MaskedTokenDecoder, data: TokenTextDataset, batch_size: int,
     return {"val_loss": loss_sum / count, "val_masked_accuracy": correct / count}
 
 
-def write_samples(model: MaskedTokenDecoder, data: TokenTextDataset, null: tuple[torch.Tensor, int], vq: Any,
-                  path: Path, seed: int, device: torch.device, schedule: str = "maskgit") -> None:
+def write_samples(
+    model: MaskedTokenDecoder,
+    data: TokenTextDataset,
+    null: tuple[torch.Tensor, int],
+    vq: Any,
+    path: Path,
+    seed: int,
+    device: torch.device,
+    schedule: str = "maskgit",
+) -> None:
     """Images for the first validation prompts (paper sampling settings, ``schedule``'s loop) into ``path``."""
-    from raygen.generate import generate_images, save_image_grid
+    from raygen.tools.generate import generate_images, save_image_grid
 
     rows = np.arange(min(SAMPLE_PROMPTS, len(data)))
     batch = data.gather(rows).to(device)
     trained = TrainedDecoder(model=model, null_states=null[0].to(device), null_length=null[1], config={})
-    images, _ = generate_images(trained, batch.text_states, batch.text_lengths,
-                                SamplerConfig(batch_size=SAMPLE_PROMPTS, schedule=schedule), seed, vq)
+    images, _ = generate_images(
+        trained,
+        batch.text_states,
+        batch.text_lengths,
+        SamplerConfig(batch_size=SAMPLE_PROMPTS, schedule=schedule),
+        seed,
+        vq,
+    )
     save_image_grid(images, path, titles=[str(t) for t in data.frame["text"].iloc[rows]])
     model.train()
 
@@ -262,7 +291,7 @@ def load_vqgan_or_none(vqgan_dir: Path | None, device: torch.device) -> Any:
     if vqgan_dir is None:
         log.info("no --vqgan given: sample grids show token maps")
         return None
-    from raygen.generate import load_vqgan
+    from raygen.tools.generate import load_vqgan
 
     return load_vqgan(vqgan_dir, device)
 
@@ -354,9 +383,17 @@ def optimizer_step(state: TrainState, p: TrainDecoderParams) -> None:
     state.step += 1
 
 
-def train_loop(state: TrainState, forward_model: torch.nn.Module, loader: Any, null: tuple[torch.Tensor, int],
-               p: TrainDecoderParams, ctx: Dist, tracker: tracking.Tracker,
-               on_checkpoint: Any, on_sample: Any) -> LoopStats:
+def train_loop(
+    state: TrainState,
+    forward_model: torch.nn.Module,
+    loader: Any,
+    null: tuple[torch.Tensor, int],
+    p: TrainDecoderParams,
+    ctx: Dist,
+    tracker: tracking.Tracker,
+    on_checkpoint: Any,
+    on_sample: Any,
+) -> LoopStats:
     """Run steps ``state.step .. p.steps - 1``; logs ~20 times per run (the only device syncs)."""
     amp = autocast_dtype(ctx.device, p.precision)
     log_every = max(1, min(100, p.steps // 20))
@@ -385,9 +422,16 @@ def train_loop(state: TrainState, forward_model: torch.nn.Module, loader: Any, n
         if logging_step:
             last = {"loss": loss_masked / masked, "acc": correct / masked}
             rate = meter.close_window(last=state.step == p.steps)
-            tracker.log_metrics({"train_loss": last["loss"], "train_masked_accuracy": last["acc"],
-                                 "lr": state.scheduler.get_last_lr()[0], "samples_per_s": rate,
-                                 "data_time_share": meter.data_share}, step=state.step)
+            tracker.log_metrics(
+                {
+                    "train_loss": last["loss"],
+                    "train_masked_accuracy": last["acc"],
+                    "lr": state.scheduler.get_last_lr()[0],
+                    "samples_per_s": rate,
+                    "data_time_share": meter.data_share,
+                },
+                step=state.step,
+            )
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.3f}", sps=f"{rate:.0f}")
         bar.update(1)
         if p.checkpoint_every and state.step % p.checkpoint_every == 0 and state.step < p.steps:
@@ -395,8 +439,13 @@ def train_loop(state: TrainState, forward_model: torch.nn.Module, loader: Any, n
         if p.sample_every and state.step % p.sample_every == 0 and ctx.main:
             on_sample(state.step)
     bar.close()
-    return LoopStats(train_loss=last["loss"], train_masked_accuracy=last["acc"], samples_per_s=meter.samples_per_s,
-                     data_time_share=meter.data_share, loop_s=meter.busy)
+    return LoopStats(
+        train_loss=last["loss"],
+        train_masked_accuracy=last["acc"],
+        samples_per_s=meter.samples_per_s,
+        data_time_share=meter.data_share,
+        loop_s=meter.busy,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,8 +455,12 @@ def train_loop(state: TrainState, forward_model: torch.nn.Module, loader: Any, n
 
 def build_parser():
     parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=Path, required=True, help="tokenize stage folder (tokens.npy, index.csv, meta.json)")
-    parser.add_argument("--text", type=Path, required=True, help="embed_text stage folder (states.npy, lengths.npy, ...)")
+    parser.add_argument(
+        "--tokens", type=Path, required=True, help="tokenize stage folder (tokens.npy, index.csv, meta.json)"
+    )
+    parser.add_argument(
+        "--text", type=Path, required=True, help="embed_text stage folder (states.npy, lengths.npy, ...)"
+    )
     parser.add_argument("--manifest", type=Path, required=True, help="cohort generator.csv (split train|val)")
     parser.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN folder for sample grids (optional)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -419,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_rank_logging(args.log)
     profile, p = load_stage_params(args.params, STAGE, TrainDecoderParams, args.profile)
-    return run_per_gpu("raygen.train_decoder", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
+    return run_per_gpu("raygen.stages.train_decoder", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
 
 
 def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
@@ -430,8 +483,14 @@ def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     null_states, null_length = load_null_prompt(args.text)
     null = (null_states.to(ctx.device), null_length)
     dec_cfg = decoder_config(p.preset, train.grid, train.codebook_size, train.text_dim)
-    config = {"params": to_dict(p), "profile": profile, "decoder": to_dict(dec_cfg),
-              "token_meta": train.token_meta, "text_meta": train.text_meta, "world_size": ctx.world_size}
+    config = {
+        "params": to_dict(p),
+        "profile": profile,
+        "decoder": to_dict(dec_cfg),
+        "token_meta": train.token_meta,
+        "text_meta": train.text_meta,
+        "world_size": ctx.world_size,
+    }
 
     torch.manual_seed(p.seed)  # same initial weights on every rank
     model = MaskedTokenDecoder(dec_cfg).to(ctx.device)
@@ -449,14 +508,22 @@ def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
         restore_rng(resumed["rng"], generator, ctx)
         state.step = int(resumed["step"])
         log.info("resumed from %s at step %d", last_path, state.step)
-    log.info("decoder %s: %.2fM parameters, %d tokens, codebook %d, text dim %d; %d processes on %s",
-             p.preset, count_parameters(model) / 1e6, dec_cfg.num_tokens, dec_cfg.codebook_size,
-             dec_cfg.text_dim, ctx.world_size, ctx.device)
+    log.info(
+        "decoder %s: %.2fM parameters, %d tokens, codebook %d, text dim %d; %d processes on %s",
+        p.preset,
+        count_parameters(model) / 1e6,
+        dec_cfg.num_tokens,
+        dec_cfg.codebook_size,
+        dec_cfg.text_dim,
+        ctx.world_size,
+        ctx.device,
+    )
 
     forward_model: torch.nn.Module = model
     if ctx.world_size > 1:
         forward_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     if p.compile:
         forward_model = torch.compile(forward_model)
     sampler = StepBatchSampler(len(train), p.batch_size, p.steps, p.seed, state.step, ctx.rank, ctx.world_size)
@@ -469,6 +536,7 @@ def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
             save_checkpoint(last_path, ckpt)
 
     with tracking.start_run(STAGE, profile, params=to_dict(p), enabled=ctx.main) as tracker:
+
         def on_sample(step: int) -> None:
             path = args.out / "samples" / f"step_{step:07d}.png"
             write_samples(model, val if len(val) else train, null, vq, path, p.seed, ctx.device, p.sample_schedule)
@@ -483,9 +551,20 @@ def _run(args: Any, p: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     return 0
 
 
-def _finish(args: Any, p: TrainDecoderParams, ctx: Dist, state: TrainState, final: dict, stats: LoopStats,
-            val: TokenTextDataset, prompts: TokenTextDataset, null: tuple[torch.Tensor, int], vq: Any,
-            tracker: tracking.Tracker, started: float) -> None:
+def _finish(
+    args: Any,
+    p: TrainDecoderParams,
+    ctx: Dist,
+    state: TrainState,
+    final: dict,
+    stats: LoopStats,
+    val: TokenTextDataset,
+    prompts: TokenTextDataset,
+    null: tuple[torch.Tensor, int],
+    vq: Any,
+    tracker: tracking.Tracker,
+    started: float,
+) -> None:
     """Rank 0: validation metrics (NaN without a val split), samples.png for the first ``prompts``,
     model.ckpt, metrics.json; drop last.ckpt."""
     amp = autocast_dtype(ctx.device, p.precision)
@@ -507,9 +586,16 @@ def _finish(args: Any, p: TrainDecoderParams, ctx: Dist, state: TrainState, fina
     tracker.log_metrics({k: float(v) for k, v in metrics.items()}, step=state.step)
     tracker.log_artifact(args.out / "samples.png")
     tracker.log_artifact(args.out / "metrics.json")
-    log.info("train %.4f / val %.4f loss, val masked accuracy %.3f, %.1f samples/s (data %.1f%% of loop time), "
-             "%.0f s in all", metrics["train_loss"], metrics["val_loss"], metrics["val_masked_accuracy"],
-             metrics["samples_per_s"], 100 * metrics["data_time_share"], metrics["wall_s"])
+    log.info(
+        "train %.4f / val %.4f loss, val masked accuracy %.3f, %.1f samples/s (data %.1f%% of loop time), "
+        "%.0f s in all",
+        metrics["train_loss"],
+        metrics["val_loss"],
+        metrics["val_masked_accuracy"],
+        metrics["samples_per_s"],
+        100 * metrics["data_time_share"],
+        metrics["wall_s"],
+    )
 
 
 if __name__ == "__main__":

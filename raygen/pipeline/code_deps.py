@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "raygen"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = ("raygen.__main__", "raygen.cli")
 
 
@@ -65,7 +65,7 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def import_closure(module: str, root: Path = REPO) -> tuple[str, ...]:
     """Sorted repo-relative paths of every ``raygen`` source file that importing ``module`` can run."""
     if module_file(module, root) is None:
@@ -90,7 +90,7 @@ def import_closure(module: str, root: Path = REPO) -> tuple[str, ...]:
 def stage_code_deps(stage: str, root: Path = REPO) -> list[str]:
     """The source files behind ``raygen <stage>``: the launcher's and the stage module's closures."""
     paths: set[str] = set()
-    for module in (*LAUNCHER, f"{PACKAGE}.{stage}"):
+    for module in (*LAUNCHER, f"{PACKAGE}.stages.{stage}"):
         paths.update(import_closure(module, root))
     return sorted(paths)
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="raygen code-deps",
         description="Show each stage's source-file dependencies (its import closure inside raygen/), "
-                    "or check / rewrite the code deps of dvc.yaml from them.",
+        "or check / rewrite the code deps of dvc.yaml from them.",
     )
     parser.add_argument("stage", nargs="?", help="show one stage's files (default: check or write dvc.yaml)")
     parser.add_argument("--dvc-yaml", type=Path, default=REPO / "dvc.yaml", help="default: %(default)s")
@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.dvc_yaml}: code deps {'updated' if updated != text else 'already current'}")
         return 0
     if updated != text:
-        print(f"raygen code-deps: error: {args.dvc_yaml} lists stale code deps; run `raygen code-deps --write`",
-              file=sys.stderr)
+        print(
+            f"raygen code-deps: error: {args.dvc_yaml} lists stale code deps; run `raygen code-deps --write`",
+            file=sys.stderr,
+        )
         return 1
     print(f"{args.dvc_yaml}: code deps current for {len(STAGE_NAMES)} stages")
     return 0

@@ -56,14 +56,6 @@ from raygen.data.classifier_data import read_classifier_manifest
 from raygen.data.images import image_side, load_grey, signed_to_uint8
 from raygen.data.labels import CLASSES
 from raygen.data.text_cache import TextCache
-from raygen.generate import (
-    encode_prompts,
-    generate_images,
-    load_vqgan,
-    save_image_grid,
-    save_progressive,
-    tokens_to_images,
-)
 from raygen.generation.sampler import (
     SamplerConfig,
     TrainedDecoder,
@@ -72,7 +64,21 @@ from raygen.generation.sampler import (
 )
 from raygen.io import sha256_file, write_csv, write_json
 from raygen.runtime import (
-    Dist, autocast_dtype, barrier, configure_torch, gather_object, run_per_gpu, setup_rank_logging,
+    Dist,
+    autocast_dtype,
+    barrier,
+    configure_torch,
+    gather_object,
+    run_per_gpu,
+    setup_rank_logging,
+)
+from raygen.tools.generate import (
+    encode_prompts,
+    generate_images,
+    load_vqgan,
+    save_image_grid,
+    save_progressive,
+    tokens_to_images,
 )
 
 log = logging.getLogger(__name__)
@@ -113,11 +119,14 @@ class SynthesizeParams:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"synthesize.steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.temperature < 0 or self.cfg < 0 or not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"synthesize.temperature and cfg must be >= 0 and alpha in [0, 1); got "
-                             f"{self.temperature}, {self.cfg}, {self.alpha}")
+            raise ValueError(
+                f"synthesize.temperature and cfg must be >= 0 and alpha in [0, 1); got "
+                f"{self.temperature}, {self.cfg}, {self.alpha}"
+            )
         if self.schedule == "raygen_paper" and self.gumbel > 0:
-            raise ValueError("synthesize.gumbel must be 0 with schedule raygen_paper (the authors' loop has no "
-                             "confidence noise)")
+            raise ValueError(
+                "synthesize.gumbel must be 0 with schedule raygen_paper (the authors' loop has no confidence noise)"
+            )
         if self.count_rule not in RULES:
             raise ValueError(f"synthesize.count_rule must be one of {sorted(RULES)}, got {self.count_rule!r}")
         if len(set(self.per_report_seeds)) < 1 or len(set(self.per_report_seeds)) != len(self.per_report_seeds):
@@ -126,9 +135,16 @@ class SynthesizeParams:
             raise ValueError("synthesize.class_template must contain {name} or {lower}")
 
     def sampler(self) -> SamplerConfig:
-        return SamplerConfig(steps=self.steps, temperature=self.temperature, temperature_anneal=self.temperature_anneal,
-                             alpha=self.alpha, gumbel_scale=self.gumbel, cfg_scale=self.cfg,
-                             batch_size=self.batch_size, schedule=self.schedule)
+        return SamplerConfig(
+            steps=self.steps,
+            temperature=self.temperature,
+            temperature_anneal=self.temperature_anneal,
+            alpha=self.alpha,
+            gumbel_scale=self.gumbel,
+            cfg_scale=self.cfg,
+            batch_size=self.batch_size,
+            schedule=self.schedule,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,8 +161,9 @@ def class_prompt(template: str, name: str) -> str:
     return template.format(name=name, lower=name.lower())
 
 
-def augmentation_plan(classifier: pd.DataFrame, p: SynthesizeParams,
-                      impressions: pd.DataFrame | None = None) -> pd.DataFrame:
+def augmentation_plan(
+    classifier: pd.DataFrame, p: SynthesizeParams, impressions: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The 100% arm's rows (path, prompt, prompt_class, labels[, source_study_id]), grouped by class.
 
     classifier:  the real classifier manifest; its training split sets the size and the class counts.
@@ -162,8 +179,14 @@ def augmentation_plan(classifier: pd.DataFrame, p: SynthesizeParams,
         if p.prompts == "class_name":
             label = [int(j == k) for j in range(len(CLASSES))]
             for i in range(n):
-                rows.append({"path": f"{IMAGES}/aug/{slug(name)}/{i:05d}.png", "prompt": class_prompt(p.class_template, name),
-                             "prompt_class": name, **dict(zip(CLASSES, label))})
+                rows.append(
+                    {
+                        "path": f"{IMAGES}/aug/{slug(name)}/{i:05d}.png",
+                        "prompt": class_prompt(p.class_template, name),
+                        "prompt_class": name,
+                        **dict(zip(CLASSES, label)),
+                    }
+                )
             continue
         assert impressions is not None
         pool = impressions[impressions[name] == 1]
@@ -172,9 +195,15 @@ def augmentation_plan(classifier: pd.DataFrame, p: SynthesizeParams,
         picks = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // max(len(pool), 1)))])[:n]
         for i, j in enumerate(picks):
             source = pool.iloc[int(j)]
-            rows.append({"path": f"{IMAGES}/aug/{slug(name)}/{i:05d}.png", "prompt": source["text"],
-                         "prompt_class": name, **{c: int(source[c]) for c in CLASSES},
-                         "source_study_id": int(source["study_id"])})
+            rows.append(
+                {
+                    "path": f"{IMAGES}/aug/{slug(name)}/{i:05d}.png",
+                    "prompt": source["text"],
+                    "prompt_class": name,
+                    **{c: int(source[c]) for c in CLASSES},
+                    "source_study_id": int(source["study_id"]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -222,9 +251,20 @@ def write_png(pixels: torch.Tensor, path: Path) -> None:
     tmp.replace(path)
 
 
-def generate_set(trained: TrainedDecoder, vq: Any, states: torch.Tensor, lengths: torch.Tensor, paths: list[Path],
-                 config: SamplerConfig, seed: int, set_index: int, amp: torch.dtype | None, desc: str,
-                 rank: int = 0, world: int = 1) -> int:
+def generate_set(
+    trained: TrainedDecoder,
+    vq: Any,
+    states: torch.Tensor,
+    lengths: torch.Tensor,
+    paths: list[Path],
+    config: SamplerConfig,
+    seed: int,
+    set_index: int,
+    amp: torch.dtype | None,
+    desc: str,
+    rank: int = 0,
+    world: int = 1,
+) -> int:
     """Generate one image per row into ``paths``; batches whose files all exist are skipped (resume).
 
     states (N, L, D) float16 on the decoder's device (or (1, L, D) shared by every row), lengths (N,)
@@ -236,13 +276,13 @@ def generate_set(trained: TrainedDecoder, vq: Any, states: torch.Tensor, lengths
     made = 0
     n = len(paths)
     for b, start in enumerate(tqdm(range(0, n, config.batch_size), desc=desc, unit="batch", leave=False)):
-        chunk = paths[start:start + config.batch_size]
+        chunk = paths[start : start + config.batch_size]
         if b % world != rank or all(p.is_file() for p in chunk):
             continue
         if states.shape[0] == 1:
             s, ln = states.expand(len(chunk), -1, -1), lengths.expand(len(chunk))
         else:
-            s, ln = states[start:start + len(chunk)], lengths[start:start + len(chunk)]
+            s, ln = states[start : start + len(chunk)], lengths[start : start + len(chunk)]
         generator = torch.Generator(device=device).manual_seed(batch_seed(seed, set_index, b))
         out = sample_tokens(trained.model, s, ln, config, generator, trained.null_states, trained.null_length, amp)
         images = tokens_to_images(vq, out.ids, DECODE_BATCH)
@@ -288,11 +328,19 @@ def build_parser():
     parser.add_argument("--fid", type=Path, required=True, help="cohort fid.csv: held-out images and their impressions")
     parser.add_argument("--generator", type=Path, required=True, help="cohort generator.csv (impression prompts)")
     parser.add_argument("--classifier", type=Path, required=True, help="cohort classifier.csv (class counts)")
-    parser.add_argument("--text-model", type=Path, default=None,
-                        help="local text encoder folder for the class-name prompts (as embed_text --model-dir)")
-    parser.add_argument("--cxr-bert-dir", type=Path, default=None,
-                        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used "
-                             "only when embed_text.source is cxr-bert and no --text-model is given")
+    parser.add_argument(
+        "--text-model",
+        type=Path,
+        default=None,
+        help="local text encoder folder for the class-name prompts (as embed_text --model-dir)",
+    )
+    parser.add_argument(
+        "--cxr-bert-dir",
+        type=Path,
+        default=None,
+        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used "
+        "only when embed_text.source is cxr-bert and no --text-model is given",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 
@@ -301,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_rank_logging(args.log)
     profile, p = load_stage_params(args.params, STAGE, SynthesizeParams, args.profile)
-    return run_per_gpu("raygen.synthesize", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
+    return run_per_gpu("raygen.stages.synthesize", argv, p.gpus, p.device, lambda ctx: _run(args, p, profile, ctx))
 
 
 def _run(args: Any, p: SynthesizeParams, profile: str, ctx: Dist) -> int:
@@ -326,16 +374,29 @@ def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker
     per_report = per_report_plan(fid, p.per_report_seeds, p.per_report_max)
     impressions = training_impressions(classifier, generator) if p.prompts == "impression" else None
     aug = augmentation_plan(classifier, p, impressions)
-    log.info("plan: %d reports x %d seeds, augmentation %d images (%s prompts), sampler %s",
-             len(per_report), len(p.per_report_seeds), len(aug), p.prompts, config)
+    log.info(
+        "plan: %d reports x %d seeds, augmentation %d images (%s prompts), sampler %s",
+        len(per_report),
+        len(p.per_report_seeds),
+        len(aug),
+        p.prompts,
+        config,
+    )
 
     out, partial = args.out, args.out / PARTIAL
     if ctx.main:
         if (out / IMAGES).exists():
             shutil.rmtree(out / IMAGES)  # a rerun replaces the finished set
-        _claim_partial(partial, {"params": {k: v for k, v in to_dict(p).items() if k not in ("gpus", "device")},
-                                 "decoder": sha256_file(args.checkpoint), "vqgan": sha256_file(args.vqgan / "model.ckpt"),
-                                 "fid": sha256_file(args.fid), "classifier": sha256_file(args.classifier)})
+        _claim_partial(
+            partial,
+            {
+                "params": {k: v for k, v in to_dict(p).items() if k not in ("gpus", "device")},
+                "decoder": sha256_file(args.checkpoint),
+                "vqgan": sha256_file(args.vqgan / "model.ckpt"),
+                "fid": sha256_file(args.fid),
+                "classifier": sha256_file(args.classifier),
+            },
+        )
     barrier(ctx)
     shard = {"rank": ctx.rank, "world": ctx.world_size}
 
@@ -345,20 +406,54 @@ def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker
     made = 0
     batch = cache.get(cache.rows_for(per_report["study_id"]), dtype=torch.float16, device=device)
     for k, seed in enumerate(p.per_report_seeds):
-        made += generate_set(trained, vq, batch.states, batch.lengths, [at(x) for x in per_report[f"path_{k}"]],
-                             config, seed, k, amp, f"per-report seed {seed}", **shard)
+        made += generate_set(
+            trained,
+            vq,
+            batch.states,
+            batch.lengths,
+            [at(x) for x in per_report[f"path_{k}"]],
+            config,
+            seed,
+            k,
+            amp,
+            f"per-report seed {seed}",
+            **shard,
+        )
     if p.prompts == "class_name":
         texts = [class_prompt(p.class_template, c) for c in CLASSES]
-        states, lengths = encode_prompts(texts, args.params, args.profile, args.text_model,
-                                         trained.config["text_meta"], device, args.cxr_bert_dir)
+        states, lengths = encode_prompts(
+            texts, args.params, args.profile, args.text_model, trained.config["text_meta"], device, args.cxr_bert_dir
+        )
         for k, name in enumerate(CLASSES):
             group = aug[aug["prompt_class"] == name]
-            made += generate_set(trained, vq, states[k:k + 1], lengths[k:k + 1], [at(x) for x in group["path"]],
-                                 config, p.seed, 100 + k, amp, f"augmentation {name}", **shard)
+            made += generate_set(
+                trained,
+                vq,
+                states[k : k + 1],
+                lengths[k : k + 1],
+                [at(x) for x in group["path"]],
+                config,
+                p.seed,
+                100 + k,
+                amp,
+                f"augmentation {name}",
+                **shard,
+            )
     else:
         batch = cache.get(cache.rows_for(aug["source_study_id"]), dtype=torch.float16, device=device)
-        made += generate_set(trained, vq, batch.states, batch.lengths, [at(x) for x in aug["path"]],
-                             config, p.seed, 100, amp, "augmentation", **shard)
+        made += generate_set(
+            trained,
+            vq,
+            batch.states,
+            batch.lengths,
+            [at(x) for x in aug["path"]],
+            config,
+            p.seed,
+            100,
+            amp,
+            "augmentation",
+            **shard,
+        )
     made = sum(gather_object(made, ctx))
     barrier(ctx)
     if not ctx.main:
@@ -373,26 +468,49 @@ def _synthesize(args: Any, p: SynthesizeParams, profile: str, ctx: Dist, tracker
     _figures(out, per_report, aug, p, trained, vq, cache, config, amp, device)
     counts = aug_class_counts(aug)
     meta = {
-        "profile": profile, "params": to_dict(p), "per_report_images": len(per_report),
-        "per_report_seeds": p.per_report_seeds, "aug_100_images": len(aug),
-        "aug_50_images": sum(n // 2 for n in counts.values()), "aug_per_class": counts,
+        "profile": profile,
+        "params": to_dict(p),
+        "per_report_images": len(per_report),
+        "per_report_seeds": p.per_report_seeds,
+        "aug_100_images": len(aug),
+        "aug_50_images": sum(n // 2 for n in counts.values()),
+        "aug_per_class": counts,
         "aug_50_per_class": {c: n // 2 for c, n in counts.items()},
         "resolution": image_side(out / per_report["path_0"].iloc[0]) if len(per_report) else None,
-        "images_generated_now": made, "wall_s": round(elapsed, 2),
+        "images_generated_now": made,
+        "wall_s": round(elapsed, 2),
         "images_per_s": round(made / elapsed, 3) if made else None,
     }
     write_json(out / "meta.json", meta)
-    log.info("wrote %d images (%d generated now) in %.1f s (%.2f images/s); 100%% arm %d, 50%% arm %d",
-             n_images, made, elapsed, made / max(elapsed, 1e-9), len(aug), meta["aug_50_images"])
-    tracker.log_metrics({"images_per_s": meta["images_per_s"] or 0.0, "aug_100_images": len(aug),
-                         "per_report_images": len(per_report)})
+    log.info(
+        "wrote %d images (%d generated now) in %.1f s (%.2f images/s); 100%% arm %d, 50%% arm %d",
+        n_images,
+        made,
+        elapsed,
+        made / max(elapsed, 1e-9),
+        len(aug),
+        meta["aug_50_images"],
+    )
+    tracker.log_metrics(
+        {"images_per_s": meta["images_per_s"] or 0.0, "aug_100_images": len(aug), "per_report_images": len(per_report)}
+    )
     for name in ("samples_per_class.png", "progressive.png", "meta.json"):
         tracker.log_artifact(out / name)
     return 0
 
 
-def _figures(out: Path, per_report: pd.DataFrame, aug: pd.DataFrame, p: SynthesizeParams, trained: TrainedDecoder,
-             vq: Any, cache: TextCache, config: SamplerConfig, amp: torch.dtype | None, device: torch.device) -> None:
+def _figures(
+    out: Path,
+    per_report: pd.DataFrame,
+    aug: pd.DataFrame,
+    p: SynthesizeParams,
+    trained: TrainedDecoder,
+    vq: Any,
+    cache: TextCache,
+    config: SamplerConfig,
+    amp: torch.dtype | None,
+    device: torch.device,
+) -> None:
     """samples_per_class.png (first images of each class) and progressive.png (paper Figure 3)."""
     tiles, titles = [], []
     for name in CLASSES:
@@ -404,8 +522,15 @@ def _figures(out: Path, per_report: pd.DataFrame, aug: pd.DataFrame, p: Synthesi
         save_image_grid(torch.stack(tiles), out / "samples_per_class.png", titles=titles, ncol=p.grid_per_class)
     rows = per_report.head(max(1, p.progressive_prompts))
     batch = cache.get(cache.rows_for(rows["study_id"]), dtype=torch.float16, device=device)
-    _, frames = generate_images(trained, batch.states, batch.lengths, replace(config, batch_size=len(rows)),
-                                p.per_report_seeds[0], vq, progressive=True)
+    _, frames = generate_images(
+        trained,
+        batch.states,
+        batch.lengths,
+        replace(config, batch_size=len(rows)),
+        p.per_report_seeds[0],
+        vq,
+        progressive=True,
+    )
     save_progressive(frames, out / "progressive.png", list(rows["text"]))
 
 

@@ -91,8 +91,7 @@ class SectionsParams:
         unknown = [s for s in self.prompt_fallback if s not in SECTIONED_COLUMNS]
         if unknown:
             raise ConfigError(
-                f"sections.prompt_fallback: unknown section(s) {unknown}; "
-                f"choose from {list(SECTIONED_COLUMNS)}"
+                f"sections.prompt_fallback: unknown section(s) {unknown}; choose from {list(SECTIONED_COLUMNS)}"
             )
         if len(set(self.prompt_fallback)) != len(self.prompt_fallback):
             raise ConfigError(f"sections.prompt_fallback: repeated names in {self.prompt_fallback}")
@@ -263,7 +262,10 @@ def _from_worker(ref: ReportRef, packed: tuple) -> ReportResult:
 
 
 def process_all(
-    source: ReportSource, refs: Sequence[ReportRef], params: SectionsParams, min_per_worker: int = 2000,
+    source: ReportSource,
+    refs: Sequence[ReportRef],
+    params: SectionsParams,
+    min_per_worker: int = 2000,
 ) -> list[ReportResult]:
     """Process every report, results in ``refs`` order, in-process or with ``params.workers`` processes.
 
@@ -301,7 +303,8 @@ def prompts_frame(results: Sequence[ReportResult]) -> pd.DataFrame:
     """One row per study with a prompt: study_id (int, no ``s``), subject_id (int), text, source."""
     rows = [
         (int(r.ref.study[1:]), r.ref.subject_id, r.prompt.text, r.prompt.source)
-        for r in results if r.prompt is not None
+        for r in results
+        if r.prompt is not None
     ]
     frame = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
     return frame.astype({"study_id": "int64", "subject_id": "int64", "text": object, "source": object})
@@ -326,8 +329,7 @@ def summarize(results: Sequence[ReportResult], duplicates: int) -> dict[str, obj
         "notification_stripped": sum(1 for r in prompted if r.prompt.stripped_notification),
         "custom_rules_applied": sum(1 for r in ok if r.custom_rule),
         "examples": {
-            s: [r.ref.locator for r in results if r.status == s][:_MAX_EXAMPLES]
-            for s in STATUSES if s != "ok"
+            s: [r.ref.locator for r in results if r.status == s][:_MAX_EXAMPLES] for s in STATUSES if s != "ok"
         },
     }
 
@@ -352,12 +354,14 @@ def _drop_duplicates(refs: list[ReportRef]) -> tuple[list[ReportRef], int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("sections", __doc__.split("\n\n")[0])
-    parser.add_argument("--reports-root", type=Path, required=True,
-                        help="folder with files/pXX/... reports, that files/ folder, "
-                             "or mimic-cxr-reports.zip")
+    parser.add_argument(
+        "--reports-root",
+        type=Path,
+        required=True,
+        help="folder with files/pXX/... reports, that files/ folder, or mimic-cxr-reports.zip",
+    )
     parser.add_argument("--out", type=Path, required=True, help="sectioned CSV (mimic_cxr_sectioned.csv)")
-    parser.add_argument("--prompts", type=Path, default=None,
-                        help="prompt CSV (default: prompts.csv beside --out)")
+    parser.add_argument("--prompts", type=Path, default=None, help="prompt CSV (default: prompts.csv beside --out)")
     return parser
 
 
@@ -386,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(results, duplicates)
     summary.update(
-        source=source.kind, reports_root=str(args.reports_root), seconds_listing=round(t_list, 3),
-        seconds_parsing=round(t_parse, 3), reports_per_s=round(rate, 1), params=to_dict(params),
+        source=source.kind,
+        reports_root=str(args.reports_root),
+        seconds_listing=round(t_list, 3),
+        seconds_parsing=round(t_parse, 3),
+        reports_per_s=round(rate, 1),
+        params=to_dict(params),
     )
     sectioned = sectioned_frame(results)
     prompts = prompts_frame(results)
@@ -395,19 +403,21 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(prompts_path, prompts)
     write_json(summary_path, summary)
 
-    log.info("parsed %d reports in %.1f s (%.0f reports/s, %d worker(s) asked)",
-             len(results), t_parse, rate, params.workers)
+    log.info(
+        "parsed %d reports in %.1f s (%.0f reports/s, %d worker(s) asked)", len(results), t_parse, rate, params.workers
+    )
     for problem in ("unreadable", "invalid_utf8", "empty"):
         if summary[problem]:
-            log.warning("%s: %d file(s) skipped, e.g. %s", problem, summary[problem],
-                        summary["examples"][problem][:3])
-    log.info("sections present: %s; no usable section: %d", summary["with_section"],
-             summary["no_usable_section"])
-    log.info("prompts: %d (%s), none for %d studies, notification text removed from %d",
-             summary["prompts"], summary["prompt_sources"], summary["no_prompt"],
-             summary["notification_stripped"])
-    log.info("wrote %s (%d rows), %s (%d rows), %s", args.out, len(sectioned), prompts_path,
-             len(prompts), summary_path)
+            log.warning("%s: %d file(s) skipped, e.g. %s", problem, summary[problem], summary["examples"][problem][:3])
+    log.info("sections present: %s; no usable section: %d", summary["with_section"], summary["no_usable_section"])
+    log.info(
+        "prompts: %d (%s), none for %d studies, notification text removed from %d",
+        summary["prompts"],
+        summary["prompt_sources"],
+        summary["no_prompt"],
+        summary["notification_stripped"],
+    )
+    log.info("wrote %s (%d rows), %s (%d rows), %s", args.out, len(sectioned), prompts_path, len(prompts), summary_path)
     return 0
 
 

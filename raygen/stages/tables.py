@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 STAGE = "tables"
 ARM_NAMES = {"real": "Real only", "real+100": "Real + 100% synthetic", "real+50": "Real + 50% synthetic"}
-PAPER_ARM_SIZES = {"real": "4,684 real", "real+100": "4,684 real + 4,673 synthetic",
-                   "real+50": "4,684 real + 2,337 synthetic"}
+PAPER_ARM_SIZES = {
+    "real": "4,684 real",
+    "real+100": "4,684 real + 4,673 synthetic",
+    "real+50": "4,684 real + 2,337 synthetic",
+}
 
 # design.md "Reference numbers (RayGen paper)": MIMIC-CXR p10, 605 test images, 10 classes.
 PAPER_TABLE1 = {"real": 0.71, "real+100": 0.68, "real+50": 0.705}
@@ -99,10 +102,13 @@ def context_line(m: dict[str, Any]) -> str:
     fidelity = m["fidelity"]
     patients = arms["real"]["auroc_ci"].get("n_clusters")
     of_patients = f" of {patients} patients" if patients else ""
-    return (f"Ours: {DATASETS.get(m['profile'], m['profile'])}; synthetic images {m['fidelity']['resolution']} px, "
-            f"classifier input {m.get('classifier_resolution', 'n/a')} px; {arms['real']['n_test']} real test "
-            f"images{of_patients}; FID features {m['extractor']} on {fidelity['n_real']} real vs {fidelity['n_generated']} generated "
-            "images. Paper: MIMIC-CXR p10, 512 px, 605 test images, FID on 2,568 held-out images.")
+    return (
+        f"Ours: {DATASETS.get(m['profile'], m['profile'])}; synthetic images {m['fidelity']['resolution']} px, "
+        f"classifier input {m.get('classifier_resolution', 'n/a')} px; {arms['real']['n_test']} real test "
+        f"images{of_patients}; FID features {m['extractor']} on {fidelity['n_real']} real vs "
+        f"{fidelity['n_generated']} generated "
+        "images. Paper: MIMIC-CXR p10, 512 px, 605 test images, FID on 2,568 held-out images."
+    )
 
 
 def table1(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -110,18 +116,20 @@ def table1(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
     for arm in ("real", "real+100", "real+50"):
         r = m["classifier"][arm]
         real = r["train_images"] - r["synthetic_train_images"]
-        rows.append({
-            "arm": ARM_NAMES[arm],
-            "paper training images": PAPER_ARM_SIZES[arm],
-            "paper avg AUROC": PAPER_TABLE1[arm],
-            "our training images": f"{real:,} real" + (f" + {r['synthetic_train_images']:,} synthetic"
-                                                       if r["synthetic_train_images"] else ""),
-            "our optimizer steps": f"{r['optimizer_steps']:,}" if r.get("optimizer_steps") is not None else "n/a",
-            "our avg AUROC [95% CI]": _with_ci(r["auroc"]["macro"], r["auroc_ci"]["macro"], p),
-            "our AUROC difference vs real only [95% CI]": _delta_text(m.get("delta_auroc", {}).get(arm), arm, p),
-            "our avg F1 [95% CI]": _with_ci(r["f1"]["macro"], r["f1_ci"]["macro"], p),
-            "classes left out": ", ".join(r["auroc"]["excluded"]) or "none",
-        })
+        rows.append(
+            {
+                "arm": ARM_NAMES[arm],
+                "paper training images": PAPER_ARM_SIZES[arm],
+                "paper avg AUROC": PAPER_TABLE1[arm],
+                "our training images": f"{real:,} real"
+                + (f" + {r['synthetic_train_images']:,} synthetic" if r["synthetic_train_images"] else ""),
+                "our optimizer steps": f"{r['optimizer_steps']:,}" if r.get("optimizer_steps") is not None else "n/a",
+                "our avg AUROC [95% CI]": _with_ci(r["auroc"]["macro"], r["auroc_ci"]["macro"], p),
+                "our AUROC difference vs real only [95% CI]": _delta_text(m.get("delta_auroc", {}).get(arm), arm, p),
+                "our avg F1 [95% CI]": _with_ci(r["f1"]["macro"], r["f1_ci"]["macro"], p),
+                "classes left out": ", ".join(r["auroc"]["excluded"]) or "none",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -154,14 +162,18 @@ def table1_note(m: dict[str, Any]) -> str:
     ci = m["classifier"]["real"]["auroc_ci"]
     level = f"{ci.get('level', 0.95):.0%}"
     if ci.get("n_clusters"):
-        drawn = (f"over the {ci['n_clusters']} test patients: each of {ci['n_boot']} resamples draws patients "
-                 "with replacement and takes all of a drawn patient's images")
+        drawn = (
+            f"over the {ci['n_clusters']} test patients: each of {ci['n_boot']} resamples draws patients "
+            "with replacement and takes all of a drawn patient's images"
+        )
     else:
         drawn = f"over test images, not clustered by patient ({ci['n_boot']} resamples)"
-    return (f"Intervals: {level} percentile bootstrap {drawn}. The difference from the real-only arm is paired: "
-            "every resample scores both arms on the same patients. "
-            f"{_seed_text(m['classifier'])}: the intervals cover which patients were tested, not the "
-            "variation between training runs.")
+    return (
+        f"Intervals: {level} percentile bootstrap {drawn}. The difference from the real-only arm is paired: "
+        "every resample scores both arms on the same patients. "
+        f"{_seed_text(m['classifier'])}: the intervals cover which patients were tested, not the "
+        "variation between training runs."
+    )
 
 
 def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -172,19 +184,26 @@ def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
     ours_auroc = m["classifier"]["real+50"]["auroc"]["macro"]
     cond_text = _fmt(cond["augmentation_prompts"]["macro"], p.decimals) + " (class-name prompts)"
     if "per_report_generated" in cond:
-        cond_text += (f"; {_fmt(cond['per_report_generated']['macro'], p.decimals)} per-report vs "
-                      f"{_fmt(cond['per_report_real']['macro'], p.decimals)} on the real images")
+        cond_text += (
+            f"; {_fmt(cond['per_report_generated']['macro'], p.decimals)} per-report vs "
+            f"{_fmt(cond['per_report_real']['macro'], p.decimals)} on the real images"
+        )
     ours = {
         "FID": (fid["fid"] if isinstance(fid["fid"], str) else f"{_fmt(fid['fid']['fid'], 2)}")
-               + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
-        "MS-SSIM (lower = more diverse)": (f"{_fmt(ms['value'], p.decimals)} ({ms['kernel_size']} px window, "
-                                           f"{ms['scales']} scales)") if ms else "n/a",
+        + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
+        "MS-SSIM (lower = more diverse)": (
+            f"{_fmt(ms['value'], p.decimals)} ({ms['kernel_size']} px window, {ms['scales']} scales)"
+        )
+        if ms
+        else "n/a",
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, p.decimals),
         "conditional fidelity (macro AUROC)": cond_text,
-        "memorisation (share closer than real p1)": (f"{_fmt(mem['share_below'], p.decimals)} "
-                                                     f"({mem['n_below']} / {mem['n_synthetic']})"),
-        "FID at equal N, patient-disjoint halves: real A vs generated for B (real A vs real B floor)":
-            _equal_n_text(fid.get("fid_equal_n")),
+        "memorisation (share closer than real p1)": (
+            f"{_fmt(mem['share_below'], p.decimals)} ({mem['n_below']} / {mem['n_synthetic']})"
+        ),
+        "FID at equal N, patient-disjoint halves: real A vs generated for B (real A vs real B floor)": _equal_n_text(
+            fid.get("fid_equal_n")
+        ),
     }
     rows = []
     for i, metric in enumerate(ours):
@@ -197,7 +216,7 @@ def table2(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
 
 
 def _equal_n_text(floor: dict[str, Any] | None) -> str:
-    """"<generated> (floor <real>), n = <n> per half", or the reason a half could not be scored."""
+    """ "<generated> (floor <real>), n = <n> per half", or the reason a half could not be scored."""
     if not floor:
         return "n/a"
     values = [floor["real_a_vs_generated_b"], floor["real_a_vs_real_b"]]
@@ -208,11 +227,13 @@ def _equal_n_text(floor: dict[str, Any] | None) -> str:
 
 def table2_note(m: dict[str, Any]) -> str:
     """What each FID compares, so the headline is not read against the floor."""
-    return ("FID (headline): every held-out real image against the image generated from its own report, N vs N. "
-            "Equal-N floor: the held-out patients split into two disjoint halves A and B of n images each; "
-            "real A against the images generated from B's reports is the fair comparison with real A against "
-            "real B, the score a perfect generator would reach at that n. FID falls as the sample count grows, "
-            "so only FIDs at the same count compare.")
+    return (
+        "FID (headline): every held-out real image against the image generated from its own report, N vs N. "
+        "Equal-N floor: the held-out patients split into two disjoint halves A and B of n images each; "
+        "real A against the images generated from B's reports is the fair comparison with real A against "
+        "real B, the score a perfect generator would reach at that n. FID falls as the sample count grows, "
+        "so only FIDs at the same count compare."
+    )
 
 
 def table3(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
@@ -223,8 +244,11 @@ def table3(m: dict[str, Any], p: TablesParams) -> pd.DataFrame:
             row[f"paper {arm}"] = f"{PAPER_TABLE3[name][j]:.4f}"
         for arm in ("real", "real+100", "real+50"):
             r = m["classifier"][arm]
-            row[f"ours {arm}"] = (_with_ci(r["auroc"]["per_class"][name], r["auroc_ci"]["per_class"].get(name), p)
-                                  if name in r["auroc"]["per_class"] else "no positives")
+            row[f"ours {arm}"] = (
+                _with_ci(r["auroc"]["per_class"][name], r["auroc_ci"]["per_class"].get(name), p)
+                if name in r["auroc"]["per_class"]
+                else "no positives"
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 

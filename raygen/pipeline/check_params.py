@@ -22,7 +22,7 @@ from raygen.stages import STAGES
 log = logging.getLogger(__name__)
 
 # Section name -> "module:ParamsClass". One name per stage: module, rule, DVC stage, section.
-STAGE_PARAMS: dict[str, str] = {stage.name: f"raygen.{stage.name}:{stage.params_class}" for stage in STAGES}
+STAGE_PARAMS: dict[str, str] = {stage.name: f"raygen.stages.{stage.name}:{stage.params_class}" for stage in STAGES}
 
 # Where the pretrained parts live (folders; see params.yaml). The Snakefile and dvc.yaml read them.
 INPUTS = ("unixgen_vqgan", "lpips", "cxr_bert", "chexnet", "torchxrayvision")
@@ -40,7 +40,9 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
     raw = read_params(path)
     unknown = sorted(set(raw) - TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"unknown top-level params key(s): {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
+        raise ConfigError(
+            f"unknown top-level params key(s): {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}"
+        )
     resolve_profile(raw)
     _check_inputs(raw.get("inputs"))
     _check_sections(raw.get("runtime") or {}, "runtime")
@@ -48,12 +50,16 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
     for name in PROFILES:
         overlay = overlays.get(name)
         if not isinstance(overlay, dict):
-            raise ConfigError(f"profiles.{name}: missing; every profile lists every section (`{{}}` for none), "
-                              "since DVC tracks profiles.<profile>.<section>")
+            raise ConfigError(
+                f"profiles.{name}: missing; every profile lists every section (`{{}}` for none), "
+                "since DVC tracks profiles.<profile>.<section>"
+            )
         missing = [section for section in STAGE_PARAMS if section not in overlay]
         if missing:
-            raise ConfigError(f"profiles.{name}: add {', '.join(f'{m}: {{}}' for m in missing)} "
-                              "(DVC tracks profiles.<profile>.<section>, which must exist)")
+            raise ConfigError(
+                f"profiles.{name}: add {', '.join(f'{m}: {{}}' for m in missing)} "
+                "(DVC tracks profiles.<profile>.<section>, which must exist)"
+            )
         _check_sections({k: v for k, v in overlay.items() if k != "runtime"}, f"profiles.{name}")
         _check_sections(overlay.get("runtime") or {}, f"profiles.{name}.runtime")
     unknown_profiles = sorted(set(overlays) - set(PROFILES))
@@ -79,8 +85,10 @@ def _check_across_stages(sections: dict[str, Any], profile: str) -> None:
     if classifier > vqgan:
         # Synthetic images would be upsampled to the classifier's input while real ones are downsampled:
         # the arms would differ in sharpness, not only in data.
-        raise ConfigError(f"profile {profile}: train_classifier.resolution {classifier} exceeds the synthetic images' "
-                          f"size (vqgan.resolution {vqgan}); lower it or raise vqgan.resolution")
+        raise ConfigError(
+            f"profile {profile}: train_classifier.resolution {classifier} exceeds the synthetic images' "
+            f"size (vqgan.resolution {vqgan}); lower it or raise vqgan.resolution"
+        )
 
 
 def _check_sections(mapping: dict[str, Any], where: str) -> None:

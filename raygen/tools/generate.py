@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from raygen.cli import stage_parser
+from raygen.errors import MissingFileError
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import SCHEDULES
-from raygen.errors import MissingFileError
 from raygen.io import atomic_path
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
 
@@ -63,8 +63,9 @@ def tokens_to_images(vq: Any, ids: torch.Tensor, batch_size: int = 16) -> torch.
     return torch.cat(out)
 
 
-def token_maps(ids: torch.Tensor, grid: tuple[int, int], codebook_size: int, mask_id: int | None = None,
-               scale: int = 8) -> torch.Tensor:
+def token_maps(
+    ids: torch.Tensor, grid: tuple[int, int], codebook_size: int, mask_id: int | None = None, scale: int = 8
+) -> torch.Tensor:
     """A stand-in picture when no VQ-GAN is at hand: ids as grey levels, (B, 1, h*scale, w*scale) in [-1, 1].
 
     Masked positions (``mask_id``) are 0 (mid grey).
@@ -86,8 +87,9 @@ def masked_canvas(images: torch.Tensor, masked: torch.Tensor, grid: tuple[int, i
     return images.masked_fill(cover, 0.0)
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, titles: list[str] | None = None,
-                    ncol: int | None = None) -> None:
+def save_image_grid(
+    images: torch.Tensor, path: str | Path, titles: list[str] | None = None, ncol: int | None = None
+) -> None:
     """Write (B, C, H, W) images in [-1, 1] as a PNG grid, each with its (wrapped) title."""
     import matplotlib
 
@@ -120,8 +122,7 @@ def save_progressive(frames: list[torch.Tensor], path: str | Path, titles: list[
     """
     steps, rows = len(frames), frames[0].shape[0]
     grid = torch.stack(frames, dim=1).flatten(0, 1)  # (B*K, C, H, W), row-major by prompt
-    names = [f"step {k + 1}/{steps}" + (f": {titles[r]}" if k == 0 else "") for r in range(rows)
-             for k in range(steps)]
+    names = [f"step {k + 1}/{steps}" + (f": {titles[r]}" if k == 0 else "") for r in range(rows) for k in range(steps)]
     save_image_grid(grid, path, titles=names, ncol=steps)
 
 
@@ -130,9 +131,15 @@ def save_progressive(frames: list[torch.Tensor], path: str | Path, titles: list[
 # ---------------------------------------------------------------------------------------------
 
 
-def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, model_dir: Path | None,
-                   text_meta: dict[str, Any], device: torch.device,
-                   cxr_bert_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    prompts: list[str],
+    params_path: Path,
+    profile: str | None,
+    model_dir: Path | None,
+    text_meta: dict[str, Any],
+    device: torch.device,
+    cxr_bert_dir: Path | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode prompts with the ``embed_text`` encoder -> states (B, L, D) float16, lengths (B,) int64.
 
     The one place that touches the text encoder (:func:`raygen.models.text_encoder.build_text_encoder`).
@@ -141,27 +148,38 @@ def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, m
     the decoder only understands the states it was trained on.
     """
     from raygen.config import load_section
-    from raygen.embed_text import EmbedTextParams, forward_precision
     from raygen.models.text_encoder import build_text_encoder, pick_model_dir
+    from raygen.stages.embed_text import EmbedTextParams, forward_precision
 
     params = load_section(params_path, "embed_text", EmbedTextParams, profile)
     trained = text_meta.get("params", {})
     for key in ("source", "normalize"):
         if key in trained and trained[key] != getattr(params, key):
-            raise ValueError(f"embed_text.{key} is {getattr(params, key)!r} in {params_path} but the decoder was "
-                             f"trained on {trained[key]!r} text states; use the params of the training run")
+            raise ValueError(
+                f"embed_text.{key} is {getattr(params, key)!r} in {params_path} but the decoder was "
+                f"trained on {trained[key]!r} text states; use the params of the training run"
+            )
     length = int(text_meta["max_length"])
     encoder = build_text_encoder(
-        params.source, model_dir=pick_model_dir(params.source, model_dir, cxr_bert_dir), hub_id=params.hub_id, revision=params.revision, max_length=length,
-        normalize=params.normalize, device=device,
+        params.source,
+        model_dir=pick_model_dir(params.source, model_dir, cxr_bert_dir),
+        hub_id=params.hub_id,
+        revision=params.revision,
+        max_length=length,
+        normalize=params.normalize,
+        device=device,
         autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
     )
     encoded = encoder.encode(prompts)  # states padded to max_length
     if encoded.truncated.any():
         cut = encoder.token_lengths(prompts) - length  # (B,) tokens beyond L, <= 0 where none
         for i in torch.nonzero(encoded.truncated).flatten().tolist():
-            log.warning("prompt %d is %d tokens longer than the decoder's text length %d: its end was cut",
-                        i, int(cut[i]), length)
+            log.warning(
+                "prompt %d is %d tokens longer than the decoder's text length %d: its end was cut",
+                i,
+                int(cut[i]),
+                length,
+            )
     if encoded.states.shape[-1] != int(text_meta["dim"]):
         raise ValueError(f"text encoder width {encoded.states.shape[-1]} != the decoder's {text_meta['dim']}")
     return encoded.states.to(device=device, dtype=torch.float16), encoded.lengths.to(device)
@@ -172,8 +190,15 @@ def encode_prompts(prompts: list[str], params_path: Path, profile: str | None, m
 # ---------------------------------------------------------------------------------------------
 
 
-def generate_images(trained: TrainedDecoder, states: torch.Tensor, lengths: torch.Tensor, config: SamplerConfig,
-                    seed: int, vq: Any | None, progressive: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def generate_images(
+    trained: TrainedDecoder,
+    states: torch.Tensor,
+    lengths: torch.Tensor,
+    config: SamplerConfig,
+    seed: int,
+    vq: Any | None,
+    progressive: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Tokens -> images for every prompt row, in batches of ``config.batch_size``.
 
     Returns images (B, C, R, R) in [-1, 1] and, when ``progressive``, one canvas batch per step
@@ -193,8 +218,17 @@ def generate_images(trained: TrainedDecoder, states: torch.Tensor, lengths: torc
     images, frames = [], []
     for start in range(0, states.shape[0], config.batch_size):
         end = start + config.batch_size
-        out = sample_tokens(model, states[start:end], lengths[start:end], config, generator,
-                            trained.null_states, trained.null_length, amp, keep_history=progressive)
+        out = sample_tokens(
+            model,
+            states[start:end],
+            lengths[start:end],
+            config,
+            generator,
+            trained.null_states,
+            trained.null_length,
+            amp,
+            keep_history=progressive,
+        )
         images.append(to_pixels(out.ids))
         if progressive:
             frames.append([masked_canvas(to_pixels(c), (c == mask_id).cpu(), grid) for c in out.history])
@@ -210,7 +244,9 @@ def build_parser():
     parser.add_argument("--out", type=Path, required=True, help="PNG grid to write")
     parser.add_argument("--progressive", type=Path, default=None, help="also write the progressive-unmasking figure")
     parser.add_argument("--checkpoint", type=Path, default=Path("results/train_decoder/model.ckpt"))
-    parser.add_argument("--vqgan", type=Path, default=Path("results/vqgan"), help="VQ-GAN folder (config.yaml, model.ckpt)")
+    parser.add_argument(
+        "--vqgan", type=Path, default=Path("results/vqgan"), help="VQ-GAN folder (config.yaml, model.ckpt)"
+    )
     parser.add_argument("--text-model", type=Path, default=None, help="local text encoder weights folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -222,19 +258,31 @@ def build_parser():
     parser.add_argument("--gumbel", type=float, default=defaults.gumbel_scale, help="Gumbel noise on the confidence")
     parser.add_argument("--cfg", type=float, default=defaults.cfg_scale, help="guidance scale (1 = conditional only)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
-                        help="decoding loop: maskgit = MaskGIT-style (cos((k+1)/K) share left masked after step k, "
-                             "T down to T/K); raygen_paper = the RayGen authors' loop (linspace(0, 1, K) "
-                             "schedule, T (K-1-k)/K so the last step is greedy, re-masking by the unfiltered "
-                             "probability; needs --gumbel 0) (default: %(default)s)")
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=defaults.schedule,
+        help="decoding loop: maskgit = MaskGIT-style (cos((k+1)/K) share left masked after step k, "
+        "T down to T/K); raygen_paper = the RayGen authors' loop (linspace(0, 1, K) "
+        "schedule, T (K-1-k)/K so the last step is greedy, re-masking by the unfiltered "
+        "probability; needs --gumbel 0) (default: %(default)s)",
+    )
     return parser
 
 
 def sampler_config(args: Any) -> SamplerConfig:
     """The :class:`SamplerConfig` the command line asks for."""
-    return replace(SamplerConfig(), steps=args.steps, temperature=args.temperature,
-                   temperature_anneal=not args.no_anneal, alpha=args.alpha, gumbel_scale=args.gumbel,
-                   cfg_scale=args.cfg, batch_size=args.batch_size, schedule=args.schedule)
+    return replace(
+        SamplerConfig(),
+        steps=args.steps,
+        temperature=args.temperature,
+        temperature_anneal=not args.no_anneal,
+        alpha=args.alpha,
+        gumbel_scale=args.gumbel,
+        cfg_scale=args.cfg,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+    )
 
 
 def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[Any, SamplerConfig]:
@@ -264,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_decoder_checkpoint(args.checkpoint, device)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     start = time.perf_counter()
-    states, lengths = encode_prompts(prompts, args.params, args.profile, args.text_model,
-                                     trained.config["text_meta"], device)
+    states, lengths = encode_prompts(
+        prompts, args.params, args.profile, args.text_model, trained.config["text_meta"], device
+    )
     vq = load_vqgan(args.vqgan, device)
     images, frames = generate_images(trained, states, lengths, config, args.seed, vq, args.progressive is not None)
     save_image_grid(images, args.out, titles=prompts, ncol=min(args.n, 8))

@@ -45,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset root DATA (e.g. data/demo)")
     parser.add_argument("--studies", type=int, default=d.studies, help="number of studies (default: %(default)s)")
-    parser.add_argument("--patients", type=int, default=None,
-                        help="number of patients (default: studies * 0.35, i.e. 700 for 2000 studies)")
+    parser.add_argument(
+        "--patients",
+        type=int,
+        default=None,
+        help="number of patients (default: studies * 0.35, i.e. 700 for 2000 studies)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")

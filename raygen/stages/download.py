@@ -74,9 +74,7 @@ class MimicParams:
             raise ConfigError("download.mimic.groups: give at least one group (p10..p19) or [all]")
         bad = [g for g in self.groups if g not in (*VALID_GROUPS, "all")]
         if bad or ("all" in self.groups and len(self.groups) > 1):
-            raise ConfigError(
-                f"download.mimic.groups: {self.groups!r} must be group folders p10..p19, or [all] alone"
-            )
+            raise ConfigError(f"download.mimic.groups: {self.groups!r} must be group folders p10..p19, or [all] alone")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"download.mimic.base_url: {self.base_url!r} is not an http(s) URL")
@@ -103,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("download", __doc__)
     parser.add_argument("--out", type=Path, required=True, help="dataset root DATA (e.g. data/demo or data/mimic)")
     parser.add_argument(
-        "--local-jpg", type=Path, default=None,
+        "--local-jpg",
+        type=Path,
+        default=None,
         help="link an existing MIMIC-CXR-JPG copy (version root, its files/ folder, or a wget mirror); "
-             "overrides download.mimic.local_jpg",
+        "overrides download.mimic.local_jpg",
     )
     parser.add_argument(
-        "--local-reports", type=Path, default=None,
+        "--local-reports",
+        type=Path,
+        default=None,
         help="link an existing reports copy (mimic-cxr-reports.zip, a folder with files/ of .txt, or files/); "
-             "overrides download.mimic.local_reports",
+        "overrides download.mimic.local_reports",
     )
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -211,8 +213,10 @@ def run_mimic(
         "base_url": params.base_url if client else None,
         # What was checked against SHA256SUMS.txt: downloads when download.mimic.verify says so; a linked
         # copy when it also holds the release's SHA256SUMS.txt (its own entry says which).
-        "verified": {"jpg": jpg.get("verified", "yes" if params.verify else "no"),
-                     "reports": reports.get("verified", "yes" if params.verify else "no")},
+        "verified": {
+            "jpg": jpg.get("verified", "yes" if params.verify else "no"),
+            "reports": reports.get("verified", "yes" if params.verify else "no"),
+        },
         "jpg": jpg,
         "reports": reports,
         # Paths and sizes only: hashing hundreds of GB again after every run would cost hours. The
@@ -228,10 +232,17 @@ def download_jpg(client: pn.PhysioNetClient, out: Path, params: MimicParams) -> 
     root = out / pn.JPG_PROJECT / params.jpg_version
     sums = pn.fetch_sums(client, pn.JPG_PROJECT, params.jpg_version, root)
     rels = pn.select_jpg_files(sums, params.jpg_version, params.groups)
-    log.info("%s %s: %d files selected (4 tables + %d images in %s)", pn.JPG_PROJECT, params.jpg_version,
-             len(rels), len(rels) - len(pn.JPG_CSVS), ",".join(params.groups))
-    res = pn.download_release(client, pn.JPG_PROJECT, params.jpg_version, root, rels, sums,
-                              params.verify, params.workers)
+    log.info(
+        "%s %s: %d files selected (4 tables + %d images in %s)",
+        pn.JPG_PROJECT,
+        params.jpg_version,
+        len(rels),
+        len(rels) - len(pn.JPG_CSVS),
+        ",".join(params.groups),
+    )
+    res = pn.download_release(
+        client, pn.JPG_PROJECT, params.jpg_version, root, rels, sums, params.verify, params.workers
+    )
     _log_release(res)
     return {"mode": "download", **dataclasses.asdict(res)}
 
@@ -244,8 +255,9 @@ def download_reports(client: pn.PhysioNetClient, out: Path, params: MimicParams)
         rels = pn.select_report_txts(sums, params.reports_version, params.groups)
     else:
         rels = [pn.REPORTS_ZIP]
-    res = pn.download_release(client, pn.REPORTS_PROJECT, params.reports_version, root, rels, sums,
-                              params.verify, params.workers)
+    res = pn.download_release(
+        client, pn.REPORTS_PROJECT, params.reports_version, root, rels, sums, params.verify, params.workers
+    )
     _log_release(res)
     info: dict[str, Any] = {"mode": "download", **dataclasses.asdict(res)}
     if params.reports == "zip":
@@ -302,8 +314,9 @@ def link_reports(out: Path, params: MimicParams, local: Path) -> dict[str, Any]:
         count = unpack_if_needed(src, root)
         return {"mode": "local-zip", "path": str(src), "reports": count, "verified": verified}
     groups = _check_local_groups(src, params.groups, "--local-reports")
-    verified = _verify_local(src.parent, params,
-                             lambda sums: pn.select_report_txts(sums, params.reports_version, params.groups))
+    verified = _verify_local(
+        src.parent, params, lambda sums: pn.select_report_txts(sums, params.reports_version, params.groups)
+    )
     pn.link_tree(root, {"files": src})
     log.info("linked MIMIC-CXR reports from %s (groups %s)", src, ",".join(groups))
     return {"mode": "local", "path": str(src), "groups_present": groups, "verified": verified}
@@ -321,9 +334,16 @@ def _check_local_groups(files_dir: Path, groups: list[str], flag: str) -> list[s
 
 
 def _log_release(res: pn.ReleaseResult) -> None:
-    log.info("%s %s: %d files, %d downloaded (%.1f MB), %d already verified/present%s", res.project,
-             res.version, res.files, res.downloaded, res.bytes / 1e6, res.skipped,
-             f", {res.unverified} without checksum" if res.unverified else "")
+    log.info(
+        "%s %s: %d files, %d downloaded (%.1f MB), %d already verified/present%s",
+        res.project,
+        res.version,
+        res.files,
+        res.downloaded,
+        res.bytes / 1e6,
+        res.skipped,
+        f", {res.unverified} without checksum" if res.unverified else "",
+    )
 
 
 if __name__ == "__main__":

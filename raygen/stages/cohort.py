@@ -39,7 +39,13 @@ from raygen.cli import stage_parser
 from raygen.config import ConfigError, load_section, to_dict
 from raygen.data import mimic
 from raygen.data.cohort import (
-    TRUTH_PREFIX, Cohorts, CohortError, attach_ground_truth, build_cohorts, patient_overlap, patient_sets,
+    TRUTH_PREFIX,
+    CohortError,
+    Cohorts,
+    attach_ground_truth,
+    build_cohorts,
+    patient_overlap,
+    patient_sets,
     split_summary,
 )
 from raygen.data.labels import CLASSES
@@ -117,13 +123,18 @@ class FileChecker:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("cohort", __doc__)
-    parser.add_argument("--jpg-root", type=Path, required=True,
-                        help="MIMIC-CXR-JPG root (holds mimic-cxr-2.0.0-*.csv.gz and files/)")
+    parser.add_argument(
+        "--jpg-root", type=Path, required=True, help="MIMIC-CXR-JPG root (holds mimic-cxr-2.0.0-*.csv.gz and files/)"
+    )
     parser.add_argument("--sections", type=Path, required=True, help="prompts.csv of the sections stage")
     parser.add_argument("--out", type=Path, required=True, help="output folder (results/cohort)")
-    parser.add_argument("--ground-truth", type=Path, default=None,
-                        help="demo-ground-truth.csv: add the true labels as true_* columns (demo only; "
-                             "a path that does not exist is logged and skipped, as for real MIMIC)")
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        default=None,
+        help="demo-ground-truth.csv: add the true labels as true_* columns (demo only; "
+        "a path that does not exist is logged and skipped, as for real MIMIC)",
+    )
     return parser
 
 
@@ -134,12 +145,20 @@ def make_cohorts(params: CohortParams, jpg_root: Path, prompts_csv: Path) -> Coh
     official = mimic.read_split(mimic.csv_path(jpg_root, "split")) if params.split_method == "official" else None
     prompts = mimic.read_prompts(prompts_csv)
     return build_cohorts(
-        metadata, labels, prompts,
-        classifier_views=params.classifier_views, classifier_groups=params.classifier_groups,
-        uncertain=params.uncertain, split_fractions=params.split_fractions,
-        generator_views=params.generator_views, generator_groups=params.generator_groups,
-        prompt_sources=params.prompt_sources, generator_val_fraction=params.generator_val_fraction,
-        fid_fraction=params.fid_fraction, seed=params.seed, official_split=official,
+        metadata,
+        labels,
+        prompts,
+        classifier_views=params.classifier_views,
+        classifier_groups=params.classifier_groups,
+        uncertain=params.uncertain,
+        split_fractions=params.split_fractions,
+        generator_views=params.generator_views,
+        generator_groups=params.generator_groups,
+        prompt_sources=params.prompt_sources,
+        generator_val_fraction=params.generator_val_fraction,
+        fid_fraction=params.fid_fraction,
+        seed=params.seed,
+        official_split=official,
         exists=FileChecker(jpg_root) if params.check_images else None,
     )
 
@@ -149,23 +168,31 @@ def summarise(cohorts: Cohorts, params: CohortParams, truth_missing: dict[str, i
     frames = {"classifier": cohorts.classifier, "generator": cohorts.generator, "fid": cohorts.fid}
     counts: dict[str, Any] = {
         "params": to_dict(params),
-        "rules": {name: [r.as_dict() for r in cohorts.ledger.for_cohort(name)]
-                  for name in ("classifier", "pairs", "generator", "fid")},
+        "rules": {
+            name: [r.as_dict() for r in cohorts.ledger.for_cohort(name)]
+            for name in ("classifier", "pairs", "generator", "fid")
+        },
         "notes": cohorts.ledger.notes,
         "patient_overlap": patient_overlap(patient_sets(cohorts.classifier, cohorts.generator, cohorts.fid)),
         "shared_patients_allowed": {
             "generator_train & classifier_train": len(
                 set(cohorts.generator.loc[cohorts.generator["split"] == "train", "subject_id"])
-                & set(cohorts.classifier.loc[cohorts.classifier["split"] == "train", "subject_id"])),
-            "fid & classifier_test": len(set(cohorts.fid["subject_id"])
-                                         & set(cohorts.classifier.loc[cohorts.classifier["split"] == "test", "subject_id"])),
+                & set(cohorts.classifier.loc[cohorts.classifier["split"] == "train", "subject_id"])
+            ),
+            "fid & classifier_test": len(
+                set(cohorts.fid["subject_id"])
+                & set(cohorts.classifier.loc[cohorts.classifier["split"] == "test", "subject_id"])
+            ),
         },
     }
     for name, frame in frames.items():
         labels = list(CLASSES) if name == "classifier" else []
         truth = [f"{TRUTH_PREFIX}{c}" for c in CLASSES if f"{TRUTH_PREFIX}{c}" in frame.columns]
-        counts[name] = {"splits": split_summary(frame, labels + truth), "images": len(frame),
-                        "patients": int(frame["subject_id"].nunique())}
+        counts[name] = {
+            "splits": split_summary(frame, labels + truth),
+            "images": len(frame),
+            "patients": int(frame["subject_id"].nunique()),
+        }
     if truth_missing is not None:
         counts["ground_truth_rows_missing"] = truth_missing
     return counts
@@ -175,10 +202,17 @@ def counts_markdown(counts: dict[str, Any]) -> str:
     """counts.json as human-readable markdown tables."""
     lines = ["# Cohort counts", ""]
     for cohort, rules in counts["rules"].items():
-        lines += [f"## Rules: {cohort}", "", "| rule | images kept | dropped | studies kept | dropped | patients kept | dropped |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['rule']} | {r['images_kept']} | {r['images_dropped']} | {r['studies_kept']} | "
-                  f"{r['studies_dropped']} | {r['patients_kept']} | {r['patients_dropped']} |" for r in rules]
+        lines += [
+            f"## Rules: {cohort}",
+            "",
+            "| rule | images kept | dropped | studies kept | dropped | patients kept | dropped |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['rule']} | {r['images_kept']} | {r['images_dropped']} | {r['studies_kept']} | "
+            f"{r['studies_dropped']} | {r['patients_kept']} | {r['patients_dropped']} |"
+            for r in rules
+        ]
         for key, value in counts["notes"].get(cohort, {}).items():
             lines.append(f"\n{key}: {value}")
         lines.append("")
@@ -187,8 +221,13 @@ def counts_markdown(counts: dict[str, Any]) -> str:
         for split, entry in counts[cohort]["splits"].items():
             lines.append(f"| {cohort} | {split} | {entry['images']} | {entry['studies']} | {entry['patients']} |")
     splits = counts["classifier"]["splits"]
-    lines += ["", "## Classifier prevalence (share of images positive)", "",
-              "| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    lines += [
+        "",
+        "## Classifier prevalence (share of images positive)",
+        "",
+        "| class | " + " | ".join(splits) + " |",
+        "|---|" + "---:|" * len(splits),
+    ]
     lines += [f"| {c} | " + " | ".join(f"{splits[s]['prevalence'][c]:.3f}" for s in splits) + " |" for c in CLASSES]
     lines += ["", "## Patient overlap (must all be 0)", "", "| sets | patients |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in counts["patient_overlap"].items()]
@@ -218,11 +257,20 @@ def add_ground_truth(cohorts: Cohorts, truth_csv: Path) -> tuple[Cohorts, dict[s
 def log_summary(counts: dict[str, Any]) -> None:
     for cohort in ("classifier", "pairs", "generator", "fid"):
         for r in counts["rules"][cohort]:
-            log.info("%-10s %-60s kept %6d images (%5d studies, %5d patients), dropped %6d images",
-                     cohort, r["rule"], r["images_kept"], r["studies_kept"], r["patients_kept"], r["images_dropped"])
+            log.info(
+                "%-10s %-60s kept %6d images (%5d studies, %5d patients), dropped %6d images",
+                cohort,
+                r["rule"],
+                r["images_kept"],
+                r["studies_kept"],
+                r["patients_kept"],
+                r["images_dropped"],
+            )
     for cohort in ("classifier", "generator", "fid"):
         for split, e in counts[cohort]["splits"].items():
-            log.info("%s/%s: %d images, %d studies, %d patients", cohort, split, e["images"], e["studies"], e["patients"])
+            log.info(
+                "%s/%s: %d images, %d studies, %d patients", cohort, split, e["images"], e["studies"], e["patients"]
+            )
     log.info("patient overlap (must be 0): %s", counts["patient_overlap"])
 
 

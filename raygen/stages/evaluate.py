@@ -72,10 +72,10 @@ from raygen.metrics.fid import (
     module_extractor,
     xrv_densenet_extractor,
 )
-from raygen.metrics.resampling import disjoint_halves
 from raygen.metrics.image_similarity import ms_ssim
 from raygen.metrics.memorisation import memorisation, save_pairs_grid
 from raygen.metrics.reconstruction import ssim
+from raygen.metrics.resampling import disjoint_halves
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
@@ -121,6 +121,7 @@ def load_images_checked(paths: list[Path], resolution: int, workers: int) -> tup
     unreadable or missing files are logged, counted by the caller and left as zeros. Grey files are
     resized (shortest side) and centre-cropped like the tokenizer's input (synthetic PNGs already at R
     pass through unchanged)."""
+
     def one(path: Path) -> torch.Tensor | None:
         try:
             return signed_to_unit(preprocess(load_grey(path), resolution, 1))
@@ -132,8 +133,11 @@ def load_images_checked(paths: list[Path], resolution: int, workers: int) -> tup
         loaded = list(pool.map(one, paths))
     ok = np.array([x is not None for x in loaded], dtype=bool)
     blank = torch.zeros(1, resolution, resolution)
-    return (torch.stack([x if x is not None else blank for x in loaded]) if loaded
-            else torch.zeros(0, 1, resolution, resolution)), ok
+    return (
+        torch.stack([x if x is not None else blank for x in loaded])
+        if loaded
+        else torch.zeros(0, 1, resolution, resolution)
+    ), ok
 
 
 def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tensor:
@@ -142,14 +146,15 @@ def load_images(paths: list[Path], resolution: int, workers: int) -> torch.Tenso
     return images[torch.from_numpy(ok)]
 
 
-def streamed_features(extractor: FeatureExtractor, paths: list[Path], resolution: int, workers: int,
-                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def streamed_features(
+    extractor: FeatureExtractor, paths: list[Path], resolution: int, workers: int, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """(M, F) features of the readable image files and the (N,) mask of which were readable, loaded
     ``chunk`` at a time: the generator's training set at the paper profile (tens of thousands of
     512-px images) never sits in memory whole."""
     parts, masks = [], []
     for i in tqdm(range(0, len(paths), chunk), desc="reference features", unit="chunk", leave=False):
-        images, ok = load_images_checked(paths[i:i + chunk], resolution, workers)
+        images, ok = load_images_checked(paths[i : i + chunk], resolution, workers)
         masks.append(ok)
         if ok.any():
             parts.append(np.asarray(extractor(images[torch.from_numpy(ok)])))
@@ -181,8 +186,10 @@ def align_test_predictions(frames: dict[str, pd.DataFrame]) -> dict[str, pd.Data
     reference = frames[REFERENCE_ARM]
     for arm, frame in frames.items():
         if "subject_id" not in frame.columns:
-            raise ValueError(f"arm {arm}: test_predictions.csv has no subject_id column, which the "
-                             "patient-clustered bootstrap needs; rerun train_classifier (it writes subject_id)")
+            raise ValueError(
+                f"arm {arm}: test_predictions.csv has no subject_id column, which the "
+                "patient-clustered bootstrap needs; rerun train_classifier (it writes subject_id)"
+            )
         if frame["dicom_id"].duplicated().any():
             raise ValueError(f"arm {arm}: test_predictions.csv lists some dicom_id more than once")
     return {arm: _aligned(reference, frame, arm) for arm, frame in frames.items()}
@@ -193,14 +200,18 @@ def _aligned(reference: pd.DataFrame, frame: pd.DataFrame, arm: str) -> pd.DataF
     ref_ids, ids = set(reference["dicom_id"]), set(frame["dicom_id"])
     if ref_ids != ids:
         missing, extra = sorted(ref_ids - ids), sorted(ids - ref_ids)
-        raise ValueError(f"arm {arm} was tested on other images than arm {REFERENCE_ARM}: {len(missing)} missing "
-                         f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]}); paired comparisons need "
-                         "the same test set, so retrain the arms on one cohort")
+        raise ValueError(
+            f"arm {arm} was tested on other images than arm {REFERENCE_ARM}: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]}); paired comparisons need "
+            "the same test set, so retrain the arms on one cohort"
+        )
     out = frame.set_index("dicom_id").loc[reference["dicom_id"]].reset_index()
     same = ["subject_id", *CLASSES]
     if not np.array_equal(out[same].to_numpy(), reference[same].to_numpy()):
-        raise ValueError(f"arm {arm}: the same test images carry other labels or patients than in arm "
-                         f"{REFERENCE_ARM}; retrain the arms on one cohort")
+        raise ValueError(
+            f"arm {arm}: the same test images carry other labels or patients than in arm "
+            f"{REFERENCE_ARM}; retrain the arms on one cohort"
+        )
     return out
 
 
@@ -209,8 +220,11 @@ def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int
     state = load_checkpoint(path)
     model = XrayDenseNet(ClassifierConfig(**state["classifier"]))
     model.load_state_dict(state["model"])
-    return model.to(device).eval().requires_grad_(False), int(state["config"]["params"]["resolution"]), \
-        sha256_file(path)[:12]
+    return (
+        model.to(device).eval().requires_grad_(False),
+        int(state["config"]["params"]["resolution"]),
+        sha256_file(path)[:12],
+    )
 
 
 def to_classifier_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -231,15 +245,17 @@ class _Penultimate(nn.Module):
         return self.model.penultimate(to_classifier_input(x, self.resolution))
 
 
-def pick_extractor(p: EvaluateParams, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str,
-                   device: torch.device) -> FeatureExtractor:
+def pick_extractor(
+    p: EvaluateParams, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str, device: torch.device
+) -> FeatureExtractor:
     """The FID / memorisation feature extractor named by ``p.extractor`` (see the module docstring)."""
     use_xrv = p.extractor == "xrv" or (p.extractor == "auto" and xrv_weights is not None and xrv_weights.is_file())
     if use_xrv:
         return xrv_densenet_extractor(path=xrv_weights, device=device)  # raises naming the file when missing
     if p.extractor == "auto":
-        log.info("no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features",
-                 xrv_weights)
+        log.info(
+            "no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features", xrv_weights
+        )
     return module_extractor(_Penultimate(model, resolution), f"{PENULTIMATE}{sha}", device=device)
 
 
@@ -252,8 +268,9 @@ def head_probabilities(model: XrayDenseNet, features: np.ndarray, device: torch.
 
 
 @torch.no_grad()
-def classifier_probs(model: XrayDenseNet, images: torch.Tensor, resolution: int, device: torch.device,
-                     batch_size: int = 64) -> np.ndarray:
+def classifier_probs(
+    model: XrayDenseNet, images: torch.Tensor, resolution: int, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """(N, K) sigmoid probabilities of [0, 1] images (resized to the classifier's resolution)."""
     out = []
     for chunk in images.split(batch_size):
@@ -268,15 +285,24 @@ def classifier_probs(model: XrayDenseNet, images: torch.Tensor, resolution: int,
 
 def macro_roc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Mean TPR over the classes with both labels at :data:`ROC_GRID` false-positive rates."""
-    curves = [np.interp(ROC_GRID, *roc_curve(y[:, k], s[:, k], drop_intermediate=False)[:2]) for k in range(y.shape[1])
-              if 0 < y[:, k].sum() < len(y)]
+    curves = [
+        np.interp(ROC_GRID, *roc_curve(y[:, k], s[:, k], drop_intermediate=False)[:2])
+        for k in range(y.shape[1])
+        if 0 < y[:, k].sum() < len(y)
+    ]
     return np.mean(curves, axis=0) if curves else np.full_like(ROC_GRID, np.nan)
 
 
 def report_dict(report: Any) -> dict[str, Any]:
     """A ClassificationReport as plain JSON values (tuples to lists)."""
-    return {"auroc": asdict(report.auroc), "auroc_ci": asdict(report.auroc_ci), "f1": asdict(report.f1),
-            "f1_ci": asdict(report.f1_ci), "thresholds": asdict(report.thresholds), "n_test": report.n_test}
+    return {
+        "auroc": asdict(report.auroc),
+        "auroc_ci": asdict(report.auroc_ci),
+        "f1": asdict(report.f1),
+        "f1_ci": asdict(report.f1_ci),
+        "thresholds": asdict(report.thresholds),
+        "n_test": report.n_test,
+    }
 
 
 def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]], path: Path) -> None:
@@ -319,37 +345,55 @@ def score_arms(classifiers: Path, p: EvaluateParams, out: Path) -> tuple[dict[st
         y_test, s_test = labels_and_scores(test[arm])
         report = evaluate_classifier(y_val, s_val, y_test, s_test, CLASSES, **boot)
         arms[arm] = report_dict(report) | training_facts(classifiers / arm)
-        curves[arm] = {c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
-                       for k, c in enumerate(CLASSES) if c in report.auroc.per_class}
+        curves[arm] = {
+            c: (*roc_curve(y_test[:, k], s_test[:, k])[:2], report.auroc.per_class[c])
+            for k, c in enumerate(CLASSES)
+            if c in report.auroc.per_class
+        }
         write_csv(out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": macro_roc(y_test, s_test)}))
-        log.info("arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images, %d patients)", arm,
-                 report.auroc.macro, *report.auroc_ci.macro, report.f1.macro, report.n_test,
-                 report.auroc_ci.n_clusters)
+        log.info(
+            "arm %s: macro AUROC %.4f [%.4f, %.4f], macro F1 %.4f (%d test images, %d patients)",
+            arm,
+            report.auroc.macro,
+            *report.auroc_ci.macro,
+            report.f1.macro,
+            report.n_test,
+            report.auroc_ci.n_clusters,
+        )
     plot_roc(curves, out / "plots" / "roc.png")
     y, s_ref = labels_and_scores(test[REFERENCE_ARM])
     deltas = {}
     for arm in (a for a in ARMS if a != REFERENCE_ARM):
         delta = paired_delta(y, s_ref, labels_and_scores(test[arm])[1], CLASSES, **boot)
         deltas[arm] = asdict(delta) | {"reference": REFERENCE_ARM}
-        log.info("arm %s - %s: macro AUROC %+.4f [%+.4f, %+.4f] (paired, patient-clustered)", arm, REFERENCE_ARM,
-                 delta.delta, *delta.interval)
+        log.info(
+            "arm %s - %s: macro AUROC %+.4f [%+.4f, %+.4f] (paired, patient-clustered)",
+            arm,
+            REFERENCE_ARM,
+            delta.delta,
+            *delta.interval,
+        )
     return arms, deltas
 
 
 def training_facts(folder: Path) -> dict[str, Any]:
     """Counts and the training seed from an arm's train_classifier ``metrics.json`` (seed None if unrecorded)."""
     trained = json.loads((folder / "metrics.json").read_text())
-    return {"train_images": trained["train_images"], "synthetic_train_images": trained["synthetic_train_images"],
-            "best_epoch": trained["best_epoch"], "optimizer_steps": trained.get("optimizer_steps"),
-            "train_seeds": [trained["seed"]] if "seed" in trained else None}
+    return {
+        "train_images": trained["train_images"],
+        "synthetic_train_images": trained["synthetic_train_images"],
+        "best_epoch": trained["best_epoch"],
+        "optimizer_steps": trained.get("optimizer_steps"),
+        "train_seeds": [trained["seed"]] if "seed" in trained else None,
+    }
 
 
 FID_DEFINITIONS = {
     "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
-           "comparable across runs of this repository at the same N, not with the floor below",
+    "comparable across runs of this repository at the same N, not with the floor below",
     "fid_equal_n": "held-out patients split into disjoint halves A and B of n images each: real A vs images "
-                   "generated from B's reports, beside real A vs real B (the floor: what a perfect generator "
-                   "would score at this n)",
+    "generated from B's reports, beside real A vs real B (the floor: what a perfect generator "
+    "would score at this n)",
 }
 
 
@@ -358,8 +402,9 @@ def _split_column(per_report: pd.DataFrame) -> str:
     return next(c for c in ("subject_id", "study_id", "dicom_id") if c in per_report.columns)
 
 
-def equal_n_floor(real: np.ndarray, generated: np.ndarray, per_report: pd.DataFrame, extractor: str,
-                  p: EvaluateParams) -> dict[str, Any]:
+def equal_n_floor(
+    real: np.ndarray, generated: np.ndarray, per_report: pd.DataFrame, extractor: str, p: EvaluateParams
+) -> dict[str, Any]:
     """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n.
 
     real, generated: (N, F) features, row i = per_report row i (real image, its report's generation).
@@ -368,11 +413,17 @@ def equal_n_floor(real: np.ndarray, generated: np.ndarray, per_report: pd.DataFr
     column = _split_column(per_report)
     groups = per_report[column].to_numpy()
     a, b = disjoint_halves(groups, p.seed)
-    result: dict[str, Any] = {"split_by": column, "n_per_half": len(a), "groups_a": len(np.unique(groups[a])),
-                              "groups_b": len(np.unique(groups[b]))}
+    result: dict[str, Any] = {
+        "split_by": column,
+        "n_per_half": len(a),
+        "groups_a": len(np.unique(groups[a])),
+        "groups_b": len(np.unique(groups[b])),
+    }
     if len(a) == 0:
-        reason = (f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "
-                  "halves need at least 2")
+        reason = (
+            f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "
+            "halves need at least 2"
+        )
         return result | {"real_a_vs_generated_b": reason, "real_a_vs_real_b": reason}
     kid = (p.kid_subsets, p.kid_subset_size, p.seed)
     for key, other in (("real_a_vs_generated_b", generated), ("real_a_vs_real_b", real)):
@@ -398,12 +449,20 @@ def conditional_fidelity(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any
 def build_parser():
     parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
     parser.add_argument("--synthetic", type=Path, required=True, help="synthesize output folder")
-    parser.add_argument("--classifiers", type=Path, required=True,
-                        help="train_classifier output folder holding one sub-folder per arm (real, real+50, real+100)")
+    parser.add_argument(
+        "--classifiers",
+        type=Path,
+        required=True,
+        help="train_classifier output folder holding one sub-folder per arm (real, real+50, real+100)",
+    )
     parser.add_argument("--generator", type=Path, required=True, help="cohort generator.csv (memorisation reference)")
     parser.add_argument("--jpg-root", type=Path, required=True, help="JPG root the manifests' paths are relative to")
-    parser.add_argument("--xrv-weights", type=Path, default=None,
-                        help="torchxrayvision densenet121-res224-chex weight file (extractor: xrv / auto)")
+    parser.add_argument(
+        "--xrv-weights",
+        type=Path,
+        default=None,
+        help="torchxrayvision densenet121-res224-chex weight file (extractor: xrv / auto)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 
@@ -450,11 +509,20 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
     unreadable["augmentation"] = int((~ok).sum())
     aug, aug_images = aug[ok].reset_index(drop=True), aug_images[torch.from_numpy(ok)]
     if len(real) < 2 or len(aug) < 2:
-        raise SystemExit(f"too few readable images to evaluate ({len(real)} per-report pairs, {len(aug)} "
-                         f"augmentation images; unreadable: {unreadable})")
+        raise SystemExit(
+            f"too few readable images to evaluate ({len(real)} per-report pairs, {len(aug)} "
+            f"augmentation images; unreadable: {unreadable})"
+        )
     train_paths = [args.jpg_root / x for x in train["path"]]
-    log.info("images at %d px: %d real held-out, %d x %d per-report, %d augmentation, %d generator-training",
-             side, len(real), len(gen), len(gen[0]), len(aug_images), len(train_paths))
+    log.info(
+        "images at %d px: %d real held-out, %d x %d per-report, %d augmentation, %d generator-training",
+        side,
+        len(real),
+        len(gen),
+        len(gen[0]),
+        len(aug_images),
+        len(train_paths),
+    )
 
     model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
     extractor = pick_extractor(p, args.xrv_weights, model, resolution, sha, device)
@@ -466,8 +534,7 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
         log.warning("unreadable images skipped: %s", unreadable)
 
     # A set too small for FID/KID gives the reason in place of the numbers, never a crash.
-    fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size,
-                                p.seed)
+    fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor.name, p.kid_subsets, p.kid_subset_size, p.seed)
     fidelity = {
         "fid": fid if isinstance(fid, str) else asdict(fid),
         "n_real": len(feats["real"]),
@@ -478,15 +545,23 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
         "resolution": side,
     }
     if len(gen) > 1:
-        fidelity["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], p.msssim_kernel or None,
-                                                           p.msssim_scales or None))
+        fidelity["ms_ssim_between_seeds"] = asdict(
+            ms_ssim(gen[0], gen[1], p.msssim_kernel or None, p.msssim_scales or None)
+        )
     floor = fidelity["fid_equal_n"]
-    log.info("FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; "
-             "SSIM %.3f%s [%s]", _fid_text(fidelity["fid"]), fidelity["n_real"], fidelity["n_generated"],
-             f"{fid.kid_mean:.4f}" if not isinstance(fid, str) else "-", floor["n_per_half"],
-             _fid_text(floor["real_a_vs_generated_b"]), _fid_text(floor["real_a_vs_real_b"]),
-             fidelity["ssim_real_vs_generated"]["mean"],
-             f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "", extractor.name)
+    log.info(
+        "FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; SSIM %.3f%s [%s]",
+        _fid_text(fidelity["fid"]),
+        fidelity["n_real"],
+        fidelity["n_generated"],
+        f"{fid.kid_mean:.4f}" if not isinstance(fid, str) else "-",
+        floor["n_per_half"],
+        _fid_text(floor["real_a_vs_generated_b"]),
+        _fid_text(floor["real_a_vs_real_b"]),
+        fidelity["ssim_real_vs_generated"]["mean"],
+        f", MS-SSIM {fidelity['ms_ssim_between_seeds']['value']:.3f}" if len(gen) > 1 else "",
+        extractor.name,
+    )
 
     # 3. Conditional fidelity with the real-only classifier. When the FID features are its penultimate
     # layer, its probabilities are its head on those features (the same numbers, one forward pass less).
@@ -495,25 +570,45 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
             return head_probabilities(model, feats[name], device)
         return classifier_probs(model, images, resolution, device)
 
-    cond = {"augmentation_prompts": conditional_fidelity(aug[list(CLASSES)].to_numpy(np.int64), probs("aug", aug_images))}
+    cond = {
+        "augmentation_prompts": conditional_fidelity(aug[list(CLASSES)].to_numpy(np.int64), probs("aug", aug_images))
+    }
     truth = [f"true_{c}" for c in CLASSES]
     if all(c in per_report.columns for c in truth):
         y = per_report[truth].fillna(0).to_numpy(np.int64)
         cond["per_report_generated"] = conditional_fidelity(y, probs("gen0", gen[0]))
         cond["per_report_real"] = conditional_fidelity(y, probs("real", real))
     cond["classifier"] = f"real-only DenseNet-121:{sha}"
-    log.info("conditional fidelity: macro AUROC %.4f on %d augmentation images%s", cond["augmentation_prompts"]["macro"],
-             len(aug), ("; per-report %.4f generated vs %.4f real" % (cond["per_report_generated"]["macro"],
-                                                                       cond["per_report_real"]["macro"]))
-             if "per_report_real" in cond else "")
+    log.info(
+        "conditional fidelity: macro AUROC %.4f on %d augmentation images%s",
+        cond["augmentation_prompts"]["macro"],
+        len(aug),
+        (
+            f"; per-report {cond['per_report_generated']['macro']:.4f} generated vs "
+            f"{cond['per_report_real']['macro']:.4f} real"
+        )
+        if "per_report_real" in cond
+        else "",
+    )
 
     # 4. Memorisation against the generator's training images.
     synthetic = np.concatenate([feats["gen0"], feats["aug"]])
-    mem = memorisation(synthetic, feats["real"], feats["train"], extractor.name, p.memorisation_metric,
-                       p.memorisation_percentile, k=p.memorisation_pairs)
+    mem = memorisation(
+        synthetic,
+        feats["real"],
+        feats["train"],
+        extractor.name,
+        p.memorisation_metric,
+        p.memorisation_percentile,
+        k=p.memorisation_pairs,
+    )
     syn_images = torch.cat([gen[0], aug_images])
-    save_pairs_grid(mem.closest, lambda i: syn_images[i], lambda i: load_images([train_paths[i]], side, 1)[0],
-                    out / "plots" / "memorisation_pairs.png")
+    save_pairs_grid(
+        mem.closest,
+        lambda i: syn_images[i],
+        lambda i: load_images([train_paths[i]], side, 1)[0],
+        out / "plots" / "memorisation_pairs.png",
+    )
 
     metrics = {
         "profile": profile,
@@ -523,8 +618,12 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
         "conditional_fidelity": cond,
         "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
         "unreadable": unreadable,
-        "counts": {"real_heldout": len(real), "per_report_seeds": len(gen), "augmentation": len(aug),
-                   "generator_train": len(train_paths)},
+        "counts": {
+            "real_heldout": len(real),
+            "per_report_seeds": len(gen),
+            "augmentation": len(aug),
+            "generator_train": len(train_paths),
+        },
         "extractor": extractor.name,
         "classifier_resolution": resolution,
         "wall_s": round(time.perf_counter() - started, 2),
@@ -535,8 +634,13 @@ def _evaluate(args: Any, p: EvaluateParams, profile: str, device: torch.device, 
     log.info("wrote %s in %.1f s", out / "metrics.json", metrics["wall_s"])
     tracker.set_tags({"raygen.extractor": extractor.name})
     tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)})
-    for path in (out / "plots" / "roc.png", out / "plots" / "memorisation_pairs.png", out / "metrics.json",
-                 args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"):
+    for path in (
+        out / "plots" / "roc.png",
+        out / "plots" / "memorisation_pairs.png",
+        out / "metrics.json",
+        args.synthetic / "samples_per_class.png",
+        args.synthetic / "progressive.png",
+    ):
         if path.is_file():
             tracker.log_artifact(path, "figures" if path.suffix == ".png" else None)
     return 0

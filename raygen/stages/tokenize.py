@@ -67,12 +67,20 @@ class Tokens:
 
 def parse_args(argv: list[str] | None):
     parser = stage_parser("tokenize", __doc__)
-    parser.add_argument("--vqgan", type=Path, required=True, help="folder with config.yaml + model.ckpt (results/vqgan)")
+    parser.add_argument(
+        "--vqgan", type=Path, required=True, help="folder with config.yaml + model.ckpt (results/vqgan)"
+    )
     parser.add_argument("--manifests", type=Path, nargs="+", required=True, help="cohort CSVs (dicom_id, path)")
-    parser.add_argument("--jpg-root", type=Path, default=None, help="DATA/mimic-cxr-jpg/2.0.0 (not needed with --import-pickle)")
+    parser.add_argument(
+        "--jpg-root", type=Path, default=None, help="DATA/mimic-cxr-jpg/2.0.0 (not needed with --import-pickle)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (results/tokenize)")
-    parser.add_argument("--import-pickle", type=Path, default=None,
-                        help="UniXGen's {dicom_id: [h*w ints]} pickle (trusted file) instead of encoding")
+    parser.add_argument(
+        "--import-pickle",
+        type=Path,
+        default=None,
+        help="UniXGen's {dicom_id: [h*w ints]} pickle (trusted file) instead of encoding",
+    )
     return parser.parse_args(argv)
 
 
@@ -98,39 +106,68 @@ def main(argv: list[str] | None = None) -> int:
         configure_torch(device)
         result = encode_images(frame, args.jpg_root, config_path, ckpt_path, params, device, tokens_path)
         source = "encoded"
-    write_csv(args.out / "index.csv", pd.DataFrame({"dicom_id": result.dicom_ids, "row": np.arange(len(result.dicom_ids))}))
+    write_csv(
+        args.out / "index.csv", pd.DataFrame({"dicom_id": result.dicom_ids, "row": np.arange(len(result.dicom_ids))})
+    )
     meta = {
-        "grid": list(cfg.grid), "num_tokens": cfg.num_tokens, "codebook_size": cfg.n_embed,
-        "mask_id": cfg.n_embed, "resolution": cfg.resolution, "in_channels": cfg.in_channels,
-        "dtype": np.dtype(TOKEN_DTYPE).name, "order": "row-major",
-        "preprocessing": "grey -> C channels, /255, resize shortest side to R (bilinear, antialias), centre crop R, [-1, 1]; no flips",
+        "grid": list(cfg.grid),
+        "num_tokens": cfg.num_tokens,
+        "codebook_size": cfg.n_embed,
+        "mask_id": cfg.n_embed,
+        "resolution": cfg.resolution,
+        "in_channels": cfg.in_channels,
+        "dtype": np.dtype(TOKEN_DTYPE).name,
+        "order": "row-major",
+        "preprocessing": (
+            "grey -> C channels, /255, resize shortest side to R (bilinear, antialias), "
+            "centre crop R, [-1, 1]; no flips"
+        ),
         "vqgan": {
-            "config": str(config_path), "checkpoint": str(ckpt_path),
-            "config_sha256": sha256_file(config_path), "checkpoint_sha256": sha256_file(ckpt_path) if ckpt_path.is_file() else None,
+            "config": str(config_path),
+            "checkpoint": str(ckpt_path),
+            "config_sha256": sha256_file(config_path),
+            "checkpoint_sha256": sha256_file(ckpt_path) if ckpt_path.is_file() else None,
         },
-        "source": source, "manifests": [str(p) for p in args.manifests], "params": to_dict(params),
-        "device": str(device), "n_manifest_images": len(frame), "n_images": len(result.dicom_ids),
-        "n_unreadable": len(result.unreadable), "unreadable_ids": result.unreadable,
+        "source": source,
+        "manifests": [str(p) for p in args.manifests],
+        "params": to_dict(params),
+        "device": str(device),
+        "n_manifest_images": len(frame),
+        "n_images": len(result.dicom_ids),
+        "n_unreadable": len(result.unreadable),
+        "unreadable_ids": result.unreadable,
         "seconds": round(result.seconds, 2),
         "images_per_s": round(len(result.dicom_ids) / result.seconds, 2) if result.seconds > 0 else None,
     }
     write_json(args.out / "meta.json", meta)
-    log.info("tokenize done: %d images -> %s (%d skipped: %s) in %.1f s (%.1f images/s)",
-             meta["n_images"], tokens_path, meta["n_unreadable"],
-             "missing from the pickle" if args.import_pickle else "unreadable",
-             result.seconds, meta["images_per_s"] or 0.0)
+    log.info(
+        "tokenize done: %d images -> %s (%d skipped: %s) in %.1f s (%.1f images/s)",
+        meta["n_images"],
+        tokens_path,
+        meta["n_unreadable"],
+        "missing from the pickle" if args.import_pickle else "unreadable",
+        result.seconds,
+        meta["images_per_s"] or 0.0,
+    )
     return 0
 
 
 def encode_images(
-    frame: pd.DataFrame, jpg_root: Path, config_path: Path, ckpt_path: Path,
-    params: TokenizeParams, device: torch.device, tokens_path: Path,
+    frame: pd.DataFrame,
+    jpg_root: Path,
+    config_path: Path,
+    ckpt_path: Path,
+    params: TokenizeParams,
+    device: torch.device,
+    tokens_path: Path,
 ) -> Tokens:
     """Encode every manifest image; write the readable ones' ids to ``tokens_path`` (int16 memmap)."""
     # NHWC convolutions: 1.4x faster on the CPU (oneDNN); same fp32 arithmetic, summed in another order.
     vq = load_taming(config_path, ckpt_path, device).to(memory_format=torch.channels_last)
     cfg = vq.config
-    loader = image_loader(CohortImages(frame, jpg_root, cfg.resolution, cfg.in_channels), params.batch_size, params.workers)
+    loader = image_loader(
+        CohortImages(frame, jpg_root, cfg.resolution, cfg.in_channels), params.batch_size, params.workers
+    )
     dtype = autocast_dtype(device, params.precision)
     kept: list[str] = []
     bad: list[str] = []
@@ -145,7 +182,7 @@ def encode_images(
                 with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
                     x = batch.pixels[ok].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     ids = vq.encode_ids(x)  # (b, h*w) int64
-                ids_mm[len(kept): len(kept) + len(ids)] = ids.cpu().numpy().astype(TOKEN_DTYPE)
+                ids_mm[len(kept) : len(kept) + len(ids)] = ids.cpu().numpy().astype(TOKEN_DTYPE)
                 kept += frame["dicom_id"].iloc[batch.index[ok].numpy()].tolist()
             bar.update(len(ok))
         bar.close()
@@ -180,8 +217,10 @@ def import_pickle(path: Path, frame: pd.DataFrame, cfg: VQGANConfig, tokens_path
             continue
         ids[row] = values
     if wrong_length:
-        raise ValueError(f"{path}: {len(wrong_length)} entries do not have {cfg.num_tokens} ids "
-                         f"(grid {cfg.grid}): {', '.join(wrong_length[:10])}")
+        raise ValueError(
+            f"{path}: {len(wrong_length)} entries do not have {cfg.num_tokens} ids "
+            f"(grid {cfg.grid}): {', '.join(wrong_length[:10])}"
+        )
     out_of_range = np.flatnonzero((ids < 0).any(1) | (ids >= cfg.n_embed).any(1))
     if len(out_of_range):
         examples = ", ".join(present[i] for i in out_of_range[:10])
@@ -225,10 +264,9 @@ def _finalise(ids_mm: np.ndarray, rows: int, scratch: Path, final: Path) -> None
             return
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=TOKEN_DTYPE, shape=(rows, ids_mm.shape[1]))
         for start in range(0, rows, 65536):
-            out[start: start + 65536] = ids_mm[start: min(rows, start + 65536)]
+            out[start : start + 65536] = ids_mm[start : min(rows, start + 65536)]
         out.flush()
         del out
-
 
 
 if __name__ == "__main__":

@@ -24,17 +24,30 @@ STAGES: tuple[Stage, ...] = (
     Stage("download", "DownloadParams", "build the demo dataset, or download / link MIMIC-CXR-JPG and its reports"),
     Stage("sections", "SectionsParams", "split radiology reports into sections (official MIMIC-CXR rules)"),
     Stage("cohort", "CohortParams", "build generator pairs and classifier train/val/test manifests"),
-    Stage("vqgan", "VqganParams",
-          "train the VQ-GAN tokenizer, or install the paper's pretrained one; report reconstruction quality"),
+    Stage(
+        "vqgan",
+        "VqganParams",
+        "train the VQ-GAN tokenizer, or install the paper's pretrained one; report reconstruction quality",
+    ),
     Stage("tokenize", "TokenizeParams", "encode every cohort image into VQ-GAN token ids (int16 memmap)"),
     Stage("embed_text", "EmbedTextParams", "cache token-level text-encoder states of every prompt (fp16 memmap)"),
-    Stage("train_decoder", "TrainDecoderParams",
-          "train the text-conditioned masked-token transformer on the cached tokens and text"),
+    Stage(
+        "train_decoder",
+        "TrainDecoderParams",
+        "train the text-conditioned masked-token transformer on the cached tokens and text",
+    ),
     Stage("synthesize", "SynthesizeParams", "generate the per-report (FID) and class-balanced augmentation image sets"),
-    Stage("train_classifier", "TrainClassifierParams", "train the DenseNet-121 of one arm (real, real+50, real+100)",
-          foreach_arg="--arm"),
-    Stage("evaluate", "EvaluateParams",
-          "FID/KID, SSIM/MS-SSIM, AUROC/F1 with CIs, conditional fidelity, memorisation, ROC plots"),
+    Stage(
+        "train_classifier",
+        "TrainClassifierParams",
+        "train the DenseNet-121 of one arm (real, real+50, real+100)",
+        foreach_arg="--arm",
+    ),
+    Stage(
+        "evaluate",
+        "EvaluateParams",
+        "FID/KID, SSIM/MS-SSIM, AUROC/F1 with CIs, conditional fidelity, memorisation, ROC plots",
+    ),
     Stage("tables", "TablesParams", "the paper's Tables 1-3 (markdown + CSV), our numbers beside the paper's"),
 )
 

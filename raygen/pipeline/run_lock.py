@@ -72,8 +72,10 @@ def acquire(root: Path, what: str) -> str:
     """Take the run lock for this process; return its token. Raises :class:`CheckoutBusy`."""
     handle = _try_flock(root / LOCK_FILE)
     if handle is None:
-        raise CheckoutBusy(f"{describe(holder(root))} is using this checkout ({root}); wait for it to finish "
-                           f"or stop it, then run again")
+        raise CheckoutBusy(
+            f"{describe(holder(root))} is using this checkout ({root}); wait for it to finish "
+            f"or stop it, then run again"
+        )
     token = secrets.token_hex(8)
     owner = {"what": what, "pid": os.getpid(), "host": os.uname().nodename, "started": time.time(), "token": token}
     handle.seek(0)
@@ -121,15 +123,18 @@ def start_snakemake_run(root: Path, run_id: str) -> None:
     """Called by the Snakefile's ``onstart``: hold the checkout (ours and DVC's lock) for this run."""
     busy = live_dvc_processes(root)
     if busy:
-        raise CheckoutBusy(f"DVC is running in this checkout ({', '.join(busy)}); wait for it to finish, "
-                           "then run snakemake again")
+        raise CheckoutBusy(
+            f"DVC is running in this checkout ({', '.join(busy)}); wait for it to finish, then run snakemake again"
+        )
     token = acquire(root, f"snakemake run {run_id} ({' '.join(sys.argv[1:])[:200]})")
     if (root / ".dvc").is_dir():
         handle = _try_flock(root / DVC_LOCK)
         if handle is None:
             release(root)
-            raise CheckoutBusy("a DVC command holds this repository's lock (.dvc/tmp/lock); wait for it to "
-                               "finish, then run snakemake again")
+            raise CheckoutBusy(
+                "a DVC command holds this repository's lock (.dvc/tmp/lock); wait for it to "
+                "finish, then run snakemake again"
+            )
         _held[str(root / DVC_LOCK)] = handle
     os.environ[TOKEN_ENV] = token
 

@@ -5,7 +5,7 @@ with status 0 (``RAYGEN_HANDOVER_DIR`` points at the run's folder; DVC runs have
 write nothing). The start record holds the stage's *fingerprint* as DVC would hash it: the profile
 switch, the stage's params section and the active profile's overlay of it, as written in
 ``params.yaml``, the profile the stage actually ran with, and the SHA-256 of every source file of the
-stage (:mod:`raygen.code_deps`).
+stage (:mod:`raygen.pipeline.code_deps`).
 
 When the run ends, :func:`handover` commits to ``dvc.lock`` exactly the stages that finished, and of
 those only the ones whose fingerprint still equals what DVC would hash now. So nothing is recorded for
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raygen.code_deps import stage_code_deps
+from raygen.pipeline.code_deps import stage_code_deps
 from raygen.stages import BY_NAME
 
 DIR_ENV = "RAYGEN_HANDOVER_DIR"
@@ -91,8 +91,11 @@ def truthful(record: dict[str, Any], root: Path) -> str | None:
     ran = record["fingerprint"]
     if (record["ran_with_profile"] or ran["profile"]) != now["profile"]:
         return f"ran with profile {record['ran_with_profile']!r}, params.yaml says {now['profile']!r}"
-    labels = {"profile": "params profile", "section": f"params {stage}",
-              "overlay": f"params profiles.{now['profile']}.{stage}"}
+    labels = {
+        "profile": "params profile",
+        "section": f"params {stage}",
+        "overlay": f"params profiles.{now['profile']}.{stage}",
+    }
     changed = [label for key, label in labels.items() if ran[key] != now[key]]
     changed += [path for path in set(ran["code"]) | set(now["code"]) if ran["code"].get(path) != now["code"].get(path)]
     if changed:
@@ -137,8 +140,9 @@ def _dvc_commit(root: Path, addresses: list[str], data_dirs: list[str]) -> subpr
                 path = os.path.join(dirpath, name)
                 mtimes[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
     # --no-relink: with DVC's default copy cache, relinking would copy every output back out of the cache.
-    proc = subprocess.run(["dvc", "commit", "--force", "--quiet", "--no-relink", *addresses],
-                          cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dvc", "commit", "--force", "--quiet", "--no-relink", *addresses], cwd=root, capture_output=True, text=True
+    )
     for path, mtime in mtimes.items():
         if os.path.lexists(path):
             os.utime(path, ns=(mtime, mtime), follow_symlinks=False)

@@ -45,13 +45,21 @@ from raygen.io import sha256_file, write_csv, write_json, write_text
 from raygen.metrics import reconstruction as rm
 from raygen.models import discriminator as disc_lib
 from raygen.models.vqgan import (
-    VQGAN, VQGANConfig, build_vqgan, load_taming, model_state, read_taming_config, taming_yaml,
+    VQGAN,
+    VQGANConfig,
+    build_vqgan,
+    load_taming,
+    model_state,
+    read_taming_config,
+    taming_yaml,
 )
 from raygen.runtime import autocast_dtype, configure_torch, pick_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
 
-UNIXGEN_HINT = "the UniXGen repository's README (github.com/ttumyche/UniXGen) links the MIMIC VQ-GAN checkpoint and config"
+UNIXGEN_HINT = (
+    "the UniXGen repository's README (github.com/ttumyche/UniXGen) links the MIMIC VQ-GAN checkpoint and config"
+)
 STATE_FILE = "train_state.pt"
 # Params that do not change the trained weights: a resumed run may differ in these.
 _RESUME_IGNORES = {"steps", "eval_images", "grid_images", "workers", "checkpoint_every", "log_every"}
@@ -100,8 +108,10 @@ class VqganParams:
     def __post_init__(self) -> None:
         factor = self.model_config().factor
         if self.resolution < factor or self.resolution % factor:
-            raise ValueError(f"vqgan.resolution {self.resolution} must be a multiple of {factor}, the downsampling "
-                             f"of ch_mult {list(self.ch_mult)}")
+            raise ValueError(
+                f"vqgan.resolution {self.resolution} must be a multiple of {factor}, the downsampling "
+                f"of ch_mult {list(self.ch_mult)}"
+            )
         if self.source == "train" and self.steps < 1:
             raise ValueError(f"vqgan.steps must be >= 1 to train a VQ-GAN, got {self.steps}")
         if min(self.batch_size, self.eval_batch_size, self.checkpoint_every, self.log_every) < 1:
@@ -111,25 +121,44 @@ class VqganParams:
 
     def model_config(self) -> VQGANConfig:
         return VQGANConfig(
-            embed_dim=self.embed_dim, n_embed=self.n_embed, z_channels=self.z_channels,
-            resolution=self.resolution, in_channels=self.in_channels, out_ch=self.in_channels,
-            ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
-            attn_resolutions=tuple(self.attn_resolutions), dropout=self.dropout,
+            embed_dim=self.embed_dim,
+            n_embed=self.n_embed,
+            z_channels=self.z_channels,
+            resolution=self.resolution,
+            in_channels=self.in_channels,
+            out_ch=self.in_channels,
+            ch=self.ch,
+            ch_mult=tuple(self.ch_mult),
+            num_res_blocks=self.num_res_blocks,
+            attn_resolutions=tuple(self.attn_resolutions),
+            dropout=self.dropout,
         )
 
 
 def parse_args(argv: list[str] | None):
     parser = stage_parser("vqgan", __doc__)
-    parser.add_argument("--manifest", type=Path, required=True, help="generator.csv (train rows train, val rows evaluate)")
+    parser.add_argument(
+        "--manifest", type=Path, required=True, help="generator.csv (train rows train, val rows evaluate)"
+    )
     parser.add_argument("--jpg-root", type=Path, required=True, help="DATA/mimic-cxr-jpg/2.0.0")
     parser.add_argument("--out", type=Path, required=True, help="output folder (results/vqgan)")
     parser.add_argument("--pretrained-config", type=Path, default=None, help="taming yaml (source=pretrained)")
-    parser.add_argument("--pretrained-ckpt", type=Path, default=None, help="taming/Lightning last.ckpt (source=pretrained)")
-    parser.add_argument("--lpips-dir", type=Path, default=None,
-                        help=f"folder with {' and '.join(disc_lib.LPIPS_FILES)} for the perceptual loss")
-    parser.add_argument("--fid-weights", type=Path, default=None,
-                        help="torchvision DenseNet-121 state dict for the reconstruction FID "
-                             f"(default: {rm.TORCHVISION_DENSENET121} in the torch hub cache if present)")
+    parser.add_argument(
+        "--pretrained-ckpt", type=Path, default=None, help="taming/Lightning last.ckpt (source=pretrained)"
+    )
+    parser.add_argument(
+        "--lpips-dir",
+        type=Path,
+        default=None,
+        help=f"folder with {' and '.join(disc_lib.LPIPS_FILES)} for the perceptual loss",
+    )
+    parser.add_argument(
+        "--fid-weights",
+        type=Path,
+        default=None,
+        help="torchvision DenseNet-121 state dict for the reconstruction FID "
+        f"(default: {rm.TORCHVISION_DENSENET121} in the torch hub cache if present)",
+    )
     return parser.parse_args(argv)
 
 
@@ -153,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("reconstructions.png", "config.yaml", "metrics.json", "losses.csv"):
             tracker.log_artifact(args.out / name)
     (args.out / STATE_FILE).unlink(missing_ok=True)  # finished: the resume state is no longer needed
-    log.info("vqgan done in %.1f s: SSIM %.4f, PSNR %.2f dB, FID %s (%s), codebook perplexity %.1f (%.0f%% used)",
-             metrics["seconds"], metrics["ssim"], metrics["psnr"], metrics["fid"], metrics["fid_extractor"],
-             metrics["codebook_perplexity"], 100 * metrics["codebook_used_fraction"])
+    log.info(
+        "vqgan done in %.1f s: SSIM %.4f, PSNR %.2f dB, FID %s (%s), codebook perplexity %.1f (%.0f%% used)",
+        metrics["seconds"],
+        metrics["ssim"],
+        metrics["psnr"],
+        metrics["fid"],
+        metrics["fid_extractor"],
+        metrics["codebook_perplexity"],
+        100 * metrics["codebook_used_fraction"],
+    )
     return 0
 
 
@@ -163,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 # source = pretrained
 
 
-def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path,
-                       params: VqganParams) -> tuple[VQGAN, dict[str, Any]]:
+def install_pretrained(
+    config: Path | None, checkpoint: Path | None, out: Path, params: VqganParams
+) -> tuple[VQGAN, dict[str, Any]]:
     """Validate UniXGen's files by loading them strictly, then write them to ``out`` in our format."""
     for flag, path in (("--pretrained-config", config), ("--pretrained-ckpt", checkpoint)):
         if path is None:
@@ -174,24 +211,32 @@ def install_pretrained(config: Path | None, checkpoint: Path | None, out: Path,
     _check_matches_params(read_taming_config(config)[0], params, config)
     model = load_taming(config, checkpoint)
     write_text(out / "config.yaml", config.read_text())  # verbatim: its lossconfig is never built
-    save_checkpoint(out / "model.ckpt", {
-        "state_dict": model_state(model), "source": "pretrained",
-        "origin": {"config": str(config), "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)},
-    })
+    save_checkpoint(
+        out / "model.ckpt",
+        {
+            "state_dict": model_state(model),
+            "source": "pretrained",
+            "origin": {"config": str(config), "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)},
+        },
+    )
     log.info("installed pretrained VQ-GAN %s -> %s", checkpoint, out / "model.ckpt")
     return model, {}
-
 
 
 def _check_matches_params(found: VQGANConfig, params: VqganParams, config: Path) -> None:
     """The pretrained model's size must be what params.yaml says: later stages and the tables report
     the params, so a silent difference would mislabel every number."""
     wanted = params.model_config()
-    differ = [f"{key}: params {getattr(wanted, key)}, {config.name} {getattr(found, key)}"
-              for key in ("resolution", "in_channels", "n_embed", "embed_dim") if getattr(wanted, key) != getattr(found, key)]
+    differ = [
+        f"{key}: params {getattr(wanted, key)}, {config.name} {getattr(found, key)}"
+        for key in ("resolution", "in_channels", "n_embed", "embed_dim")
+        if getattr(wanted, key) != getattr(found, key)
+    ]
     if differ:
-        raise ConfigError(f"vqgan params disagree with the pretrained model's config ({'; '.join(differ)}); set "
-                          "them to the checkpoint's values in params.yaml")
+        raise ConfigError(
+            f"vqgan params disagree with the pretrained model's config ({'; '.join(differ)}); set "
+            "them to the checkpoint's values in params.yaml"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +263,9 @@ def build_trainer(params: VqganParams, device: torch.device, lpips: torch.nn.Mod
     disc = disc_lib.build_discriminator(params.in_channels, params.disc_ndf, params.disc_layers).to(device)
     betas = (0.5, 0.9)  # taming's Adam betas for both players
     return Trainer(
-        model=model, disc=disc, lpips=lpips,
+        model=model,
+        disc=disc,
+        lpips=lpips,
         opt_ae=torch.optim.Adam(model.parameters(), lr=params.lr, betas=betas),
         opt_disc=torch.optim.Adam(disc.parameters(), lr=params.lr, betas=betas),
         code_counts=torch.zeros(params.n_embed, dtype=torch.long),
@@ -252,15 +299,26 @@ def train(params: VqganParams, args, device: torch.device, tracker: tracking.Tra
     rate = (trainer.step - first) * params.batch_size / max(seconds, 1e-9)
     log.info("trained steps %d-%d in %.1f s (%.1f images/s)", first, trainer.step, seconds, rate)
     lossconfig = _lossconfig(params, perceptual)
-    write_text(args.out / "config.yaml", yaml.safe_dump(taming_yaml(params.model_config(), lossconfig, params.lr), sort_keys=False))
-    save_checkpoint(args.out / "model.ckpt", {
-        "state_dict": model_state(trainer.model), "step": trainer.step, "config": to_dict(params),
-        "lossconfig": lossconfig, "source": "train",
-    })
+    write_text(
+        args.out / "config.yaml",
+        yaml.safe_dump(taming_yaml(params.model_config(), lossconfig, params.lr), sort_keys=False),
+    )
+    save_checkpoint(
+        args.out / "model.ckpt",
+        {
+            "state_dict": model_state(trainer.model),
+            "step": trainer.step,
+            "config": to_dict(params),
+            "lossconfig": lossconfig,
+            "source": "train",
+        },
+    )
     write_csv(args.out / "losses.csv", pd.DataFrame(trainer.history))
     extra = {
-        "train_steps": trainer.step, "train_images": len(images.pixels),
-        "unreadable_train": len(images.unreadable), "train_images_per_s": round(rate, 2),
+        "train_steps": trainer.step,
+        "train_images": len(images.pixels),
+        "unreadable_train": len(images.unreadable),
+        "train_images_per_s": round(rate, 2),
         "perceptual_loss": perceptual,
         **{f"final_{k}": v for k, v in (trainer.history[-1].items() if trainer.history else []) if k != "step"},
     }
@@ -338,20 +396,28 @@ def _training_images(params: VqganParams, args) -> LoadedImages:
     dataset = CohortImages(frame, args.jpg_root, params.resolution, params.in_channels)
     t0 = time.perf_counter()
     images = load_all(dataset, batch_size=32, workers=params.workers)
-    log.info("decoded %d train images (%d unreadable, skipped) in %.1f s",
-             len(images.pixels), len(images.unreadable), time.perf_counter() - t0)
+    log.info(
+        "decoded %d train images (%d unreadable, skipped) in %.1f s",
+        len(images.pixels),
+        len(images.unreadable),
+        time.perf_counter() - t0,
+    )
     return images
 
 
-def _perceptual(params: VqganParams, lpips_dir: Path | None, device: torch.device) -> tuple[torch.nn.Module | None, str]:
+def _perceptual(
+    params: VqganParams, lpips_dir: Path | None, device: torch.device
+) -> tuple[torch.nn.Module | None, str]:
     if params.perceptual_weight <= 0:
         return None, "off: perceptual_weight is 0"
     reason = disc_lib.lpips_unavailable(lpips_dir)
     if reason:
         # Never a silent fallback: the run would train a different objective than params.yaml says.
-        raise MissingFileError(f"vqgan.perceptual_weight is {params.perceptual_weight} but the LPIPS weights are "
-                                f"{reason}; put them there (see {lpips_dir or 'weights/lpips'}/README.md) or set "
-                                "vqgan.perceptual_weight: 0")
+        raise MissingFileError(
+            f"vqgan.perceptual_weight is {params.perceptual_weight} but the LPIPS weights are "
+            f"{reason}; put them there (see {lpips_dir or 'weights/lpips'}/README.md) or set "
+            "vqgan.perceptual_weight: 0"
+        )
     return disc_lib.build_lpips(lpips_dir).to(device), f"on: LPIPS from {lpips_dir}"
 
 
@@ -360,10 +426,15 @@ def _lossconfig(params: VqganParams, perceptual: str) -> dict[str, Any]:
     return {
         "target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
         "params": {
-            "disc_conditional": False, "disc_in_channels": params.in_channels,
-            "disc_start": params.disc_start, "disc_weight": params.disc_weight,
-            "disc_num_layers": params.disc_layers, "disc_ndf": params.disc_ndf,
-            "codebook_weight": params.codebook_weight, "pixelloss_weight": 1.0, "disc_loss": "hinge",
+            "disc_conditional": False,
+            "disc_in_channels": params.in_channels,
+            "disc_start": params.disc_start,
+            "disc_weight": params.disc_weight,
+            "disc_num_layers": params.disc_layers,
+            "disc_ndf": params.disc_ndf,
+            "codebook_weight": params.codebook_weight,
+            "pixelloss_weight": 1.0,
+            "disc_loss": "hinge",
             "perceptual_weight": params.perceptual_weight if perceptual.startswith("on") else 0.0,
         },
     }
@@ -374,12 +445,19 @@ def _resume_key(params: VqganParams) -> dict[str, Any]:
 
 
 def _save_state(trainer: Trainer, params: VqganParams, path: Path) -> None:
-    save_checkpoint(path, {
-        "model": trainer.model.state_dict(), "disc": trainer.disc.state_dict(),
-        "opt_ae": trainer.opt_ae.state_dict(), "opt_disc": trainer.opt_disc.state_dict(),
-        "step": trainer.step, "history": trainer.history, "code_counts": trainer.code_counts,
-        "config": _resume_key(params),
-    })
+    save_checkpoint(
+        path,
+        {
+            "model": trainer.model.state_dict(),
+            "disc": trainer.disc.state_dict(),
+            "opt_ae": trainer.opt_ae.state_dict(),
+            "opt_disc": trainer.opt_disc.state_dict(),
+            "step": trainer.step,
+            "history": trainer.history,
+            "code_counts": trainer.code_counts,
+            "config": _resume_key(params),
+        },
+    )
 
 
 def _maybe_resume(trainer: Trainer, params: VqganParams, path: Path) -> None:
@@ -412,8 +490,12 @@ def evaluate(model: VQGAN, params: VqganParams, args, device: torch.device) -> d
         log.warning("%s has no val rows: evaluating on train rows (optimistic numbers)", args.manifest)
         frame, split = read_manifests([args.manifest], split="train"), "train"
     frame = frame.iloc[: params.eval_images]
-    images = load_all(CohortImages(frame, args.jpg_root, cfg.resolution, cfg.in_channels),
-                      batch_size=params.eval_batch_size, workers=params.workers, dtype=torch.float32)
+    images = load_all(
+        CohortImages(frame, args.jpg_root, cfg.resolution, cfg.in_channels),
+        batch_size=params.eval_batch_size,
+        workers=params.workers,
+        dtype=torch.float32,
+    )
     model.eval()
     originals, recons, ids = [], [], []
     for chunk in images.pixels.split(params.eval_batch_size):
@@ -426,10 +508,16 @@ def evaluate(model: VQGAN, params: VqganParams, args, device: torch.device) -> d
     real, fake, all_ids = torch.cat(originals), torch.cat(recons), torch.cat(ids)
     usage = rm.codebook_usage(all_ids, cfg.n_embed)
     metrics: dict[str, Any] = {
-        "ssim": float(rm.ssim(fake, real).mean()), "psnr": float(rm.psnr(fake, real).mean()),
-        "codebook_perplexity": usage.perplexity, "codebook_used_fraction": usage.used_fraction,
-        "codebook_used": usage.used, "n_embed": cfg.n_embed, "grid": list(cfg.grid),
-        "resolution": cfg.resolution, "eval_images": len(real), "eval_split": split,
+        "ssim": float(rm.ssim(fake, real).mean()),
+        "psnr": float(rm.psnr(fake, real).mean()),
+        "codebook_perplexity": usage.perplexity,
+        "codebook_used_fraction": usage.used_fraction,
+        "codebook_used": usage.used,
+        "n_embed": cfg.n_embed,
+        "grid": list(cfg.grid),
+        "resolution": cfg.resolution,
+        "eval_images": len(real),
+        "eval_split": split,
         "unreadable_eval": len(images.unreadable),
     }
     metrics.update(_fid(real, fake, args.fid_weights, device))
@@ -441,8 +529,10 @@ def _fid(real: torch.Tensor, fake: torch.Tensor, weights: Path | None, device: t
     """Reconstruction FID on a named local extractor, or null with the reason."""
     found = rm.find_densenet121_weights(weights)
     if found is None:
-        reason = (f"unavailable: no local DenseNet-121 weights (pass --fid-weights, or place torchvision's "
-                  f"{rm.TORCHVISION_DENSENET121} in {Path(torch.hub.get_dir()) / 'checkpoints'})")
+        reason = (
+            f"unavailable: no local DenseNet-121 weights (pass --fid-weights, or place torchvision's "
+            f"{rm.TORCHVISION_DENSENET121} in {Path(torch.hub.get_dir()) / 'checkpoints'})"
+        )
         log.warning("reconstruction FID %s", reason)
         return {"fid": None, "fid_extractor": reason, "fid_images": 0}
     extractor = rm.densenet121_extractor(found, device)
@@ -450,7 +540,10 @@ def _fid(real: torch.Tensor, fake: torch.Tensor, weights: Path | None, device: t
     feats_fake = torch.cat([extractor(b) for b in fake.split(32)])
     fid = rm.frechet_distance(feats_real.numpy(), feats_fake.numpy())
     if len(real) < 1024:
-        log.warning("reconstruction FID on %d images (< the 1024 feature dims): biased upwards, compare only like with like", len(real))
+        log.warning(
+            "reconstruction FID on %d images (< the 1024 feature dims): biased upwards, compare only like with like",
+            len(real),
+        )
     return {"fid": fid, "fid_extractor": extractor.name, "fid_images": len(real)}
 
 

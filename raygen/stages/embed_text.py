@@ -84,14 +84,27 @@ def forward_precision(device_type: str, dtype: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(STAGE, __doc__)
-    parser.add_argument("--prompts", type=Path, nargs="+", required=True,
-                        help="manifest CSVs with study_id and text columns (e.g. results/cohort/generator.csv)")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="manifest CSVs with study_id and text columns (e.g. results/cohort/generator.csv)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (results/embed_text)")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="local model folder: required for source 'local', a snapshot folder for 'cxr-bert'")
-    parser.add_argument("--cxr-bert-dir", type=Path, default=None,
-                        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used only "
-                             "with source 'cxr-bert' and no --model-dir")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="local model folder: required for source 'local', a snapshot folder for 'cxr-bert'",
+    )
+    parser.add_argument(
+        "--cxr-bert-dir",
+        type=Path,
+        default=None,
+        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used only "
+        "with source 'cxr-bert' and no --model-dir",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, EmbedTextParams, args.profile)
@@ -104,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
         t0 = time.perf_counter()
         encoder = build_text_encoder(
-            params.source, model_dir=pick_model_dir(params.source, args.model_dir, args.cxr_bert_dir), hub_id=params.hub_id, revision=params.revision,
-            max_length=params.max_length, normalize=params.normalize, device=device,
+            params.source,
+            model_dir=pick_model_dir(params.source, args.model_dir, args.cxr_bert_dir),
+            hub_id=params.hub_id,
+            revision=params.revision,
+            max_length=params.max_length,
+            normalize=params.normalize,
+            device=device,
             autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
         )
         log.info("encoder loaded in %.1f s", time.perf_counter() - t0)
@@ -116,18 +134,37 @@ def main(argv: list[str] | None = None) -> int:
             "profile": profile,
             "prompt_manifests": [str(p) for p in args.prompts],
         }
-        stats = write_text_cache(args.out, prompts["study_id"].tolist(), prompts["text"].tolist(), encoder,
-                                 batch_size=params.batch_size, meta=meta)
+        stats = write_text_cache(
+            args.out,
+            prompts["study_id"].tolist(),
+            prompts["text"].tolist(),
+            encoder,
+            batch_size=params.batch_size,
+            meta=meta,
+        )
         rate = stats.unique_texts / max(stats.seconds, 1e-9)
         tracker.log_metrics({**{k: float(v) for k, v in asdict(stats).items()}, "prompts_per_s": rate})
         tracker.log_artifact(args.out / "meta.json")
-    log.info("%d studies -> %d unique texts (%d duplicates, %d empty dropped, %d truncated at L=%d); "
-             "encoded in %.1f s (%.1f prompts/s); cache in %s",
-             stats.studies, stats.unique_texts, stats.duplicate_texts, stats.empty_texts, stats.truncated,
-             params.max_length, stats.seconds, rate, args.out)
+    log.info(
+        "%d studies -> %d unique texts (%d duplicates, %d empty dropped, %d truncated at L=%d); "
+        "encoded in %.1f s (%.1f prompts/s); cache in %s",
+        stats.studies,
+        stats.unique_texts,
+        stats.duplicate_texts,
+        stats.empty_texts,
+        stats.truncated,
+        params.max_length,
+        stats.seconds,
+        rate,
+        args.out,
+    )
     if stats.truncated:
-        log.warning("%d of %d unique texts were longer than max_length=%d tokens and were truncated",
-                    stats.truncated, stats.unique_texts, params.max_length)
+        log.warning(
+            "%d of %d unique texts were longer than max_length=%d tokens and were truncated",
+            stats.truncated,
+            stats.unique_texts,
+            params.max_length,
+        )
     return 0
 
 
