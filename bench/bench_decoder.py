@@ -4,14 +4,14 @@
     python bench/bench_decoder.py --preset paper        # on a GPU: bf16, compiled, batch 128, K=8 batch 64
     python bench/bench_decoder.py --vqgan results/vqgan # time VQ decode with the real VQ-GAN
 
-What is timed is the stage's own code path: ``raygen.stages.train_decoder.masked_loss`` (cosine masks,
+What is timed is the stage's own code path: ``raygen.generation.objective.masked_loss`` (cosine masks,
 condition dropout, only masked positions through the head) + backward + clipping + AdamW, and
 ``raygen.generation.sampler.sample_tokens`` (text K/V once, K steps, optional CFG). Inputs are
 synthetic tensors of the caches' shapes; the data-loading number uses synthetic memory-mapped caches
-of the demo size written with :func:`raygen.data.token_dataset.write_synthetic_caches`. On CUDA
+of the demo size written with ``tests/synthetic_caches.py``'s ``write_synthetic_caches``. On CUDA
 every timing is bracketed by ``torch.cuda.synchronize()``. Prints one JSON object (and writes it
 with ``--out``). Targets on one H100/H200 for the paper preset: >= 600 train samples/s, >= 250
-token-generation images/s at K=8, batch 64 (design.md speed references: 540-553 and 154-165).
+token-generation images/s at K=8, batch 64 (the speed references in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,19 +25,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from synthetic_caches import write_synthetic_caches  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-from raygen.data.token_dataset import (
-    StepBatchSampler,
-    TokenBatch,
-    TokenTextDataset,
-    make_loader,
-    write_synthetic_caches,
-)  # noqa: E402
+from raygen.data.token_dataset import StepBatchSampler, TokenBatch, TokenTextDataset, make_loader  # noqa: E402
+from raygen.generation.objective import masked_loss  # noqa: E402
 from raygen.generation.sampler import SamplerConfig, sample_tokens  # noqa: E402
 from raygen.models.decoder import MaskedTokenDecoder, count_parameters, decoder_config  # noqa: E402
 from raygen.runtime import autocast_dtype, configure_torch, pick_device  # noqa: E402
-from raygen.stages.train_decoder import TrainDecoderParams, make_optimizer, masked_loss  # noqa: E402
+from raygen.stages.train_decoder import TrainDecoderParams  # noqa: E402
+from raygen.training.decoder import make_optimizer  # noqa: E402
 
 # Cache shapes per preset: (grid side, codebook, text length L, text width D).
 SHAPES = {"smoke": (4, 32, 8, 16), "demo": (16, 512, 96, 384), "paper": (32, 1024, 256, 768)}
@@ -165,14 +164,20 @@ def bench_data(args, length: int, dim: int, grid: int, codebook: int) -> dict:
     return {"data_samples_per_s": n / dt, "data_ms_per_batch": 1000 * dt / steps}
 
 
-def stand_in_vqgan(grid: int, device: torch.device):
-    """The demo VQ-GAN architecture (raygen.models.vqgan 'demo' preset), random weights, for timing only."""
-    from raygen.models.vqgan import VQGAN_PRESETS, build_vqgan
+def stand_in_vqgan(preset: str, grid: int, device: torch.device):
+    """params.yaml's ``vqgan`` architecture of the ``preset`` profile (demo or paper), at the resolution
+    that gives the bench's ``grid`` tokens a side; random weights, for timing only (None for smoke)."""
+    import dataclasses
 
-    by_grid = {cfg.grid[0]: cfg for cfg in (VQGAN_PRESETS["demo"], VQGAN_PRESETS["paper"])}
-    if grid not in by_grid:
+    from raygen.config import load_section
+    from raygen.models.vqgan import build_vqgan
+    from raygen.stages.vqgan import VqganParams
+
+    if preset not in ("demo", "paper"):
         return None
-    return build_vqgan(by_grid[grid]).eval().requires_grad_(False).to(device)
+    params = load_section(Path(__file__).resolve().parents[1] / "params.yaml", "vqgan", VqganParams, preset)
+    config = dataclasses.replace(params.model_config(), resolution=grid * params.model_config().factor)
+    return build_vqgan(config).eval().requires_grad_(False).to(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     vq = None
     if not args.no_vq:
         if args.vqgan is not None:
-            from raygen.tools.generate import load_vqgan
+            from raygen.generation.render import load_vqgan
 
             vq = load_vqgan(args.vqgan, device)
         else:
-            vq = stand_in_vqgan(grid, device)
+            vq = stand_in_vqgan(args.preset, grid, device)
             result["vq"] = "random stand-in of the preset's VQ-GAN architecture" if vq is not None else "none"
     result.update(
         bench_generate(

@@ -6,7 +6,7 @@
 Generates ``--per-class`` images for each of the 10 class-name prompts with the trained decoder and
 VQ-GAN of the current profile (the synthesize stage's sampler and seeds), scores them with the real-only
 classifier and prints one JSON line per scale: macro and per-class AUROC against the class each prompt
-asked for (:func:`raygen.stages.evaluate.conditional_fidelity`), and the time taken.
+asked for (:func:`raygen.metrics.conditional.conditional_fidelity`), and the time taken.
 """
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raygen.config import load_section
+from raygen.data.images import load_pngs
 from raygen.data.labels import CLASSES
+from raygen.data.synthetic_plan import class_prompt
+from raygen.generation.prompts import encode_prompts
+from raygen.generation.render import load_vqgan
 from raygen.generation.sampler import load_decoder_checkpoint
+from raygen.generation.synthetic_sets import generate_set
+from raygen.metrics.conditional import classifier_probs, conditional_fidelity, load_classifier
 from raygen.runtime import configure_torch
-from raygen.stages import evaluate as ev
 from raygen.stages import synthesize as syn
-from raygen.tools.generate import encode_prompts, load_vqgan
+from raygen.stages.embed_text import EmbedTextParams
 
 
 def main() -> None:
@@ -42,10 +48,11 @@ def main() -> None:
     configure_torch(device)
     trained = load_decoder_checkpoint(args.checkpoint, device)
     vq = load_vqgan(args.vqgan, device).to(memory_format=torch.channels_last)
-    model, resolution, _ = ev.load_classifier(args.classifier, device)
+    model, resolution, _ = load_classifier(args.classifier, device)
     base = syn.SynthesizeParams()
-    texts = [syn.class_prompt(base.class_template, c) for c in CLASSES]
-    states, lengths = encode_prompts(texts, args.params, None, None, trained.config["text_meta"], device)
+    texts = [class_prompt(base.class_template, c) for c in CLASSES]
+    text_params = load_section(args.params, "embed_text", EmbedTextParams)
+    states, lengths = encode_prompts(texts, text_params, args.params, None, trained.config["text_meta"], device)
     labels = np.repeat(np.eye(len(CLASSES), dtype=np.int64), args.per_class, axis=0)
     for scale in args.cfg:
         started = time.perf_counter()
@@ -53,12 +60,12 @@ def main() -> None:
         paths = []
         for k, name in enumerate(CLASSES):
             group = [args.out / f"cfg{scale:g}" / f"{k}_{i:04d}.png" for i in range(args.per_class)]
-            syn.generate_set(
+            generate_set(
                 trained, vq, states[k : k + 1], lengths[k : k + 1], group, config, base.seed, 100 + k, None, name
             )
             paths += group
-        probs = ev.classifier_probs(model, syn.load_pngs(paths), resolution, device)
-        score = ev.conditional_fidelity(labels, probs)
+        probs = classifier_probs(model, load_pngs(paths), resolution, device)
+        score = conditional_fidelity(labels, probs)
         print(
             json.dumps(
                 {

@@ -2,9 +2,9 @@
 
     PYTHONPATH=. python bench/bench_tokenize.py [--images 64] [--paper-images 4] [--threads N] [--device cpu]
 
-Random weights (speed does not depend on them). ``demo``: the demo preset (128 px grey, 16x16
-tokens); ``paper``: UniXGen's MIMIC architecture (512 px RGB, 32x32 tokens). Preprocessing is
-timed on synthetic JPEGs of MIMIC-CXR-JPG's typical size (about 2544 x 3056) and of demo size.
+Random weights (speed does not depend on them) of the ``vqgan`` architecture of a params.yaml profile:
+``demo`` (our own small grey model), ``paper`` (UniXGen's MIMIC architecture, 512 px RGB, 32x32 tokens).
+Preprocessing is timed on synthetic JPEGs of MIMIC-CXR-JPG's typical size (about 2544 x 3056) and of demo size.
 Prints one JSON object; wall time and process CPU time are both reported, because a shared machine
 makes wall time noisy.
 """
@@ -15,18 +15,32 @@ import argparse
 import io
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from raygen.data.images import preprocess
-from raygen.models.vqgan import VQGAN_PRESETS, build_vqgan
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from raygen.config import load_section  # noqa: E402
+from raygen.data.images import preprocess  # noqa: E402
+from raygen.models.vqgan import VQGANConfig, build_vqgan  # noqa: E402
+from raygen.stages.vqgan import VqganParams  # noqa: E402
+
+PARAMS = REPO / "params.yaml"
+
+
+def profile_vqgan(profile: str) -> VQGANConfig:
+    """The VQ-GAN architecture of params.yaml's ``vqgan`` section under ``profile``."""
+    return load_section(PARAMS, "vqgan", VqganParams, profile).model_config()
 
 
 def time_encode(preset: str, images: int, batch: int, device: torch.device) -> dict:
-    cfg = VQGAN_PRESETS[preset]
+    cfg = profile_vqgan(preset)
     vq = build_vqgan(cfg).eval().to(device)
     x = torch.rand(batch, cfg.in_channels, cfg.resolution, cfg.resolution, device=device) * 2 - 1
     vq.encode_ids(x[:1])  # warm-up

@@ -38,6 +38,7 @@ PRESETS = {
         ch_mult=(1, 1, 2, 2, 4),
         num_res_blocks=2,
         attn_resolutions=(24,),
+        dropout=0.0,
     ),
     "smoke": VQGANConfig(
         embed_dim=16,
@@ -49,6 +50,8 @@ PRESETS = {
         ch=32,
         ch_mult=(1, 2, 2),
         num_res_blocks=1,
+        attn_resolutions=(),
+        dropout=0.0,
     ),
 }
 

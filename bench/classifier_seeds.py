@@ -26,11 +26,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raygen.config import read_params, resolve_profile, section_dict  # noqa: E402
+from raygen.data.classifier_data import ARMS  # noqa: E402
 from raygen.data.labels import CLASSES  # noqa: E402
+from raygen.metrics.arms import align_test_predictions, labels_and_scores, read_prediction_frame  # noqa: E402
 from raygen.metrics.classification import auroc, paired_delta  # noqa: E402
-from raygen.stages.evaluate import align_test_predictions, labels_and_scores, read_prediction_frame  # noqa: E402
-
-ARMS = ("real", "real+50", "real+100")
 
 
 def train_arms(seed: int, out: Path, params_path: Path, profile: str) -> None:
@@ -69,7 +68,8 @@ def train_arms(seed: int, out: Path, params_path: Path, profile: str) -> None:
     env = {**os.environ, "RAYGEN_TRACKING": "off"}
     subprocess.run(command("real"), check=True, env={**env, "OMP_NUM_THREADS": "2", "RAYGEN_THREADS": "2"})
     jobs = [
-        subprocess.Popen(command(arm), env={**env, "OMP_NUM_THREADS": "1", "RAYGEN_THREADS": "1"}) for arm in ARMS[1:]
+        subprocess.Popen(command(arm), env={**env, "OMP_NUM_THREADS": "1", "RAYGEN_THREADS": "1"})
+        for arm in list(ARMS)[1:]
     ]
     if any(job.wait() for job in jobs):
         raise SystemExit(f"seed {seed}: an augmented arm failed; see {out / f'seed{seed}'}")

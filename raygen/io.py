@@ -70,6 +70,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object stored at ``path``; None when it is missing, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:
     """Atomically write a pandas DataFrame as CSV (no index unless asked)."""
     kwargs.setdefault("index", False)

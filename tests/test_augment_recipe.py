@@ -1,4 +1,4 @@
-"""The paper's synthetic augmentation counts (mimic-cxr.md section 5)."""
+"""The paper's synthetic augmentation counts (docs/mimic-cxr.md section 5)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from raygen.config import ConfigError, from_dict
+from raygen.data import dataset_root, local_copy
 from raygen.data import physionet as pn
 from raygen.stages import download as stage
 
@@ -229,7 +230,7 @@ def rroot(tmp_path: Path) -> Path:
 def read_marker(tmp_path: Path) -> dict:
     import json
 
-    return json.loads((tmp_path / "data" / stage.COMPLETE).read_text())
+    return json.loads((tmp_path / "data" / dataset_root.COMPLETE).read_text())
 
 
 def all_bytes_under(root: Path) -> bytes:
@@ -314,7 +315,7 @@ def test_wrong_credentials_stop_with_clear_message_and_no_secret(tmp_path, serve
         assert USER not in text, "the username is never logged"
         assert "data use agreement" in text and "/content/mimic-cxr-jpg/2.0.0/" in text
         assert PASSWORD not in text
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
     assert PASSWORD.encode() not in all_bytes_under(tmp_path / "data")
     # the exception itself holds no password either
     client = pn.PhysioNetClient(server.base_url, pn.Credentials(USER, "wrong-" + PASSWORD), retries=0)
@@ -330,10 +331,10 @@ def test_checksum_mismatch_deletes_bad_file_and_writes_no_marker(tmp_path, serve
     assert "checksum mismatch" in err and "re-run" in err
     assert not (jroot(tmp_path) / SMALL).exists()
     assert not (jroot(tmp_path) / (SMALL + pn.PART_SUFFIX)).exists()
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
     # fixed server: the re-run completes
     server.corrupt.clear()
-    assert run(tmp_path, server) == 0 and (tmp_path / "data" / stage.COMPLETE).exists()
+    assert run(tmp_path, server) == 0 and (tmp_path / "data" / dataset_root.COMPLETE).exists()
 
 
 def test_listed_file_missing_on_server_is_a_404_error(tmp_path, server, creds, capsys):
@@ -341,7 +342,7 @@ def test_listed_file_missing_on_server_is_a_404_error(tmp_path, server, creds, c
     assert run(tmp_path, server) == 1
     err = capsys.readouterr().err
     assert "HTTP 404" in err and SMALL in err
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
     assert not (jroot(tmp_path) / SMALL).exists()
 
 
@@ -370,7 +371,7 @@ def test_connection_failure_after_retries_says_what_to_do(tmp_path, creds, capsy
     assert stage.main(["--out", str(tmp_path / "data"), "--params", str(params)]) == 1
     err = capsys.readouterr().err
     assert "after 3 attempts" in err and "re-run" in err
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
 
 
 def test_txt_reports_pull_only_chosen_groups_never_dicoms(tmp_path, server, tree, creds):
@@ -513,9 +514,9 @@ def test_local_copy_missing_pieces_are_listed(tmp_path, mirror, capsys):
     assert run(tmp_path, None, "--local-jpg", str(mirror.wget), "--local-reports", str(mirror.rep)) == 1
     err = capsys.readouterr().err
     assert "missing mimic-cxr-2.0.0-split.csv.gz" in err and "Expected" in err
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
     with pytest.raises(pn.PhysioNetError, match="no files/ folder or zip"):
-        pn.find_reports_source(tmp_path / "zips" / "..", RV)
+        local_copy.find_reports_source(tmp_path / "zips" / "..", RV)
 
 
 def test_local_copy_lacking_a_requested_group_is_an_error(tmp_path, mirror, capsys):
@@ -615,7 +616,7 @@ def test_a_truncated_jpg_in_a_local_copy_stops_the_link(tmp_path, mirror, capsys
     (mirror.jpg / BIG).write_bytes((mirror.jpg / BIG).read_bytes()[:10])
     assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep)) == 1
     assert f"{BIG} (checksum differs)" in capsys.readouterr().err
-    assert not (tmp_path / "data" / stage.COMPLETE).exists()
+    assert not (tmp_path / "data" / dataset_root.COMPLETE).exists()
     # The documented switch for a copy too large to hash again: linked, and the marker says unchecked.
     assert run(tmp_path, None, local_jpg=str(mirror.jpg), local_reports=str(mirror.rep), verify=False) == 0
     assert read_marker(tmp_path)["verified"]["jpg"] == "no: download.mimic.verify is false"

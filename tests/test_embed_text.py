@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_text_encoder import SENTENCE, write_tiny_bert
 
-from raygen.data.text_cache import TextCache, canonical_text, unique_prompts, write_text_cache
+from raygen.data.text_cache import TextCache, canonical_text, read_prompts, unique_prompts, write_text_cache
 from raygen.models.text_encoder import TextEncoderError, build_text_encoder
 from raygen.stages import embed_text
 
@@ -201,4 +201,4 @@ def test_stage_rejects_unknown_params_and_bad_manifest(tmp_path):
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"study_id": [1], "impression": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="text"):
-        embed_text.read_prompts([bad])
+        read_prompts([bad])

@@ -1,4 +1,4 @@
-"""The evaluate stage's own pieces: ROC curves, extractor choice, conditional fidelity, JSON hygiene.
+"""The evaluate stage's pieces: ROC curves, extractor choice, conditional fidelity, JSON hygiene.
 
 The whole stage runs in the smoke pipeline test (tests/test_pipeline_smoke.py); the metric library it
 calls is checked against independent references in tests/test_metrics_*.py.
@@ -16,6 +16,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from raygen.data.labels import CLASSES
+from raygen.metrics import conditional, image_sets
+from raygen.metrics.arms import align_test_predictions, score_arms
+from raygen.metrics.classification import ROC_GRID, macro_roc
+from raygen.metrics.fidelity import equal_n_floor
+from raygen.metrics.summary import finite, summary
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.stages import evaluate as ev
 
@@ -24,34 +29,36 @@ def test_macro_roc_of_one_class_has_its_auroc():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (300, 1))
     s = np.round(rng.random((300, 1)) + 0.4 * y, 2)  # ties on purpose
-    curve = ev.macro_roc(y, s)
+    curve = macro_roc(y, s)
     assert curve[0] >= 0.0 and curve[-1] == 1.0 and (np.diff(curve) >= 0).all()
-    assert math.isclose(np.trapezoid(curve, ev.ROC_GRID), roc_auc_score(y[:, 0], s[:, 0]), abs_tol=0.01)
+    assert math.isclose(np.trapezoid(curve, ROC_GRID), roc_auc_score(y[:, 0], s[:, 0]), abs_tol=0.01)
 
 
 def test_macro_roc_averages_scored_classes_only():
     y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
     s = np.array([[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.2, 0.4]])
-    curve = ev.macro_roc(y, s)  # class 2 has no positives: left out
+    curve = macro_roc(y, s)  # class 2 has no positives: left out
     assert curve[0] == 1.0 and curve[-1] == 1.0  # a perfect class-1 ranking
-    assert np.isnan(ev.macro_roc(np.zeros((3, 1), int), np.ones((3, 1)))).all()
+    assert np.isnan(macro_roc(np.zeros((3, 1), int), np.ones((3, 1)))).all()
 
 
 def test_conditional_fidelity_scores_the_asked_for_labels():
     labels = np.eye(len(CLASSES), dtype=int).repeat(3, axis=0)  # 3 images per class prompt
     right = labels + 0.01 * np.random.default_rng(0).random(labels.shape)
-    assert ev.conditional_fidelity(labels, right)["macro"] == 1.0
-    assert ev.conditional_fidelity(labels, 1.0 - right)["macro"] == 0.0
-    assert ev.conditional_fidelity(labels, right)["n_images"] == len(labels)
+    assert conditional.conditional_fidelity(labels, right)["macro"] == 1.0
+    assert conditional.conditional_fidelity(labels, 1.0 - right)["macro"] == 0.0
+    assert conditional.conditional_fidelity(labels, right)["n_images"] == len(labels)
 
 
 def test_extractor_is_named_and_never_silently_random(tmp_path):
     model = XrayDenseNet(ClassifierConfig()).eval()
-    auto = ev.pick_extractor(ev.EvaluateParams(), tmp_path / "absent.pt", model, 32, "abc123def456", "cpu")
+    auto = conditional.pick_extractor(
+        ev.EvaluateParams().extractor, tmp_path / "absent.pt", model, 32, "abc123def456", "cpu"
+    )
     assert auto.name == "raygen-classifier-penultimate:abc123def456"
     assert auto(torch.rand(2, 1, 48, 48)).shape == (2, 1024)
     with pytest.raises(FileNotFoundError, match="absent.pt"):
-        ev.pick_extractor(ev.EvaluateParams(extractor="xrv"), tmp_path / "absent.pt", model, 32, "abc", "cpu")
+        conditional.pick_extractor("xrv", tmp_path / "absent.pt", model, 32, "abc", "cpu")
 
 
 def test_penultimate_features_are_the_classifiers():
@@ -59,13 +66,13 @@ def test_penultimate_features_are_the_classifiers():
     model = XrayDenseNet(ClassifierConfig()).eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(ev._Penultimate(model, 32)(x), model.penultimate(x * 2 - 1))
-        probs = ev.classifier_probs(model, x, 32, torch.device("cpu"))
+        assert torch.allclose(conditional._Penultimate(model, 32)(x), model.penultimate(x * 2 - 1))
+        probs = conditional.classifier_probs(model, x, 32, torch.device("cpu"))
         assert np.allclose(probs, torch.sigmoid(model(x * 2 - 1)).numpy(), atol=1e-6)
 
 
 def test_metrics_json_has_no_nan():
-    out = ev._finite({"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": np.int64(3)})
+    out = finite({"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": np.int64(3)})
     assert json.loads(json.dumps(out)) == {"a": None, "b": [1.5, None], "c": 3}
 
 
@@ -77,7 +84,7 @@ def test_params_validate():
 def test_streamed_features_equal_in_memory_features_and_unreadable_files_are_skipped(tmp_path):
     from PIL import Image
 
-    from raygen.metrics.fid import module_extractor
+    from raygen.metrics.features import module_extractor
 
     rng = np.random.default_rng(0)
     paths = []
@@ -85,16 +92,16 @@ def test_streamed_features_equal_in_memory_features_and_unreadable_files_are_ski
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (40, 36), dtype=np.uint8)).save(paths[-1])
     extractor = module_extractor(torch.nn.AvgPool2d(8), "pool8")
-    whole = np.asarray(extractor(ev.load_images(paths, 32, 2)))
+    whole = np.asarray(extractor(image_sets.load_images(paths, 32, 2)))
     assert whole.shape == (7, 16)
-    feats, ok = ev.streamed_features(extractor, paths, 32, 2, chunk=3)
+    feats, ok = image_sets.streamed_features(extractor, paths, 32, 2, chunk=3)
     assert ok.all() and np.array_equal(feats, whole)
 
     paths[4].write_bytes(b"not a png")  # corrupt
     paths[5].unlink()  # missing
-    images, ok = ev.load_images_checked(paths, 32, 2)
+    images, ok = image_sets.load_images_checked(paths, 32, 2)
     assert ok.tolist() == [True, True, True, True, False, False, True] and images.shape == (7, 1, 32, 32)
-    feats, ok = ev.streamed_features(extractor, paths, 32, 2, chunk=3)
+    feats, ok = image_sets.streamed_features(extractor, paths, 32, 2, chunk=3)
     assert (~ok).sum() == 2 and np.array_equal(feats, whole[[0, 1, 2, 3, 6]])
 
 
@@ -102,10 +109,10 @@ def test_head_on_penultimate_features_equals_the_classifier():
     torch.manual_seed(1)
     model = XrayDenseNet(ClassifierConfig()).eval()
     x = torch.rand(3, 1, 48, 48)
-    extractor = ev.pick_extractor(ev.EvaluateParams(), None, model, 32, "abc", "cpu")
-    assert extractor.name.startswith(ev.PENULTIMATE)
-    head = ev.head_probabilities(model, np.asarray(extractor(x)), torch.device("cpu"))
-    assert np.allclose(head, ev.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)
+    extractor = conditional.pick_extractor(ev.EvaluateParams().extractor, None, model, 32, "abc", "cpu")
+    assert extractor.name.startswith(conditional.PENULTIMATE)
+    head = conditional.head_probabilities(model, np.asarray(extractor(x)), torch.device("cpu"))
+    assert np.allclose(head, conditional.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)
 
 
 # --- arms on the same test patients ------------------------------------------------------------
@@ -135,30 +142,29 @@ def predictions(n: int = 90, seed: int = 0, signal: float = 1.0) -> pd.DataFrame
 def test_arms_are_aligned_by_dicom_id_and_other_test_sets_are_errors():
     real = predictions()
     shuffled = real.sample(frac=1.0, random_state=0)
-    aligned = ev.align_test_predictions({"real": real, "real+50": shuffled})
+    aligned = align_test_predictions({"real": real, "real+50": shuffled})
     assert aligned["real+50"].equals(real[aligned["real+50"].columns])
     with pytest.raises(ValueError, match=r"other images than arm real: 1 missing .* 0 extra"):
-        ev.align_test_predictions({"real": real, "real+50": real.iloc[1:]})
+        align_test_predictions({"real": real, "real+50": real.iloc[1:]})
     with pytest.raises(ValueError, match="subject_id"):
-        ev.align_test_predictions({"real": real, "real+50": real.drop(columns="subject_id")})
+        align_test_predictions({"real": real, "real+50": real.drop(columns="subject_id")})
     relabelled = real.copy()
     relabelled.loc[0, "Edema"] = 1 - relabelled.loc[0, "Edema"]
     with pytest.raises(ValueError, match="other labels or patients"):
-        ev.align_test_predictions({"real": real, "real+50": relabelled})
+        align_test_predictions({"real": real, "real+50": relabelled})
 
 
 def test_score_arms_gives_patient_clustered_intervals_and_paired_deltas(tmp_path):
     write_arm(tmp_path / "real", predictions())
     write_arm(tmp_path / "real+50", predictions().sample(frac=1.0, random_state=1))  # same scores, other order
     write_arm(tmp_path / "real+100", predictions(signal=3.0))  # the same patients, better ranked
-    (tmp_path / "out" / "roc").mkdir(parents=True)
-    (tmp_path / "out" / "plots").mkdir()
-    arms, deltas = ev.score_arms(tmp_path, ev.EvaluateParams(n_boot=100), tmp_path / "out")
+    scores = score_arms(tmp_path, n_boot=100, seed=0, level=0.95)
+    arms, deltas = scores.reports, scores.deltas
     assert arms["real"]["auroc_ci"]["n_clusters"] == 30 and arms["real"]["train_seeds"] == [0]
     assert arms["real+50"]["auroc_ci"] == arms["real"]["auroc_ci"]  # same patients drawn, same scores
     assert deltas["real+50"]["delta"] == 0.0 and deltas["real+50"]["interval"] == (0.0, 0.0)
     assert deltas["real+100"]["interval"][0] > 0 and deltas["real+100"]["reference"] == "real"
-    headline = ev.summary(fake_metrics(arms, deltas))
+    headline = summary(fake_metrics(arms, deltas))
     assert headline["delta_auroc/real+50"] == 0.0
     assert (
         headline["delta_auroc/real+100_low"] > 0
@@ -198,7 +204,7 @@ def test_fid_floor_halves_are_equal_in_size_and_disjoint_by_patient():
     rng = np.random.default_rng(1)
     per_report = pd.DataFrame({"subject_id": groups, "study_id": np.arange(len(groups))})
     real, generated = rng.normal(size=(len(groups), 8)), rng.normal(size=(len(groups), 8)) + 0.5
-    floor = ev.equal_n_floor(real, generated, per_report, "toy", ev.EvaluateParams(kid_subsets=2))
+    floor = equal_n_floor(real, generated, per_report, "toy", kid_subsets=2, kid_subset_size=100, seed=0)
     assert floor["split_by"] == "subject_id" and floor["n_per_half"] == len(a)
     for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
         assert floor[key]["n_real"] == floor[key]["n_fake"] == len(a)
@@ -209,11 +215,11 @@ def test_fid_floor_halves_are_equal_in_size_and_disjoint_by_patient():
 def test_fid_floor_too_small_is_recorded_not_raised(subjects, reason):
     per_report = pd.DataFrame({"subject_id": subjects})
     feats = np.random.default_rng(0).normal(size=(len(subjects), 4))
-    floor = ev.equal_n_floor(feats, feats, per_report, "toy", ev.EvaluateParams(kid_subsets=2))
+    floor = equal_n_floor(feats, feats, per_report, "toy", kid_subsets=2, kid_subset_size=100, seed=0)
     for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
         assert floor[key].startswith("not computed: ") and reason in floor[key]
     assert (
-        ev.summary(fake_metrics({}, {}) | {"fidelity": {**fake_metrics({}, {})["fidelity"], "fid_equal_n": floor}})[
+        summary(fake_metrics({}, {}) | {"fidelity": {**fake_metrics({}, {})["fidelity"], "fid_equal_n": floor}})[
             "fid_equal_n/real_floor"
         ]
         is None

@@ -12,6 +12,7 @@ from torch import nn
 
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
+from raygen.generation.render import generate_images, masked_canvas
 from raygen.generation.sampler import SamplerConfig, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import (
     mask_ratio,
@@ -324,7 +325,7 @@ def test_masked_canvas_greys_masked_patches():
     images = torch.ones(1, 3, 8, 8)
     masked = torch.zeros(1, 4, dtype=torch.bool)
     masked[0, 1] = True  # top-right token of a 2x2 grid
-    out = generate.masked_canvas(images, masked, (2, 2))
+    out = masked_canvas(images, masked, (2, 2))
     assert torch.all(out[0, :, :4, 4:] == 0) and torch.all(out[0, :, :4, :4] == 1) and torch.all(out[0, :, 4:] == 1)
 
 
@@ -394,7 +395,7 @@ def test_generate_images_progressive_frames_grey_out_masked_tokens():
 
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     states, lengths = prompts(2)
-    images, frames = generate.generate_images(
+    images, frames = generate_images(
         trained, states, lengths, SamplerConfig(steps=2, batch_size=1), 0, FakeVQ(), progressive=True
     )
     assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1

@@ -150,7 +150,7 @@ def test_jobs_of_the_holding_run_pass(tmp_path, monkeypatch):
             [
                 sys.executable,
                 "-c",
-                "from pathlib import Path; import sys; from raygen import "
+                "from pathlib import Path; import sys; from raygen.pipeline import "
                 "run_lock; run_lock.claim_for_stage(Path(sys.argv[1]), 'tables')",
                 str(tmp_path),
             ],

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torchvision
 from scipy import linalg
 
+from raygen.metrics import features, xrv
 from raygen.metrics import fid as fm
 
 
@@ -94,8 +95,8 @@ def test_fid_or_reason_records_why_instead_of_raising():
 
 def test_unit_to_xrv_range():
     x = torch.tensor([-0.5, 0.0, 0.25, 0.5, 1.0, 1.5])
-    torch.testing.assert_close(fm.unit_to_xrv(x), torch.tensor([-1024.0, -1024.0, -512.0, 0.0, 1024.0, 1024.0]))
-    y = fm.unit_to_xrv(torch.rand(2, 1, 8, 8))
+    torch.testing.assert_close(xrv.unit_to_xrv(x), torch.tensor([-1024.0, -1024.0, -512.0, 0.0, 1024.0, 1024.0]))
+    y = xrv.unit_to_xrv(torch.rand(2, 1, 8, 8))
     assert y.dtype == torch.float32 and y.min() >= -1024 and y.max() <= 1024
 
 
@@ -121,7 +122,7 @@ def xrv_net() -> nn.Module:
 
 
 def expected_features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """xrv's features2 on [-1024, 1024] input, written out here independently of fid.py."""
+    """xrv's features2 on [-1024, 1024] input, written out here independently of raygen.metrics.xrv."""
     with torch.no_grad():
         h = torch.relu(net.features(images * 2048 - 1024))
         return h.mean(dim=(2, 3)).double()
@@ -130,12 +131,12 @@ def expected_features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def test_xrv_missing_file_names_the_file_and_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt") as err:
-        fm.xrv_densenet_extractor("densenet121-res224-chex")
+        xrv.xrv_densenet_extractor("densenet121-res224-chex")
     assert "github.com/mlmed/torchxrayvision/releases" in str(err.value)
     with pytest.raises(FileNotFoundError):
-        fm.xrv_densenet_extractor(path=tmp_path / "nope.pt")
+        xrv.xrv_densenet_extractor(path=tmp_path / "nope.pt")
     with pytest.raises(FileNotFoundError, match="pt_inception"):
-        fm.inception_extractor(tmp_path / "nope.pth")
+        features.inception_extractor(tmp_path / "nope.pth")
 
 
 def test_xrv_state_dict_in_xrv_layout_loads_and_gives_features2(tmp_path, monkeypatch, xrv_net):
@@ -144,10 +145,10 @@ def test_xrv_state_dict_in_xrv_layout_loads_and_gives_features2(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     folder = tmp_path / ".torchxrayvision" / "models_data"
     folder.mkdir(parents=True)
-    file = folder / fm.XRV_WEIGHTS["densenet121-res224-chex"]
+    file = folder / xrv.XRV_WEIGHTS["densenet121-res224-chex"]
     torch.save(state, file)
-    extractor = fm.xrv_densenet_extractor("densenet121-res224-chex")  # found in xrv's cache folder
-    assert extractor.name == f"torchxrayvision-densenet121-res224-chex:{fm.file_sha12(file)}"
+    extractor = xrv.xrv_densenet_extractor("densenet121-res224-chex")  # found in xrv's cache folder
+    assert extractor.name == f"torchxrayvision-densenet121-res224-chex:{features.file_sha12(file)}"
     images = torch.rand(1, 1, 224, 224)
     feats = extractor(images)
     assert feats.shape == (1, 1024) and feats.dtype == torch.float64
@@ -179,9 +180,9 @@ def test_xrv_pickled_release_file_loads_without_torchxrayvision(tmp_path, monkey
     torch.save(net, path, _use_new_zipfile_serialization=False)  # the 2019-era format of xrv releases
     monkeypatch.delitem(sys.modules, "torchxrayvision.models")
     monkeypatch.delitem(sys.modules, "torchxrayvision")
-    state = fm.load_xrv_state_dict(path)
+    state = xrv.load_xrv_state_dict(path)
     assert state["features.conv0.weight"].shape == (64, 1, 7, 7) and state["classifier.weight"].shape == (18, 1024)
-    extractor = fm.xrv_densenet_extractor(path=path)
+    extractor = xrv.xrv_densenet_extractor(path=path)
     images = torch.rand(1, 1, 256, 256)  # resized to 224 inside
     resized = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear", antialias=True)
     torch.testing.assert_close(extractor(images), expected_features(xrv_net, resized), rtol=1e-4, atol=1e-5)
@@ -191,13 +192,13 @@ def test_pickled_file_with_foreign_globals_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": nn.Linear(2, 2), "x": np.zeros(2)}, path)  # numpy global: not allowed
     with pytest.raises(Exception, match="not allowed|Unsupported global|weights_only"):
-        fm.load_xrv_state_dict(path)
+        xrv.load_xrv_state_dict(path)
 
 
 def test_module_extractor_is_named_frozen_and_float64():
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    extractor = fm.module_extractor(net, "raygen-classifier-penultimate:abc123def456", batch_size=2)
+    extractor = features.module_extractor(net, "raygen-classifier-penultimate:abc123def456", batch_size=2)
     feats = extractor(torch.rand(5, 1, 4, 4))
     assert extractor.name.startswith("raygen-classifier-penultimate:") and feats.shape == (5, 3)
     assert feats.dtype == torch.float64 and not any(p.requires_grad for p in net.parameters()) and not net.training
-    assert fm.extract_features(extractor, [torch.rand(2, 1, 4, 4), torch.rand(3, 1, 4, 4)]).shape == (5, 3)
+    assert features.extract_features(extractor, [torch.rand(2, 1, 4, 4), torch.rand(3, 1, 4, 4)]).shape == (5, 3)

@@ -16,6 +16,7 @@ import pytest
 
 from raygen.config import ConfigError, load_section
 from raygen.data import reports as rp
+from raygen.data import sections as sec
 from raygen.data.reports import (
     HEADER_RE,
     SectionRule,
@@ -595,8 +596,8 @@ def test_zip_and_files_folder_inputs_give_identical_outputs(tmp_path):
 def test_zip_members_are_read_without_extracting(tmp_path):
     zip_path = tmp_path / "reports.zip"
     write_zip(zip_path, prefix="mimic-cxr-reports/files/")
-    source = stage.resolve_source(zip_path)
-    refs = stage.list_reports(source)
+    source = sec.resolve_source(zip_path)
+    refs = sec.list_reports(source)
     assert [r.study for r in refs][:2] == ["s50000001", "s50414267"]
     assert refs[0].subject_id == 10000032
     assert sorted(os.listdir(tmp_path)) == ["reports.zip"]
@@ -608,10 +609,10 @@ def test_pool_gives_the_same_results_as_one_process(tmp_path):
     zip_path = tmp_path / "r.zip"
     write_zip(zip_path)
     for root in (data, zip_path):
-        source = stage.resolve_source(root)
-        refs = stage.list_reports(source)
-        serial = stage.process_all(source, refs, stage.SectionsParams(workers=1))
-        pooled = stage.process_all(source, refs, stage.SectionsParams(workers=2), min_per_worker=1)
+        source = sec.resolve_source(root)
+        refs = sec.list_reports(source)
+        serial = sec.process_all(source, refs, stage.SectionsParams(workers=1))
+        pooled = sec.process_all(source, refs, stage.SectionsParams(workers=2), min_per_worker=1)
         assert pooled == serial
 
 
@@ -628,18 +629,18 @@ def test_missing_reports_root_is_an_error(tmp_path):
 def test_custom_rules_hook(monkeypatch):
     assert rp.CUSTOM_RULES == {}  # shipped empty: no MIMIC-derived ids in the code
     text = TITLE + " INDICATION:  Clear lungs, misfiled.\n \n IMPRESSION:  Wrong section.\n"
-    ref = stage.ReportRef("s50000002", 10000001, "p10/p10000001/s50000002.txt")
+    ref = sec.ReportRef("s50000002", 10000001, "p10/p10000001/s50000002.txt")
     params = stage.SectionsParams()
     monkeypatch.setitem(rp.CUSTOM_RULES, "s50000002", SectionRule("indication"))
-    result = stage.parse_report(ref, text, params)
+    result = sec.parse_report(ref, text, params)
     assert (result.prompt.text, result.prompt.source) == ("Clear lungs, misfiled.", "custom")
     assert result.custom_rule
     assert result.sections[0] == "Wrong section."  # the sectioned row stays as parsed
     start = text.index("Wrong")
     monkeypatch.setitem(rp.CUSTOM_RULES, "s50000002", SpanRule(start, start + len("Wrong section.")))
-    assert stage.parse_report(ref, text, params).prompt.text == "Wrong section."
+    assert sec.parse_report(ref, text, params).prompt.text == "Wrong section."
     monkeypatch.setitem(rp.CUSTOM_RULES, "s50000002", SpanRule(0, 0))
-    assert stage.parse_report(ref, text, params).prompt is None
+    assert sec.parse_report(ref, text, params).prompt is None
 
 
 def test_sectioned_csv_round_trips_through_the_csv_module(tmp_path):

@@ -4,6 +4,7 @@ pyproject.toml) formats and lints the package, the tests and the benchmarks."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,17 @@ def test_stage_modules_are_thin():
     assert not fat, f"stage modules longer than {LONGEST_STAGE_MODULE} lines (move library code out):\n" + "\n".join(
         fat
     )
+
+
+def test_every_cited_document_is_in_the_repository():
+    """Comments and docs cite pages a reader can open: every ``docs/<page>.md`` they name exists."""
+    cited = re.compile(r"\bdocs/[\w./-]+\.md\b")
+    sources = [*(REPO / "raygen").rglob("*.py"), *(REPO / "bench").glob("*.py"), *(REPO / "docs").glob("*.md")]
+    sources += [REPO / "README.md", REPO / "params.yaml", *(REPO / "workflow").rglob("*.smk")]
+    missing = sorted(
+        f"{path.relative_to(REPO)}: {ref}"
+        for path in sources
+        for ref in set(cited.findall(path.read_text()))
+        if not (REPO / ref).is_file()
+    )
+    assert not missing, "cited documents that do not exist:\n" + "\n".join(missing)

@@ -9,8 +9,11 @@ import torch
 
 from raygen.data.augment_recipe import class_counts, half_arm
 from raygen.data.classifier_data import read_synthetic_manifest, synthetic_for_arm
+from raygen.data.images import load_pngs, write_png
 from raygen.data.labels import CLASSES
+from raygen.data.synthetic_plan import aug_class_counts, augmentation_plan, per_report_plan, training_impressions
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
+from raygen.generation.synthetic_sets import claim_partial, generate_set
 from raygen.stages import synthesize as syn
 from tests.test_generation import D, FakeVQ, L, tiny_model
 
@@ -42,7 +45,7 @@ def classifier_manifest(n_train: int = 60, seed: int = 0) -> pd.DataFrame:
 
 def test_class_name_plan_follows_the_recipe_with_one_hot_labels():
     manifest = classifier_manifest()
-    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams())
+    plan = augmentation_plan(manifest, syn.SynthesizeParams())
     train = manifest[manifest["split"] == "train"]
     expected = class_counts(train[list(CLASSES)].sum().tolist(), len(train))
     got = plan.groupby("prompt_class", sort=False).size().reindex(list(CLASSES)).tolist()
@@ -56,7 +59,7 @@ def test_class_name_plan_follows_the_recipe_with_one_hot_labels():
 def test_template_and_size_override():
     manifest = classifier_manifest()
     p = syn.SynthesizeParams(class_template="Chest radiograph with {lower}.", aug_total=200)
-    plan = syn.augmentation_plan(manifest, p)
+    plan = augmentation_plan(manifest, p)
     assert "Chest radiograph with pleural effusion." in set(plan["prompt"])
     assert 190 < len(plan) <= 200
 
@@ -66,9 +69,9 @@ def test_impression_plan_keeps_the_source_studies_labels():
     generator = pd.DataFrame(
         {"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))], "split": "train"}
     )
-    impressions = syn.training_impressions(manifest, generator)
+    impressions = training_impressions(manifest, generator)
     assert set(impressions["study_id"]) == set(manifest.loc[manifest["split"] == "train", "study_id"])
-    plan = syn.augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"), impressions)
+    plan = augmentation_plan(manifest, syn.SynthesizeParams(prompts="impression"), impressions)
     by_study = manifest.set_index("study_id")
     for _, row in plan.iterrows():
         source = by_study.loc[row["source_study_id"]]
@@ -82,8 +85,8 @@ def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp
     generator = pd.DataFrame(
         {"study_id": manifest["study_id"], "text": [f"report {i}" for i in range(len(manifest))], "split": "train"}
     )
-    plan = syn.augmentation_plan(
-        manifest, syn.SynthesizeParams(prompts="impression"), syn.training_impressions(manifest, generator)
+    plan = augmentation_plan(
+        manifest, syn.SynthesizeParams(prompts="impression"), training_impressions(manifest, generator)
     )
     plan.to_csv(tmp_path / "aug_100.csv", index=False)
     rows = read_synthetic_manifest(tmp_path / "aug_100.csv")
@@ -92,7 +95,7 @@ def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp
 
     train = manifest[manifest["split"] == "train"]
     recipe = half_arm(class_counts(train[list(CLASSES)].sum().tolist(), len(train)))
-    meta_half = {c: n // 2 for c, n in syn.aug_class_counts(plan).items()}  # meta.json's aug_50_per_class
+    meta_half = {c: n // 2 for c, n in aug_class_counts(plan).items()}  # meta.json's aug_50_per_class
     half = synthetic_for_arm(rows, "real+50")
     got = half.groupby("prompt_class").size().reindex(list(CLASSES), fill_value=0).tolist()
     assert got == recipe == list(meta_half.values())
@@ -116,10 +119,10 @@ def test_per_report_plan_has_one_path_per_seed_and_the_truth():
             "true_Edema": [1, 0],
         }
     )
-    plan = syn.per_report_plan(fid, [0, 7], 0)
+    plan = per_report_plan(fid, [0, 7], 0)
     assert list(plan["path_1"]) == ["images/per_report/seed7/a.png", "images/per_report/seed7/b.png"]
     assert list(plan["real_path"]) == ["files/a.jpg", "files/b.jpg"] and list(plan["true_Edema"]) == [1, 0]
-    assert len(syn.per_report_plan(fid, [0, 1], 1)) == 1
+    assert len(per_report_plan(fid, [0, 1], 1)) == 1
 
 
 def test_params_validate():
@@ -134,7 +137,7 @@ def test_params_validate():
 def _generate(folder, states, lengths, seed=0):
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     paths = [folder / f"{i}.png" for i in range(len(states))]
-    made = syn.generate_set(
+    made = generate_set(
         trained, FakeVQ(), states, lengths, paths, SamplerConfig(steps=2, batch_size=2), seed, 0, None, "test"
     )
     return paths, made
@@ -145,7 +148,7 @@ def test_generation_is_seeded_and_a_resumed_run_is_identical(tmp_path):
     states, lengths = torch.randn(5, L, D, generator=g).half(), torch.tensor([6, 3, 1, 2, 4])
     full, made = _generate(tmp_path / "full", states, lengths)
     assert made == 5 and all(p.is_file() for p in full)
-    pixels = [syn.load_pngs([p]) for p in full]
+    pixels = [load_pngs([p]) for p in full]
 
     # Killed after the first batch: the second run regenerates only what is missing, bit for bit.
     resumed, _ = _generate(tmp_path / "resumed", states, lengths)
@@ -153,26 +156,26 @@ def test_generation_is_seeded_and_a_resumed_run_is_identical(tmp_path):
         p.unlink()
     _, made = _generate(tmp_path / "resumed", states, lengths)
     assert made == 3
-    assert all(torch.equal(a, syn.load_pngs([p])) for a, p in zip(pixels, resumed))
+    assert all(torch.equal(a, load_pngs([p])) for a, p in zip(pixels, resumed))
 
     other, _ = _generate(tmp_path / "other", states, lengths, seed=1)
-    assert not all(torch.equal(a, syn.load_pngs([p])) for a, p in zip(pixels, other))
+    assert not all(torch.equal(a, load_pngs([p])) for a, p in zip(pixels, other))
 
 
 def test_partial_folder_is_discarded_when_inputs_change(tmp_path):
     partial = tmp_path / "images.partial"
-    syn._claim_partial(partial, {"params": 1})
+    claim_partial(partial, {"params": 1})
     (partial / "kept.png").write_bytes(b"x")
-    syn._claim_partial(partial, {"params": 1})
+    claim_partial(partial, {"params": 1})
     assert (partial / "kept.png").exists()
-    syn._claim_partial(partial, {"params": 2})
+    claim_partial(partial, {"params": 2})
     assert not (partial / "kept.png").exists()
 
 
 def test_png_round_trip_is_eight_bit_grey(tmp_path):
     image = torch.linspace(-1, 1, 16).view(1, 4, 4).repeat(3, 1, 1)
-    syn.write_png(image, tmp_path / "x.png")
-    back = syn.load_pngs([tmp_path / "x.png"])
+    write_png(image, tmp_path / "x.png")
+    back = load_pngs([tmp_path / "x.png"])
     assert back.shape == (1, 1, 4, 4)
     assert torch.allclose(back[0, 0], (image[0] + 1) / 2, atol=1 / 255)
 
@@ -184,7 +187,7 @@ def test_sharded_generation_equals_one_process(tmp_path):
     trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
     paths = [tmp_path / "sharded" / f"{i}.png" for i in range(7)]
     made = [
-        syn.generate_set(
+        generate_set(
             trained,
             FakeVQ(),
             states,
@@ -201,4 +204,4 @@ def test_sharded_generation_equals_one_process(tmp_path):
         for r in (1, 0)
     ]  # batches 1, 3 then 0, 2
     assert made == [3, 4]
-    assert all(torch.equal(syn.load_pngs([a]), syn.load_pngs([b])) for a, b in zip(single, paths))
+    assert all(torch.equal(load_pngs([a]), load_pngs([b])) for a, b in zip(single, paths))

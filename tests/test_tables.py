@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from raygen.data.labels import CLASSES
+from raygen.reporting import tables as report_tables
 from raygen.stages import tables
 
 
@@ -105,20 +106,20 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
 def test_small_sets_and_old_metrics_show_their_reason():
     m = fake_metrics()
     m["fidelity"]["fid_equal_n"]["real_a_vs_real_b"] = "not computed: 1 real vs 1 generated image(s)"
-    assert tables.table2(m, tables.TablesParams()).loc[5, "RayGen (ours)"].startswith("not computed: 1 real")
+    assert report_tables.table2(m, tables.TablesParams()).loc[5, "RayGen (ours)"].startswith("not computed: 1 real")
     del m["delta_auroc"]
     for r in m["classifier"].values():
         r["train_seeds"] = None
-    assert list(tables.table1(m, tables.TablesParams())["our AUROC difference vs real only [95% CI]"]) == [
+    assert list(report_tables.table1(m, tables.TablesParams())["our AUROC difference vs real only [95% CI]"]) == [
         "reference",
         "n/a",
         "n/a",
     ]
-    assert "its seed was not recorded" in tables.table1_note(m)
+    assert "its seed was not recorded" in report_tables.table1_note(m)
 
 
 def test_markdown_escapes_pipes():
-    text = tables.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    text = report_tables.markdown(pd.DataFrame({"a": ["x|y"], "b": [1]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| x/y | 1 |"]
 
 

@@ -356,16 +356,19 @@ def test_real_cxr_bert_weights():
 
 
 def test_generate_says_how_many_tokens_of_a_long_prompt_were_cut(tmp_path, caplog):
-    from raygen.tools.generate import encode_prompts
+    from raygen.config import load_section
+    from raygen.generation.prompts import encode_prompts
+    from raygen.stages.embed_text import EmbedTextParams
 
     folder = write_tiny_bert(tmp_path / "bert")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"embed_text": {"source": "local", "max_length": 6}}))
     meta = {"max_length": 6, "dim": TINY["hidden_size"], "params": {"source": "local", "normalize": "standardize"}}
     words = "no acute process"  # 3 tokens + [CLS], [SEP]: fits 6
-    with caplog.at_level("WARNING", logger="raygen.tools.generate"):
+    text_params = load_section(params, "embed_text", EmbedTextParams)
+    with caplog.at_level("WARNING", logger="raygen.generation.prompts"):
         states, lengths = encode_prompts(
-            [words, " ".join([words] * 3)], params, None, folder, meta, torch.device("cpu")
+            [words, " ".join([words] * 3)], text_params, params, folder, meta, torch.device("cpu")
         )
     assert states.shape[:2] == (2, 6) and lengths.max() == 6
     cut = [r.getMessage() for r in caplog.records if "longer than the decoder's text length" in r.getMessage()]

@@ -17,7 +17,19 @@ from raygen.data.datasets import CohortImages, read_manifests
 from raygen.data.images import load_preprocessed
 from raygen.models.vqgan import VQGANConfig, build_vqgan, load_taming, taming_yaml
 
-CONFIG = VQGANConfig(resolution=16, ch_mult=(1, 2), z_channels=4, embed_dim=4, n_embed=16)  # 8x8 tokens
+CONFIG = VQGANConfig(  # 8x8 tokens
+    embed_dim=4,
+    n_embed=16,
+    z_channels=4,
+    resolution=16,
+    in_channels=1,
+    out_ch=1,
+    ch=32,
+    ch_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    dropout=0.0,
+)
 
 
 @pytest.fixture()

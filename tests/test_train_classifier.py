@@ -16,6 +16,7 @@ from raygen.checkpoint import load_checkpoint
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.stages import train_classifier as tc
+from raygen.training import classifier as training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,26 +150,26 @@ def test_epoch_size_arm_makes_an_epoch_one_pass_over_the_arms_images(dataset, tm
 
 
 def test_epoch_indices_stream_whole_passes():
-    assert np.array_equal(tc.epoch_indices(10, 10, seed=3, epoch=2), tc.epoch_order(10, 3, 2))
+    assert np.array_equal(training.epoch_indices(10, 10, seed=3, epoch=2), training.epoch_order(10, 3, 2))
     # 4 of 10 per epoch: epochs 0-4 are passes 0 and 1 cut into pieces; each pass holds every index once.
-    pieces = np.concatenate([tc.epoch_indices(10, 4, seed=3, epoch=e) for e in range(5)])
-    assert np.array_equal(pieces, np.concatenate([tc.epoch_order(10, 3, 0), tc.epoch_order(10, 3, 1)]))
+    pieces = np.concatenate([training.epoch_indices(10, 4, seed=3, epoch=e) for e in range(5)])
+    assert np.array_equal(pieces, np.concatenate([training.epoch_order(10, 3, 0), training.epoch_order(10, 3, 1)]))
     assert sorted(pieces[:10]) == list(range(10)) and not np.array_equal(pieces[:10], pieces[10:])
 
 
 def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path, monkeypatch):
     scripted = iter([0.6, 0.8, 0.7, 0.75])  # best at epoch 2; two worse epochs stop the run (patience 2)
-    real_auroc = tc._macro_auroc
-    monkeypatch.setattr(tc, "_macro_auroc", lambda y, p: next(scripted, None) or real_auroc(y, p))
+    real_auroc = training._macro_auroc
+    monkeypatch.setattr(training, "_macro_auroc", lambda y, p: next(scripted, None) or real_auroc(y, p))
     weights = {}
-    real_save = tc.save_checkpoint
+    real_save = training.save_checkpoint
 
     def save(path, state):
         if path.name == "last.ckpt":
             weights[state["epoch"]] = {k: v.clone() for k, v in state["model"].items()}
         real_save(path, state)
 
-    monkeypatch.setattr(tc, "save_checkpoint", save)
+    monkeypatch.setattr(training, "save_checkpoint", save)
     out = tmp_path / "stop"
     run(dataset, out, write_params(tmp_path / "p.yaml", epochs=6, patience=2))
     history = pd.read_csv(out / "history.csv")
@@ -180,7 +181,7 @@ def test_early_stopping_keeps_the_best_epoch(dataset, tmp_path, monkeypatch):
 
 
 def test_early_stopping_rules():
-    stopper = tc.EarlyStopping(patience=2)
+    stopper = training.EarlyStopping(patience=2)
     assert stopper.update(0, float("nan"))  # the first epoch is always kept
     assert stopper.update(1, 0.5) and not stopper.update(2, 0.5) and not stopper.stop
     assert not stopper.update(3, float("nan")) and stopper.stop and stopper.best_epoch == 1
@@ -194,11 +195,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, m
         if epoch == 1:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(tc, "_on_epoch_end", crash)
+    monkeypatch.setattr(training, "_on_epoch_end", crash)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
     assert load_checkpoint(tmp_path / "resumed" / "last.ckpt")["epoch"] == 1
-    monkeypatch.setattr(tc, "_on_epoch_end", lambda epoch: None)
+    monkeypatch.setattr(training, "_on_epoch_end", lambda epoch: None)
     run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
 
     a, b = (load_checkpoint(tmp_path / name / "model.ckpt")["model"] for name in ("straight", "resumed"))

@@ -13,12 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from synthetic_caches import write_synthetic_caches
 
 from raygen.checkpoint import load_checkpoint
 from raygen.config import ConfigError, load_section
-from raygen.data.token_dataset import StepBatchSampler, TokenTextDataset, write_synthetic_caches
+from raygen.data.token_dataset import StepBatchSampler, TokenTextDataset, make_loader
 from raygen.generation.sampler import load_decoder_checkpoint
+from raygen.models.decoder import MaskedTokenDecoder
 from raygen.stages import train_decoder
+from raygen.training import decoder as training
 
 REPO = Path(__file__).resolve().parents[1]
 GRID, V, L, D = (4, 4), 16, 6, 8
@@ -118,6 +121,17 @@ def test_batch_sampler_is_a_pure_function_of_step_and_splits_ranks():
         StepBatchSampler(50, 8, 20, seed=0, world_size=3)
 
 
+def test_starting_the_loader_leaves_the_global_rng_alone(caches, tmp_path):
+    """A resumed run starts a fresh loader iterator; if that drew from torch's global RNG, dropout after a
+    resume would differ from an uninterrupted run's."""
+    tokens_dir, text_dir, manifest = caches
+    train = TokenTextDataset(tokens_dir, text_dir, manifest, "train")
+    loader = make_loader(train, StepBatchSampler(len(train), 4, 3, seed=0), workers=0, pin_memory=False)
+    before = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_params_are_strict(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"train_decoder": {"steps": 10, "learning_rate": 1.0}}))
@@ -138,10 +152,10 @@ class FakeVQ(torch.nn.Module):
 
 
 def test_stage_smoke_run_writes_outputs(caches, tmp_path, monkeypatch):
-    import raygen.tools.generate
+    import raygen.generation.render
 
     seen = []
-    monkeypatch.setattr(raygen.tools.generate, "load_vqgan", lambda folder, device: seen.append(folder) or FakeVQ())
+    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device: seen.append(folder) or FakeVQ())
     params = write_params(tmp_path / "params.yaml", steps=8, sample_every=4)
     out = tmp_path / "out"
     assert train_decoder.main(stage_args(caches, out, params) + ["--vqgan", str(tmp_path / "vq")]) == 0
@@ -182,11 +196,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(caches, tmp_path, mo
         if step == 5:  # after the checkpoint at step 3: steps 4-5 are lost work
             raise Interrupted
 
-    monkeypatch.setattr(train_decoder, "_on_step_end", stop)
+    monkeypatch.setattr(training, "_on_step_end", stop)
     with pytest.raises(Interrupted):
         train_decoder.main(stage_args(caches, out, params))
     assert load_checkpoint(out / "last.ckpt")["step"] == 3 and not (out / "model.ckpt").exists()
-    monkeypatch.setattr(train_decoder, "_on_step_end", lambda step: None)
+    monkeypatch.setattr(training, "_on_step_end", lambda step: None)
     assert train_decoder.main(stage_args(caches, out, params)) == 0
     assert not (out / "last.ckpt").exists()
 
@@ -204,11 +218,11 @@ def test_changed_params_do_not_resume(caches, tmp_path, monkeypatch):
     params = write_params(tmp_path / "params.yaml")
     out = tmp_path / "out"
     monkeypatch.setattr(
-        train_decoder, "_on_step_end", lambda step: (_ for _ in ()).throw(Interrupted) if step == 4 else None
+        training, "_on_step_end", lambda step: (_ for _ in ()).throw(Interrupted) if step == 4 else None
     )
     with pytest.raises(Interrupted):
         train_decoder.main(stage_args(caches, out, params))
-    monkeypatch.setattr(train_decoder, "_on_step_end", lambda step: None)
+    monkeypatch.setattr(training, "_on_step_end", lambda step: None)
     write_params(params, lr=1e-2)  # another learning rate: the old checkpoint is not this run's
     assert train_decoder.main(stage_args(caches, out, params)) == 0
     fresh = tmp_path / "fresh"
@@ -247,5 +261,5 @@ def test_two_process_gloo_run_trains(caches, tmp_path):
     assert not torch.equal(ckpt["rng"]["generator"][0], ckpt["rng"]["generator"][1])
     # The weights moved away from the shared initialisation.
     torch.manual_seed(0)
-    init = train_decoder.MaskedTokenDecoder(load_decoder_checkpoint(out / "model.ckpt").model.config).state_dict()
+    init = MaskedTokenDecoder(load_decoder_checkpoint(out / "model.ckpt").model.config).state_dict()
     assert not torch.equal(init["head.weight"], ckpt["model"]["head.weight"])

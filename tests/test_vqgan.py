@@ -17,6 +17,7 @@ from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import VectorQuantizer2
 
 import raygen.stages.vqgan as stage
+import raygen.training.vqgan as training
 from raygen.data.images import (
     load_preprocessed,
     preprocess,
@@ -27,7 +28,10 @@ from raygen.data.images import (
     unit_to_uint8,
 )
 from raygen.metrics import reconstruction as rm
-from raygen.models.vqgan import CheckpointMismatchError, VQGANConfig, build_vqgan, load_taming
+from raygen.metrics.features import densenet121_extractor, find_densenet121_weights
+from raygen.metrics.fid import frechet_distance
+from raygen.metrics.image_similarity import ssim
+from raygen.models.vqgan import CheckpointMismatchError, VQGANConfig, build_vqgan, load_taming, taming_yaml
 
 # A tiny taming config: ch 32 is the least GroupNorm(32) allows; 16 px, f=2 -> 8x8 tokens.
 DDCONFIG = dict(
@@ -153,9 +157,22 @@ def test_load_taming_rejects_a_config_that_does_not_match(tmp_path, no_lpips):
 
 
 def test_plain_checkpoints_load_with_weights_only(tmp_path, caplog):
-    vq = build_vqgan(VQGANConfig(resolution=16, ch_mult=(1, 2), z_channels=4, embed_dim=4, n_embed=8))
+    config = VQGANConfig(
+        embed_dim=4,
+        n_embed=8,
+        z_channels=4,
+        resolution=16,
+        in_channels=1,
+        out_ch=1,
+        ch=32,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        dropout=0.0,
+    )
+    vq = build_vqgan(config)
     torch.save({"state_dict": vq.state_dict(), "step": 3}, tmp_path / "model.ckpt")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stage.taming_yaml(vq.config, LPIPS_LOSS, 1e-4)))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(taming_yaml(vq.config, LPIPS_LOSS, 1e-4)))
     with caplog.at_level(logging.WARNING):
         loaded = load_taming(tmp_path / "config.yaml", tmp_path / "model.ckpt")
     assert "weights_only=False" not in caplog.text
@@ -235,8 +252,8 @@ def test_psnr_ssim_and_codebook_usage():
     noisy = (x + 0.05 * torch.randn(2, 1, 32, 32, generator=g)).clamp(0, 1)
     mse = (x - y).pow(2).flatten(1).mean(1).double()
     assert torch.allclose(rm.psnr(x, y), 10 * torch.log10(1 / mse))
-    assert torch.allclose(rm.ssim(x, x), torch.ones(2, dtype=torch.float64))
-    assert (rm.ssim(noisy, x) < 0.99).all() and (rm.ssim(noisy, x) > 0).all()
+    assert torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))
+    assert (ssim(noisy, x) < 0.99).all() and (ssim(noisy, x) > 0).all()
     uniform = rm.codebook_usage(torch.arange(16).repeat(3), n_embed=32)
     assert uniform.used == 16 and uniform.used_fraction == 0.5 and abs(uniform.perplexity - 16) < 1e-9
     assert abs(rm.codebook_usage(torch.zeros(10, dtype=torch.long), 32).perplexity - 1) < 1e-9
@@ -245,8 +262,8 @@ def test_psnr_ssim_and_codebook_usage():
 def test_frechet_distance_of_shifted_gaussians():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))
-    assert rm.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    assert rm.frechet_distance(a, a + np.array([1.0, 2.0, 0.0])) == pytest.approx(5.0, abs=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + np.array([1.0, 2.0, 0.0])) == pytest.approx(5.0, abs=1e-6)
 
 
 @pytest.mark.slow  # builds a full DenseNet-121
@@ -262,12 +279,12 @@ def test_densenet_extractor_is_named_and_loads_legacy_keys(tmp_path):
     }
     path = tmp_path / "densenet121-test.pth"
     torch.save(legacy, path)
-    extractor = rm.densenet121_extractor(path)
+    extractor = densenet121_extractor(path)
     assert extractor.name.startswith("torchvision-densenet121:densenet121-test.pth:")
     feats = extractor(torch.rand(2, 1, 40, 40))
     assert feats.shape == (2, 1024) and torch.isfinite(feats).all()
     with pytest.raises(FileNotFoundError, match="DenseNet-121"):
-        rm.find_densenet121_weights(tmp_path / "absent.pth")
+        find_densenet121_weights(tmp_path / "absent.pth")
 
 
 @pytest.mark.slow  # builds VGG-16 twice
@@ -392,25 +409,25 @@ def test_stage_trains_saves_taming_format_and_reports(tmp_path, no_lpips):
     assert grid.size[0] > 2 * 16
     losses = pd.read_csv(out / "losses.csv")
     assert list(losses["step"]) == [1, 2, 3, 4] and losses["d_loss"].notna().sum() == 2
-    assert not (out / stage.STATE_FILE).exists()
+    assert not (out / training.STATE_FILE).exists()
 
 
 @pytest.mark.slow  # three stage runs
 def test_stage_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch, no_lpips):
     params = write_params(tmp_path / "params.yaml")
     straight = run_stage(tmp_path, tmp_path / "straight", params)
-    real_step = stage.train_step
+    real_step = training.train_step
 
     def killed_at_step_3(trainer, *args, **kwargs):
         if trainer.step == 3:
             raise KeyboardInterrupt("simulated kill")
         return real_step(trainer, *args, **kwargs)
 
-    monkeypatch.setattr(stage, "train_step", killed_at_step_3)
+    monkeypatch.setattr(training, "train_step", killed_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         run_stage(tmp_path, tmp_path / "resumed", params)
-    assert torch.load(tmp_path / "resumed" / stage.STATE_FILE, weights_only=True)["step"] == 2
-    monkeypatch.setattr(stage, "train_step", real_step)
+    assert torch.load(tmp_path / "resumed" / training.STATE_FILE, weights_only=True)["step"] == 2
+    monkeypatch.setattr(training, "train_step", real_step)
     run_stage(tmp_path, tmp_path / "resumed", params)
     assert "resuming training" in (tmp_path / "vqgan.log").read_text()
     a = torch.load(straight / "model.ckpt", weights_only=True)["state_dict"]

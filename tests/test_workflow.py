@@ -100,6 +100,16 @@ def test_cli_knows_every_stage():
         assert f"--log logs/{name}.log " in cmd or f"--log logs/{name}/${{key}}.log " in cmd, name
 
 
+def test_stage_instances_are_listed_once():
+    """The classifier arms: the registry names them, and the library's shares and DVC's foreach agree."""
+    from raygen.data.classifier_data import ARMS
+    from raygen.stages import BY_NAME
+
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert tuple(ARMS) == BY_NAME["train_classifier"].instances
+    assert tuple(dvc["train_classifier"]["foreach"]) == BY_NAME["train_classifier"].instances
+
+
 def test_dvc_yaml_code_deps_are_the_import_closures():
     text = (REPO / "dvc.yaml").read_text()
     assert update_dvc_yaml(text, list(STAGE_NAMES)) == text, "stale code deps: run `raygen code-deps --write`"
@@ -127,7 +137,7 @@ def test_closures_hold_what_the_stages_import_through_other_modules():
 def test_static_closure_covers_what_python_really_imports(stage):
     """Importing the stage module (and the launcher) loads no raygen module outside its closure."""
     code = (
-        f"import sys, raygen.cli, raygen.{stage}; "
+        f"import sys, raygen.cli, raygen.stages.{stage}; "
         "print('\\n'.join(sorted(m for m in sys.modules if m == 'raygen' or m.startswith('raygen.'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout

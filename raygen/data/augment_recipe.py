@@ -1,4 +1,4 @@
-"""How many synthetic images of each class the augmentation arms get (the paper's recipe, mimic-cxr.md s. 5).
+"""How many synthetic images of each class the augmentation arms get (the paper's recipe, docs/mimic-cxr.md s. 5).
 
 The paper prompts the generator with bare class names, one-hot labels, "counts per class inversely
 proportional to class frequency (rarest class gets most)", 4,673 images for the 100% arm and "the first
@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 __all__ = ["DEFAULT_RULE", "PAPER_REAL_POSITIVES", "PAPER_REAL_TRAIN_SIZE", "RULES", "class_counts", "half_arm"]
 
-# mimic-cxr.md section 5: positives per class in CLASSES order, and the real training set size.
+# docs/mimic-cxr.md section 5: positives per class in CLASSES order, and the real training set size.
 PAPER_REAL_POSITIVES: tuple[int, ...] = (1307, 1312, 226, 855, 217, 260, 1148, 1537, 629, 326)
 PAPER_REAL_TRAIN_SIZE = 4684
 

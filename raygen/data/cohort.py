@@ -1,6 +1,6 @@
 """Cohort rules as pure functions on DataFrames: generator pairs, the FID set and classifier sets.
 
-The recipe (mimic-cxr.md section 5) and the hold-out that keeps evaluation honest:
+The recipe (docs/mimic-cxr.md section 5) and the hold-out that keeps evaluation honest:
 
 1. **Classifier** (paper recipe): AP/PA images (optionally only some group folders, the paper used
    ``p10``) of studies that have a label row; a study with -1 in ANY of the 14 labels is dropped
@@ -25,21 +25,27 @@ set). :func:`patient_overlap` checks the disjointness that must hold.
 
 Every filter goes through a :class:`Ledger`, which records images, studies and patients before and
 after the rule; a rule that empties a cohort raises :class:`CohortError` naming the rule.
+
+Only :class:`FileChecker` (which images exist) and :func:`add_ground_truth` (the demo's true labels)
+touch the file system.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES, DROPPED
-from raygen.data.mimic import MimicFormatError, group_folders, image_relpaths
+from raygen.data.mimic import MimicFormatError, group_folders, image_relpaths, read_ground_truth
 from raygen.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -553,3 +559,31 @@ def split_summary(frame: pd.DataFrame, label_columns: Sequence[str] = ()) -> dic
             entry["prevalence"] = {c: round(float((values[c] == 1).mean()), 4) for c in label_columns}
         out[str(split)] = entry
     return out
+
+
+# ------------------------------------------------------------------------------------ files on disk
+
+
+class FileChecker:
+    """``exists(paths)`` for :func:`build_cohorts`: stats files under a root, cached."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, paths: Sequence[str]) -> np.ndarray:
+        todo = [p for p in dict.fromkeys(paths) if p not in self._seen]
+        for rel in tqdm(todo, desc="check images", unit="img", disable=len(todo) < 10_000, mininterval=5):
+            self._seen[rel] = os.path.isfile(self.root / rel)
+        return np.fromiter((self._seen[p] for p in paths), dtype=bool, count=len(paths))
+
+
+def add_ground_truth(cohorts: Cohorts, truth_csv: Path) -> tuple[Cohorts, dict[str, int]]:
+    """Add ``true_*`` columns to every manifest; returns the new cohorts and rows missing a truth row."""
+    truth = read_ground_truth(truth_csv)
+    frames, missing = {}, {}
+    for name in ("classifier", "generator", "fid"):
+        frames[name], missing[name] = attach_ground_truth(getattr(cohorts, name), truth)
+        if missing[name]:
+            log.warning("%s: %d rows have no ground-truth row in %s", name, missing[name], truth_csv)
+    return Cohorts(ledger=cohorts.ledger, **frames), missing

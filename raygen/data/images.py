@@ -6,7 +6,7 @@ Pixel conventions (one conversion function per boundary, each tested for its ran
     VQ-GAN, decoder  float  [-1, 1]       signed_to_unit  / unit_to_signed
     display, metrics float  [0, 1]        unit_to_uint8
 
-The preprocessing that produced UniXGen's tokens (mimic-cxr.md section 6): grey -> C channels,
+The preprocessing that produced UniXGen's tokens (docs/mimic-cxr.md section 6): grey -> C channels,
 /255, resize the shortest side to R, centre crop R x R, scale to [-1, 1]. No flips, ever: a
 horizontally flipped chest X-ray puts the heart on the wrong side.
 """
@@ -96,7 +96,7 @@ def preprocess(image: Image.Image | np.ndarray, resolution: int, channels: int) 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
     """(C, H, W) float -> shortest side ``size``, bilinear with antialiasing: torchvision's
-    ``resize(x, size, BILINEAR, antialias=True)`` on tensors, without importing torchvision (~3 s)."""
+    ``resize(x, size, BILINEAR, antialias=True)`` on tensors, without importing torchvision (slow to import)."""
     h, w = x.shape[-2:]
     short, long = (w, h) if w <= h else (h, w)
     if short == size:
@@ -128,7 +128,7 @@ def load_preprocessed(path: str | Path, resolution: int, channels: int) -> torch
 
 def tile(pixels: torch.Tensor, columns: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
     """(N, C, H, W) -> one (C, H', W') image, row-major with ``padding``-px gutters of ``pad_value``
-    (the layout of torchvision's ``make_grid``, whose import alone costs a stage ~3 s)."""
+    (the layout of torchvision's ``make_grid``, whose import alone would slow every stage down)."""
     n, c, h, w = pixels.shape
     cols = max(1, min(columns, n))
     rows = math.ceil(n / cols)
@@ -148,3 +148,16 @@ def save_grid(pixels: torch.Tensor, path: str | Path, columns: int) -> None:
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def write_png(pixels: torch.Tensor, path: Path) -> None:
+    """(C, R, R) [-1, 1] -> 8-bit grey PNG (channel mean), written via a temporary name."""
+    array = signed_to_uint8(pixels.float().mean(0, keepdim=True))[0].numpy()
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(array, mode="L").save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def load_pngs(paths: list[Path]) -> torch.Tensor:
+    """(N, 1, R, R) [0, 1] float32 from grey PNGs."""
+    return torch.stack([torch.from_numpy(np.asarray(load_grey(p), dtype=np.float32) / 255.0)[None] for p in paths])

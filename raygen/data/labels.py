@@ -1,7 +1,7 @@
 """Label vocabulary shared by the cohort, the demo renderer, synthesis and evaluation.
 
 CheXpert / NegBio label values in MIMIC-CXR: 1.0 positive, 0.0 negative, -1.0 uncertain, blank = not
-mentioned. The paper's recipe (mimic-cxr.md section 5) drops studies with any -1, reads blank as 0,
+mentioned. The paper's recipe (docs/mimic-cxr.md section 5) drops studies with any -1, reads blank as 0,
 drops studies positive for one of :data:`DROPPED` and keeps the 10 :data:`CLASSES`.
 """
 

@@ -1,6 +1,6 @@
 """MIMIC-CXR(-JPG) layout: the release's CSV files with their exact schemas, and file paths.
 
-One code path reads the real release and the demo dataset (mimic-cxr.md sections 2-3)::
+One code path reads the real release and the demo dataset (docs/mimic-cxr.md sections 2-3)::
 
     JPG root      DATA/mimic-cxr-jpg/2.0.0/
                     mimic-cxr-2.0.0-{metadata,split,chexpert,negbio}.csv.gz

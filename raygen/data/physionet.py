@@ -1,6 +1,6 @@
 """PhysioNet access for MIMIC-CXR(-JPG): credentials, verified resumable downloads, local copies.
 
-Three pieces, each usable alone:
+Two pieces, each usable alone, and the download stage's use of them:
 
 * :func:`resolve_credentials` finds HTTP basic-auth credentials in ``PHYSIONET_USERNAME`` /
   ``PHYSIONET_PASSWORD``, else ``~/.netrc`` (or ``$NETRC``), else an interactive prompt on a TTY.
@@ -11,9 +11,10 @@ Three pieces, each usable alone:
   exponential backoff, verified against the listed SHA-256 and only then renamed into place, so a
   file at its final path is always complete. Verified files are remembered in a small append-only
   state file (size + mtime + checksum), so a re-run does not rehash hundreds of gigabytes.
-* :func:`find_jpg_root`, :func:`find_reports_source` and :func:`link_tree` accept an existing copy
-  (a wget mirror, a ``-nH --cut-dirs`` download, a ``files/`` folder, the reports zip) and place
-  symlinks at the RayGen data layout positions instead of downloading.
+* :func:`download_jpg` and :func:`download_reports` fetch the parts of the two releases that
+  ``download.mimic`` asks for; the reports zip is unpacked once (:func:`unpack_if_needed`).
+
+An existing local copy is linked instead of downloaded by :mod:`raygen.data.local_copy`.
 
 Layout (mirrors PhysioNet)::
 
@@ -40,6 +41,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -47,7 +49,10 @@ import urllib3
 from tqdm import tqdm
 
 from raygen.errors import UserError
-from raygen.io import sha256_file
+from raygen.io import read_json_object, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from raygen.stages.download import MimicParams
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ JPG_PROJECT = "mimic-cxr-jpg"
 REPORTS_PROJECT = "mimic-cxr"
 REPORTS_ZIP = "mimic-cxr-reports.zip"
 SUMS_FILE = "SHA256SUMS.txt"
+UNPACKED = ".reports-unpacked.json"  # at the reports root: which zip the files/ tree came from
 STATE_FILE = ".download-verified.jsonl"  # one JSON line per verified file, at the release root
 PART_SUFFIX = ".part"
 PROGRESS_EVERY = 60.0  # seconds between progress log lines (the tqdm bar only shows on a terminal)
@@ -189,31 +195,6 @@ def select_jpg_files(sums: Mapping[str, str], version: str, groups: Iterable[str
     images = [rel for rel in sums if rel.endswith(".jpg") and in_groups(rel, groups)]
     _check_groups_present(images, groups, f"{JPG_PROJECT} {version}", "images")
     return [*csvs, *images]
-
-
-def verify_local_copy(root: Path, rels: list[str], sums: Mapping[str, str], workers: int) -> int:
-    """Check the files ``rels`` under ``root`` (a local release copy) against ``sums``; return how many.
-
-    Raises :class:`PhysioNetError` naming up to five missing or differing files: a truncated or empty
-    JPG in a copy would otherwise flow silently into every stage.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def problem(rel: str) -> str | None:
-        path = root / rel
-        if not path.is_file():
-            return f"{rel} (missing)"
-        return None if sha256_file(path) == sums[rel] else f"{rel} (checksum differs)"
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # hashlib releases the GIL: threads read in parallel
-        bad = [p for p in tqdm(pool.map(problem, rels), total=len(rels), desc="verify local copy", unit="file") if p]
-    if bad:
-        raise PhysioNetError(
-            f"{len(bad)} of {len(rels)} files of the local copy {root} do not match its {SUMS_FILE}: "
-            f"{', '.join(bad[:5])}; re-download them, or set download.mimic.verify: false "
-            "to link the copy unchecked"
-        )
-    return len(rels)
 
 
 def select_report_txts(sums: Mapping[str, str], version: str, groups: Iterable[str]) -> list[str]:
@@ -491,23 +472,7 @@ def download_release(
     fatal error stops every worker (in-flight downloads keep their ``.part``) and is raised.
     """
     state = VerifiedState(root)
-    counts = {"downloaded": 0, "skipped": 0, "bytes": 0, "unverified": 0}
-    lock = threading.Lock()
-    bar = tqdm(
-        total=None,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=f"{project} {version}",
-        mininterval=1.0,
-        disable=None,
-    )
-    done = [0]
-
-    def on_bytes(n: int) -> None:
-        with lock:
-            counts["bytes"] += n
-            bar.update(n)
+    progress = _ReleaseProgress(project, version, len(rels))
 
     def one(rel: str) -> None:
         dest = root / rel
@@ -517,16 +482,64 @@ def download_release(
         if dest.is_file() and _already_good(rel, dest, expected, verify, state):
             outcome = "skipped"
         else:
-            client.fetch(client.url(project, version, rel), dest, expected, project, on_bytes)
+            client.fetch(client.url(project, version, rel), dest, expected, project, progress.on_bytes)
             if expected is not None:
                 state.record(rel, dest, expected)
             outcome = "downloaded"
-        with lock:
-            counts[outcome] += 1
-            counts["unverified"] += int(expected is None)
-            done[0] += 1
-            bar.set_postfix_str(f"files {done[0]}/{len(rels)}", refresh=False)
+        progress.file_done(outcome, expected is None)
 
+    _run_workers(client, one, rels, workers, progress)
+    counts = progress.counts
+    return ReleaseResult(
+        project, version, len(rels), counts["downloaded"], counts["skipped"], counts["bytes"], counts["unverified"]
+    )
+
+
+class _ReleaseProgress:
+    """Counts and the progress bar of one release download, updated by the worker threads."""
+
+    def __init__(self, project: str, version: str, total: int) -> None:
+        self.project, self.version, self.total = project, version, total
+        self.counts = {"downloaded": 0, "skipped": 0, "bytes": 0, "unverified": 0}
+        self.done = 0
+        self.lock = threading.Lock()
+        self.bar = tqdm(
+            total=None,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"{project} {version}",
+            mininterval=1.0,
+            disable=None,
+        )
+
+    def on_bytes(self, n: int) -> None:
+        with self.lock:
+            self.counts["bytes"] += n
+            self.bar.update(n)
+
+    def file_done(self, outcome: str, unverified: bool) -> None:
+        with self.lock:
+            self.counts[outcome] += 1
+            self.counts["unverified"] += int(unverified)
+            self.done += 1
+            self.bar.set_postfix_str(f"files {self.done}/{self.total}", refresh=False)
+
+    def log_line(self) -> None:
+        log.info(
+            "%s %s: %d/%d files, %.2f GB received",
+            self.project,
+            self.version,
+            self.done,
+            self.total,
+            self.counts["bytes"] / 1e9,
+        )
+
+
+def _run_workers(
+    client: PhysioNetClient, one: Callable[[str], None], rels: list[str], workers: int, progress: _ReleaseProgress
+) -> None:
+    """Run ``one(rel)`` for every file on a thread pool; the first fatal error stops the others and is raised."""
     client.stop.clear()
     pool = cf.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="physionet")
     try:
@@ -538,19 +551,14 @@ def download_release(
                 raise err
             if time.monotonic() - last_log > PROGRESS_EVERY:  # for logs of non-TTY runs (Snakemake)
                 last_log = time.monotonic()
-                log.info(
-                    "%s %s: %d/%d files, %.2f GB received", project, version, done[0], len(rels), counts["bytes"] / 1e9
-                )
+                progress.log_line()
     except BaseException:
         client.stop.set()  # workers stop at their next chunk; their .part files resume next run
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        progress.bar.close()
         client.stop.clear()
-    return ReleaseResult(
-        project, version, len(rels), counts["downloaded"], counts["skipped"], counts["bytes"], counts["unverified"]
-    )
 
 
 def _already_good(rel: str, dest: Path, expected: str | None, verify: bool, state: VerifiedState) -> bool:
@@ -618,7 +626,7 @@ def _replace_dir(src: Path, target: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Local copies
+# Group folders
 
 
 def group_dirs(files_dir: Path) -> list[str]:
@@ -629,111 +637,78 @@ def group_dirs(files_dir: Path) -> list[str]:
         return []
 
 
-def _candidate_roots(path: Path, project: str, version: str) -> list[Path]:
-    """Where a release's version root may sit relative to a user-given path, most specific first."""
-    if path.name == "files":
-        return [path.parent]
-    return [
-        path,
-        path / "physionet.org" / "files" / project / version,  # wget run in PATH
-        path / "files" / project / version,  # PATH = the physionet.org folder
-        path / project / version,  # PATH = physionet.org/files
-        path / version,  # PATH = the project folder
-    ]
+# --------------------------------------------------------------------------------------------------
+# The download stage's releases
 
 
-def find_jpg_root(path: Path, version: str) -> Path:
-    """The MIMIC-CXR-JPG version root (holding ``files/pXX`` and the four CSVs) reachable from ``path``.
+def connect(params: MimicParams) -> PhysioNetClient:
+    """A client for ``params.base_url`` with the credentials :func:`resolve_credentials` finds."""
+    host = urlsplit(params.base_url).hostname or "physionet.org"
+    creds = resolve_credentials(host)
+    # Where the credentials came from, never the username or password: logs are shared more than data.
+    log.info("PhysioNet credentials from %s", creds.source)
+    return PhysioNetClient(params.base_url, creds, params.timeout, params.retries, params.backoff)
 
-    ``path`` may be the version root itself, its ``files/`` folder (CSVs beside it), a wget mirror
-    folder (``.../physionet.org/files/mimic-cxr-jpg/<version>`` below it) or a folder on the way.
-    A missing piece raises :class:`PhysioNetError` listing what is missing and what was expected.
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise PhysioNetError(f"--local-jpg {path} does not exist")
-    csvs = JPG_CSVS
-    problems: list[str] = []
-    for root in _candidate_roots(path, JPG_PROJECT, version):
-        if not root.is_dir():
-            continue
-        has_files = (root / "files").is_dir()
-        if not has_files and not any((root / c).exists() for c in csvs):
-            continue
-        missing = [c for c in csvs if not (root / c).is_file()]
-        if not has_files:
-            missing.insert(0, "files/")
-        elif not group_dirs(root / "files"):
-            missing.insert(0, "files/p1X/ group folders (p10..p19)")
-        if not missing:
-            return root
-        problems.append(f"{root}: missing {', '.join(missing)}")
-    expected = f"a folder holding files/p1X/... and {', '.join(csvs)}"
-    found = "; ".join(problems) if problems else "no candidate folder found"
-    raise PhysioNetError(
-        f"--local-jpg {path} is not a MIMIC-CXR-JPG {version} copy ({found}). Expected {expected}: the "
-        f"version root (e.g. .../physionet.org/files/{JPG_PROJECT}/{version}), its files/ folder, or the "
-        "folder where wget was run"
+
+def download_jpg(client: PhysioNetClient, out: Path, params: MimicParams) -> dict[str, Any]:
+    """Fetch the JPG release's CSV tables and the chosen groups' images."""
+    root = out / JPG_PROJECT / params.jpg_version
+    sums = fetch_sums(client, JPG_PROJECT, params.jpg_version, root)
+    rels = select_jpg_files(sums, params.jpg_version, params.groups)
+    log.info(
+        "%s %s: %d files selected (4 tables + %d images in %s)",
+        JPG_PROJECT,
+        params.jpg_version,
+        len(rels),
+        len(rels) - len(JPG_CSVS),
+        ",".join(params.groups),
     )
+    res = download_release(client, JPG_PROJECT, params.jpg_version, root, rels, sums, params.verify, params.workers)
+    _log_release(res)
+    return {"mode": "download", **dataclasses.asdict(res)}
 
 
-def find_reports_source(path: Path, version: str) -> Path:
-    """The reports source reachable from ``path``: a ``files/`` folder of ``.txt`` reports, or the zip.
-
-    Accepts the zip itself, the reports version root (``.../physionet.org/files/mimic-cxr/<version>``),
-    its ``files/`` folder, a wget mirror folder, or a folder holding ``mimic-cxr-reports.zip``.
-    Returns the ``files/`` folder or the zip path.
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise PhysioNetError(f"--local-reports {path} does not exist")
-    if path.is_file():
-        if zipfile.is_zipfile(path):
-            return path
-        raise PhysioNetError(f"--local-reports {path} is a file but not a zip; expected {REPORTS_ZIP} or a folder")
-    problems: list[str] = []
-    for root in _candidate_roots(path, REPORTS_PROJECT, version):
-        files_dir = root / "files"
-        if files_dir.is_dir():
-            groups = group_dirs(files_dir)
-            if groups and _has_txt(files_dir / groups[0]):
-                return files_dir
-            problems.append(f"{files_dir}: no p1X/ group folders holding .txt reports")
-        if (root / REPORTS_ZIP).is_file():
-            return root / REPORTS_ZIP
-    found = "; ".join(problems) if problems else "no files/ folder or zip found"
-    raise PhysioNetError(
-        f"--local-reports {path} holds no MIMIC-CXR reports ({found}). Expected {REPORTS_ZIP}, or a folder "
-        f"with files/p1X/pSSSSSSSS/sTTTTTTTT.txt (e.g. .../physionet.org/files/{REPORTS_PROJECT}/{version}), "
-        "or that files/ folder itself"
+def download_reports(client: PhysioNetClient, out: Path, params: MimicParams) -> dict[str, Any]:
+    """Fetch the reports: the zip (then unpack it) or the chosen groups' ``.txt`` files."""
+    root = out / REPORTS_PROJECT / params.reports_version
+    sums = fetch_sums(client, REPORTS_PROJECT, params.reports_version, root)
+    if params.reports == "txt":
+        rels = select_report_txts(sums, params.reports_version, params.groups)
+    else:
+        rels = [REPORTS_ZIP]
+    res = download_release(
+        client, REPORTS_PROJECT, params.reports_version, root, rels, sums, params.verify, params.workers
     )
+    _log_release(res)
+    info: dict[str, Any] = {"mode": "download", **dataclasses.asdict(res)}
+    if params.reports == "zip":
+        info["reports"] = unpack_if_needed(root / REPORTS_ZIP, root)
+    return info
 
 
-def _has_txt(group_dir: Path) -> bool:
-    """Whether the first few patient folders of a group hold a ``.txt`` (cheap: never walks the tree)."""
-    for i, patient in enumerate(sorted(group_dir.iterdir())):
-        if i >= 20:
-            break
-        if patient.is_dir() and any(p.suffix == ".txt" for p in patient.iterdir()):
-            return True
-    return False
+def unpack_if_needed(zip_path: Path, root: Path) -> int:
+    """Unpack the reports zip into ``root/files`` unless that exact zip (size + mtime) was unpacked already."""
+    st = zip_path.stat()
+    stamp = {"zip": str(zip_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    previous = read_json_object(root / UNPACKED)
+    if previous is not None and (root / "files").is_dir() and {k: previous.get(k) for k in stamp} == stamp:
+        log.info("reports already unpacked from %s", zip_path.name)
+        return int(previous.get("reports", 0))
+    t0 = time.perf_counter()
+    count = unpack_reports_zip(zip_path, root)
+    log.info("unpacked %d reports from %s in %.1f s", count, zip_path.name, time.perf_counter() - t0)
+    write_json(root / UNPACKED, {**stamp, "reports": count})
+    return count
 
 
-def link_tree(target_root: Path, links: Mapping[str, Path]) -> None:
-    """Make ``target_root`` a real folder whose entries ``name -> source`` are symlinks.
-
-    Existing symlinks are replaced atomically; a real file or folder at a link position is left
-    alone and raises :class:`PhysioNetError` (it may be a download we must not delete).
-    """
-    target_root.mkdir(parents=True, exist_ok=True)
-    for name, source in links.items():
-        dest = target_root / name
-        if dest.exists() and not dest.is_symlink():
-            raise PhysioNetError(
-                f"{dest} already exists and is not a link (a previous download?); move it away or use "
-                "another --out folder before linking a local copy"
-            )
-        tmp = dest.with_name(f".{dest.name}.link-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(source, tmp, target_is_directory=source.is_dir())
-        os.replace(tmp, dest)
+def _log_release(res: ReleaseResult) -> None:
+    log.info(
+        "%s %s: %d files, %d downloaded (%.1f MB), %d already verified/present%s",
+        res.project,
+        res.version,
+        res.files,
+        res.downloaded,
+        res.bytes / 1e6,
+        res.skipped,
+        f", {res.unverified} without checksum" if res.unverified else "",
+    )

@@ -1,8 +1,8 @@
 """MIMIC-CXR radiology reports: sectioning with the official rules, and prompt-text cleaning.
 
-Pure functions only (no file system): :mod:`raygen.stages.sections` walks the report tree and calls these.
+Pure functions only (no file system): :mod:`raygen.data.sections` walks the report tree and calls these.
 
-Report format (mimic-cxr.md section 4): the first line is ``FINAL REPORT`` after many spaces; every
+Report format (docs/mimic-cxr.md section 4): the first line is ``FINAL REPORT`` after many spaces; every
 following line starts with one space; a blank line holds a single space, so paragraphs are separated
 by ``"\\n \\n"``; headers are upper-case words followed by a colon; de-identified text is ``___``.
 
@@ -409,7 +409,7 @@ def strip_communication(text: str) -> CleanedText:
     """
     label = _INLINE_LABEL_RE.search(text)
     cut = text[: label.start()] if label else text
-    if not (_COMM_VERB_RE.search(cut) or _COMM_STRONG_RE.search(cut)):  # the common case, 5x faster
+    if not (_COMM_VERB_RE.search(cut) or _COMM_STRONG_RE.search(cut)):  # the common case, fast path
         cut = cut.strip()
         return CleanedText(cut, stripped_notification=cut != text.strip())
     kept = [s for s in split_sentences(cut) if not is_communication(s)]

@@ -1,6 +1,7 @@
-"""The text-embedding cache: writer (:func:`write_text_cache`) and reader (:class:`TextCache`).
+"""The text-embedding cache: prompts in (:func:`read_prompts`), writer (:func:`write_text_cache`), reader
+(:class:`TextCache`).
 
-Layout of ``results/embed_text/`` (COMMON.md data contract)::
+Layout of ``results/embed_text/`` (the contract every reader relies on)::
 
     states.npy   float16 (U, L, D) .npy memmap: one row per unique prompt text, normalised per
                  token, positions >= length exactly 0
@@ -44,6 +45,7 @@ CACHE_VERSION = 1
 STATES, LENGTHS, INDEX, NULL, META = "states.npy", "lengths.npy", "index.csv", "null.npy", "meta.json"
 UNK_ERROR_FRACTION = 0.5  # above this share of [UNK] tokens the tokenizer does not fit the texts
 UNK_WARN_FRACTION = 0.02
+PROMPT_COLUMNS = ("study_id", "text")  # what the prompt manifests must have
 
 
 class EncoderLike(Protocol):
@@ -99,6 +101,21 @@ def unique_prompts(study_ids: list[int], texts: list[Any]) -> tuple[list[str], d
     return list(rows), study_row, list(dropped)
 
 
+def read_prompts(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate the ``study_id``, ``text`` columns of the manifests; text kept verbatim ("" if blank)."""
+    frames = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt manifest not found: {path} (run the cohort stage first)")
+        frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
+        missing = [c for c in PROMPT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
+        frames.append(frame[list(PROMPT_COLUMNS)].astype({"study_id": "int64"}))
+        log.info("%s: %d rows, %d studies", path, len(frame), frame["study_id"].nunique())
+    return pd.concat(frames, ignore_index=True)
+
+
 def write_text_cache(
     out_dir: str | Path,
     study_ids: list[int],
@@ -116,6 +133,56 @@ def write_text_cache(
     """
     out_dir = Path(out_dir)
     (out_dir / META).unlink(missing_ok=True)  # no meta.json = incomplete cache, until this run finishes
+    uniques, study_row, dropped = _texts_to_encode(study_ids, texts)
+    full_lengths = encoder.token_lengths(uniques)  # (U,) untruncated
+    encoded = _encode_states(out_dir / STATES, uniques, full_lengths, encoder, batch_size)
+    _check_unk(encoded.unk_tokens, encoded.tokens)
+    null = encoder.encode([""], pad_to_max=True)
+
+    _save_npy(out_dir / LENGTHS, encoded.lengths)
+    _save_npy(out_dir / NULL, null.states[0].numpy().astype(np.float16))  # (L, D)
+    index = pd.DataFrame(sorted(study_row.items()), columns=["study_id", "row"])
+    write_csv(out_dir / INDEX, index)
+    stats = CacheStats(
+        studies=len(study_row),
+        unique_texts=len(uniques),
+        duplicate_texts=len(study_row) - len(uniques),
+        empty_texts=len(dropped),
+        truncated=encoded.truncated,
+        unk_tokens=encoded.unk_tokens,
+        tokens=encoded.tokens,
+        seconds=round(encoded.seconds, 3),
+    )
+    write_json(out_dir / META, _cache_meta(meta or {}, encoder, int(null.lengths[0]), dropped, full_lengths, stats))
+    return stats
+
+
+def _cache_meta(
+    extra: dict[str, Any],
+    encoder: EncoderLike,
+    null_length: int,
+    dropped: list[int],
+    full_lengths: np.ndarray,
+    stats: CacheStats,
+) -> dict[str, Any]:
+    """meta.json: ``extra`` (encoder identity, params), the layout, the dropped studies, token-length stats."""
+    return {
+        **extra,
+        "version": CACHE_VERSION,
+        "max_length": int(encoder.max_length),
+        "dim": int(encoder.dim),
+        "dtype": "float16",
+        "null_length": null_length,
+        "null_text": "",
+        "pad_mask": "True = padding; attention mask = arange(L) < length",
+        "dropped_study_ids": dropped,
+        "token_lengths": _length_stats(full_lengths),
+        "stats": {k: v for k, v in asdict(stats).items() if k != "seconds"},  # deterministic meta for DVC
+    }
+
+
+def _texts_to_encode(study_ids: list[int], texts: list[Any]) -> tuple[list[str], dict[int, int], list[int]]:
+    """:func:`unique_prompts`, with a warning for the dropped studies and an error when nothing is left."""
     uniques, study_row, dropped = unique_prompts(study_ids, texts)
     if dropped:
         log.warning(
@@ -123,15 +190,30 @@ def write_text_cache(
         )
     if not uniques:
         raise ValueError("no non-empty prompt texts to encode")
-    n_dup = len(study_row) - len(uniques)
+    return uniques, study_row, dropped
+
+
+class EncodedStates(NamedTuple):
+    """What :func:`_encode_states` wrote and counted: lengths (U,) int32 and totals over the unique texts."""
+
+    lengths: np.ndarray
+    truncated: int
+    unk_tokens: int
+    tokens: int
+    seconds: float
+
+
+def _encode_states(
+    path: Path, uniques: list[str], full_lengths: np.ndarray, encoder: EncoderLike, batch_size: int
+) -> EncodedStates:
+    """Encode ``uniques`` in batches into the (U, L, D) float16 memmap ``path`` (written atomically)."""
     big_l, dim = int(encoder.max_length), int(encoder.dim)
-    full_lengths = encoder.token_lengths(uniques)  # (U,) untruncated
     # Longest first: similar lengths share a batch (little padding) and memory peaks show at once.
     order = np.argsort(-full_lengths, kind="stable")
     lengths = np.zeros(len(uniques), dtype=np.int32)
     counts = {"truncated": 0, "unk": 0, "tokens": 0}
     t0 = time.perf_counter()
-    with atomic_path(out_dir / STATES) as tmp:
+    with atomic_path(path) as tmp:
         states = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(uniques), big_l, dim))
         bar = tqdm(range(0, len(order), batch_size), desc="embed_text", unit="batch", mininterval=5)
         for start in bar:
@@ -147,41 +229,31 @@ def write_text_cache(
         states.flush()
         del states
     seconds = time.perf_counter() - t0
-    _check_unk(counts["unk"], counts["tokens"])
-    null = encoder.encode([""], pad_to_max=True)
-    null_length = int(null.lengths[0])
+    return EncodedStates(lengths, counts["truncated"], counts["unk"], counts["tokens"], seconds)
 
-    _save_npy(out_dir / LENGTHS, lengths)
-    _save_npy(out_dir / NULL, null.states[0].numpy().astype(np.float16))  # (L, D)
-    index = pd.DataFrame(sorted(study_row.items()), columns=["study_id", "row"])
-    write_csv(out_dir / INDEX, index)
-    stats = CacheStats(
-        studies=len(study_row),
-        unique_texts=len(uniques),
-        duplicate_texts=n_dup,
-        empty_texts=len(dropped),
-        truncated=counts["truncated"],
-        unk_tokens=counts["unk"],
-        tokens=counts["tokens"],
-        seconds=round(seconds, 3),
+
+def log_summary(stats: CacheStats, max_length: int, rate: float, out_dir: Path) -> None:
+    """The ``embed_text`` stage's closing lines: counts, speed, and a warning when texts were cut."""
+    log.info(
+        "%d studies -> %d unique texts (%d duplicates, %d empty dropped, %d truncated at L=%d); "
+        "encoded in %.1f s (%.1f prompts/s); cache in %s",
+        stats.studies,
+        stats.unique_texts,
+        stats.duplicate_texts,
+        stats.empty_texts,
+        stats.truncated,
+        max_length,
+        stats.seconds,
+        rate,
+        out_dir,
     )
-    write_json(
-        out_dir / META,
-        {
-            **(meta or {}),
-            "version": CACHE_VERSION,
-            "max_length": big_l,
-            "dim": dim,
-            "dtype": "float16",
-            "null_length": null_length,
-            "null_text": "",
-            "pad_mask": "True = padding; attention mask = arange(L) < length",
-            "dropped_study_ids": dropped,
-            "token_lengths": _length_stats(full_lengths),
-            "stats": {k: v for k, v in asdict(stats).items() if k != "seconds"},  # deterministic meta for DVC
-        },
-    )
-    return stats
+    if stats.truncated:
+        log.warning(
+            "%d of %d unique texts were longer than max_length=%d tokens and were truncated",
+            stats.truncated,
+            stats.unique_texts,
+            max_length,
+        )
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

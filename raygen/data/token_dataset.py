@@ -1,6 +1,7 @@
 """Training pairs for the masked-token decoder, read from the memory-mapped caches.
 
-Inputs (contracts in notes/COMMON.md):
+Inputs (layouts documented by their writers, :mod:`raygen.data.token_cache` and
+:mod:`raygen.data.text_cache`):
 
 - ``results/tokenize/``: ``tokens.npy`` int16 (N, h*w), ``index.csv`` (dicom_id,row), ``meta.json``
   (grid [h, w], codebook_size, ...);
@@ -224,7 +225,12 @@ class StepBatchSampler(torch.utils.data.Sampler):
 def make_loader(
     dataset: TokenTextDataset, sampler: StepBatchSampler, workers: int, pin_memory: bool
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding one :class:`TokenBatch` per sampler batch (``batch_size=None``)."""
+    """A DataLoader yielding one :class:`TokenBatch` per sampler batch (``batch_size=None``).
+
+    Starting an iterator draws a worker seed; the loader's own generator takes that draw, so the global
+    torch RNG (dropout) is the same after a resume as in an uninterrupted run. Nothing in the workers is
+    random: the batches come from ``sampler``.
+    """
     return torch.utils.data.DataLoader(
         dataset,
         sampler=sampler,
@@ -234,83 +240,9 @@ def make_loader(
         collate_fn=_identity,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(0),
     )
 
 
 def _identity(batch: TokenBatch) -> TokenBatch:
     return batch
-
-
-def write_synthetic_caches(
-    root: str | Path,
-    n_items: int,
-    grid: tuple[int, int],
-    codebook_size: int,
-    text_len: int,
-    text_dim: int,
-    seed: int = 0,
-    val_share: float = 0.1,
-    n_prompts: int = 8,
-) -> tuple[Path, Path, Path]:
-    """Write token + text caches and a generator manifest with the real layouts, for tests and benchmarks.
-
-    Each pair belongs to one of ``n_prompts`` synthetic "findings": its text states are that
-    finding's embedding plus noise, its tokens that finding's pattern with 10% of ids replaced, so
-    the text is informative and a decoder can learn the mapping. Returns (tokens_dir, text_dir,
-    manifest_path) under ``root``.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    n_tok = grid[0] * grid[1]
-    tokens_dir, text_dir, cohort = root / "tokenize", root / "embed_text", root / "cohort"
-    for d in (tokens_dir, text_dir, cohort):
-        d.mkdir(parents=True, exist_ok=True)
-    finding = rng.integers(0, n_prompts, n_items)
-    patterns = rng.integers(0, codebook_size, (n_prompts, n_tok))
-    tokens = patterns[finding]
-    noise = rng.random((n_items, n_tok)) < 0.1
-    tokens[noise] = rng.integers(0, codebook_size, int(noise.sum()))
-    tok = np.lib.format.open_memmap(tokens_dir / "tokens.npy", mode="w+", dtype=np.int16, shape=(n_items, n_tok))
-    tok[:] = tokens
-    tok.flush()
-    dicom = [f"d{i:07d}" for i in range(n_items)]
-    study = np.arange(n_items, dtype=np.int64) + 50_000_000
-    pd.DataFrame({"dicom_id": dicom, "row": np.arange(n_items)}).to_csv(tokens_dir / "index.csv", index=False)
-    (tokens_dir / "meta.json").write_text(
-        json.dumps({"grid": list(grid), "codebook_size": codebook_size, "resolution": grid[0] * 16, "synthetic": True})
-    )
-    prompt_emb = rng.standard_normal((n_prompts, text_len, text_dim)).astype(np.float32)
-    lengths = rng.integers(max(1, text_len // 4), text_len + 1, n_items).astype(np.int32)
-    states = np.lib.format.open_memmap(
-        text_dir / "states.npy", mode="w+", dtype=np.float16, shape=(n_items, text_len, text_dim)
-    )
-    for start in range(0, n_items, 512):
-        stop = min(start + 512, n_items)
-        block = prompt_emb[finding[start:stop]] + 0.1 * rng.standard_normal((stop - start, text_len, text_dim))
-        block[np.arange(text_len)[None, :] >= lengths[start:stop, None]] = 0.0
-        states[start:stop] = block.astype(np.float16)
-    states.flush()
-    np.save(text_dir / "lengths.npy", lengths)
-    null = np.zeros((text_len, text_dim), np.float16)
-    null[0] = 1.0
-    np.save(text_dir / "null.npy", null)
-    pd.DataFrame({"study_id": study, "row": np.arange(n_items)}).to_csv(text_dir / "index.csv", index=False)
-    (text_dir / "meta.json").write_text(
-        json.dumps(
-            {"max_length": text_len, "dim": text_dim, "null_length": 1, "encoder": "synthetic", "normalise": False}
-        )
-    )
-    split = np.where(rng.random(n_items) < val_share, "val", "train")
-    manifest = pd.DataFrame(
-        {
-            "dicom_id": dicom,
-            "subject_id": 10_000_000 + np.arange(n_items),
-            "study_id": study,
-            "split": split,
-            "view": "PA",
-            "path": [f"files/p10/p{10_000_000 + i}/s{s}/{d}.jpg" for i, s, d in zip(range(n_items), study, dicom)],
-            "text": [f"Synthetic finding {f}." for f in finding],
-        }
-    )
-    manifest.to_csv(cohort / "generator.csv", index=False)
-    return tokens_dir, text_dir, cohort / "generator.csv"

@@ -21,7 +21,6 @@ unconditional one, ``s > 1`` pushes towards the prompt.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from raygen.generation.schedule import SCHEDULES
 from raygen.generation.step import decode_step
 from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
+from raygen.runtime import autocast
 
 
 @dataclass(frozen=True)
@@ -101,23 +101,12 @@ def sample_tokens(
     batch = text_states.shape[0]
     cfg = model.config
     scale = config.cfg_scale
-    need_cond, need_uncond = scale != 0.0, scale != 1.0
-    if need_uncond and (null_states is None or null_length is None):
-        raise ValueError("cfg_scale != 1 needs the null prompt (null_states, null_length)")
-
-    states, lengths = [], []
-    if need_cond:
-        states.append(text_states)
-        lengths.append(text_lengths.to(device))
-    if need_uncond:
-        states.append(null_states.to(device=device, dtype=text_states.dtype)[None].expand(batch, -1, -1))
-        lengths.append(torch.full((batch,), int(null_length), device=device, dtype=torch.long))
+    states, lengths = _guidance_passes(text_states, text_lengths, scale, null_states, null_length)
     passes = len(states)
 
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     ids = torch.full((batch, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
     history: list[torch.Tensor] = []
-    with amp:
+    with autocast(device, autocast_dtype):
         context = model.encode_text(torch.cat(states), torch.cat(lengths).long())  # once per call
         for step in range(config.steps):
             logits = model.decode(ids.repeat(passes, 1), context).float()  # (passes*B, N, V)
@@ -141,6 +130,28 @@ def sample_tokens(
             if keep_history:
                 history.append(ids.clone())
     return SampleOutput(ids=ids, history=history)
+
+
+def _guidance_passes(
+    text_states: torch.Tensor,
+    text_lengths: torch.Tensor,
+    scale: float,
+    null_states: torch.Tensor | None,
+    null_length: int | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The text of each forward pass: the prompts unless ``scale`` is 0, then the null prompt unless it is 1."""
+    device, batch = text_states.device, text_states.shape[0]
+    need_cond, need_uncond = scale != 0.0, scale != 1.0
+    if need_uncond and (null_states is None or null_length is None):
+        raise ValueError("cfg_scale != 1 needs the null prompt (null_states, null_length)")
+    states, lengths = [], []
+    if need_cond:
+        states.append(text_states)
+        lengths.append(text_lengths.to(device))
+    if need_uncond:
+        states.append(null_states.to(device=device, dtype=text_states.dtype)[None].expand(batch, -1, -1))
+        lengths.append(torch.full((batch,), int(null_length), device=device, dtype=torch.long))
+    return states, lengths
 
 
 @dataclass(frozen=True)

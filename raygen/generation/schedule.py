@@ -4,7 +4,7 @@ One function gamma(r) = cos(pi/2 * r) maps progress r in [0, 1] to the share of 
 masked: gamma(0) = 1 (everything masked), gamma(1) = 0 (nothing masked). It serves both sides:
 
 - training draws r ~ U(0, 1) per sample and masks ceil(gamma(r) * N) tokens, clamped to [1, N], so
-  every sample contributes at least one masked token to the loss;
+  every sample contributes at least one masked token to the loss (:mod:`raygen.generation.objective`);
 - decoding with K steps follows one of two named loops (:data:`SCHEDULES`):
 
   ``maskgit`` (MaskGIT-style, the default): keeps floor(gamma((k + 1) / K) * N) tokens masked after

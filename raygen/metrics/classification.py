@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 from raygen.metrics.resampling import bootstrap_indices, clusters
 
@@ -35,14 +37,20 @@ __all__ = [
     "ClassScores",
     "ClassificationReport",
     "PairedDelta",
+    "ROC_GRID",
     "Thresholds",
     "auroc",
     "bootstrap_ci",
     "choose_thresholds",
+    "class_roc_curves",
     "evaluate_classifier",
     "f1_at_thresholds",
+    "macro_roc",
     "paired_delta",
+    "report_dict",
 ]
+
+ROC_GRID = np.linspace(0.0, 1.0, 101)  # false-positive rates of the macro-average ROC curves
 
 
 @dataclass(frozen=True)
@@ -362,3 +370,40 @@ def evaluate_classifier(
         f1_ci=bootstrap_ci(y_test, score_test, classes, "f1", thresholds, **boot),
         n_test=len(y_test),
     )
+
+
+def report_dict(report: ClassificationReport) -> dict[str, Any]:
+    """A ClassificationReport as plain JSON values (tuples to lists)."""
+    return {
+        "auroc": asdict(report.auroc),
+        "auroc_ci": asdict(report.auroc_ci),
+        "f1": asdict(report.f1),
+        "f1_ci": asdict(report.f1_ci),
+        "thresholds": asdict(report.thresholds),
+        "n_test": report.n_test,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# ROC curves
+
+
+def macro_roc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Mean TPR over the classes with both labels at :data:`ROC_GRID` false-positive rates."""
+    curves = [
+        np.interp(ROC_GRID, *roc_curve(y[:, k], s[:, k], drop_intermediate=False)[:2])
+        for k in range(y.shape[1])
+        if 0 < y[:, k].sum() < len(y)
+    ]
+    return np.mean(curves, axis=0) if curves else np.full_like(ROC_GRID, np.nan)
+
+
+def class_roc_curves(
+    y: np.ndarray, s: np.ndarray, scores: ClassScores, classes: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Per scored class: (false-positive rates, true-positive rates, AUROC) of its ROC curve."""
+    return {
+        c: (*roc_curve(y[:, k], s[:, k])[:2], scores.per_class[c])
+        for k, c in enumerate(classes)
+        if c in scores.per_class
+    }

@@ -6,7 +6,7 @@ non-learned affine map (``input_norm``):
 
     signed    identity                       training from scratch
     imagenet  ImageNet mean / std on [0, 1]  CheXNet (an ImageNet-initialised torchvision DenseNet-121)
-    xrv       [-1024, 1024]                  torchxrayvision DenseNet-121 (mimic-cxr.md section 8)
+    xrv       [-1024, 1024]                  torchxrayvision DenseNet-121 (docs/mimic-cxr.md section 8)
 
 The state-dict layout is exactly torchvision's (``features.*``, ``classifier.*``), so CheXNet and
 torchxrayvision weights load key for key once their names are normalised. Pretrained weights come
@@ -68,7 +68,7 @@ class ClassifierConfig:
     in_channels: int = 1  # 1 = grey (RayGen's images); 3 = grey replicated (ImageNet-style stems)
     num_classes: int = len(CLASSES)  # the paper's 10 labels
     input_norm: InputNorm = "signed"  # the convention of the initial weights (see the module docstring)
-    memory_efficient: bool = False  # torchvision's checkpointed dense layers: less memory, ~20% slower
+    memory_efficient: bool = False  # torchvision's checkpointed dense layers: less memory, slower
 
 
 def _input_affine(norm: InputNorm, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +144,7 @@ def load_chexnet(path: str | Path) -> dict[str, torch.Tensor]:
     ``classifier.0.*``; the prefixes are stripped, the names renamed (``norm1``, ``conv1``) and the
     head dropped. Loaded with ``weights_only=True`` (tensors and containers only).
     """
-    from raygen.metrics.reconstruction import _rename_legacy_densenet_keys  # the one legacy-name mapper
+    from raygen.metrics.features import rename_legacy_densenet_keys  # the one legacy-name mapper
 
     file = _require_file(path, "CheXNet", CHEXNET_URL)
     obj = torch.load(file, map_location="cpu", weights_only=True)
@@ -156,7 +156,7 @@ def load_chexnet(path: str | Path) -> dict[str, torch.Tensor]:
     for key, value in obj.items():
         key = key.removeprefix("module.").removeprefix("densenet121.")
         stripped[key] = value
-    state = _rename_legacy_densenet_keys(stripped)
+    state = rename_legacy_densenet_keys(stripped)
     return {k: v for k, v in state.items() if k.startswith("features.")}
 
 
@@ -165,10 +165,10 @@ def load_xrv_densenet(path: str | Path) -> dict[str, torch.Tensor]:
 
     Reads a plain state dict in xrv's layout (``features.conv0.weight`` (64, 1, 7, 7), ...,
     ``classifier.weight`` (18, 1024), ``op_threshs``) or xrv's released whole-model pickle, through
-    :func:`raygen.metrics.fid.load_xrv_state_dict` (restricted unpickler, no code runs). The 18-way
+    :func:`raygen.metrics.xrv.load_xrv_state_dict` (restricted unpickler, no code runs). The 18-way
     head is dropped. Input convention: [-1024, 1024].
     """
-    from raygen.metrics.fid import load_xrv_state_dict  # shared with the FID feature extractor
+    from raygen.metrics.xrv import load_xrv_state_dict  # shared with the FID feature extractor
 
     file = _require_file(path, "torchxrayvision DenseNet-121", XRV_URL)
     state = load_xrv_state_dict(file)

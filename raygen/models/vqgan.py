@@ -9,7 +9,7 @@ sub-modules under the same names (``encoder``, ``decoder``, ``quantize``, ``quan
     ids = vq.encode_ids(x)       # (B, C, R, R) [-1, 1] -> (B, h*w) int64, row-major
     x_rec = vq.decode_ids(ids)   # (B, h*w) -> (B, C, R, R) [-1, 1] (clamped)
 
-Read top to bottom: config dataclass, model, presets, taming yaml + checkpoint I/O.
+Read top to bottom: config dataclass, model, taming yaml + checkpoint I/O.
 """
 
 from __future__ import annotations
@@ -42,19 +42,23 @@ class CheckpointMismatchError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class VQGANConfig:
-    """Architecture of a taming VQ-GAN (``model.params`` of a taming yaml, ddconfig flattened)."""
+    """Architecture of a taming VQ-GAN (``model.params`` of a taming yaml, ddconfig flattened).
 
-    embed_dim: int = 64  # codebook vector size
-    n_embed: int = 512  # codebook entries; RayGen uses id n_embed as its mask token
-    z_channels: int = 64  # encoder output channels before quant_conv
-    resolution: int = 128  # input side in pixels
-    in_channels: int = 1  # 1 = grey (ours), 3 = RGB (UniXGen's)
-    out_ch: int = 1  # decoder output channels (= in_channels)
-    ch: int = 32  # base channel width
-    ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # width multiplier per level; f = 2^(levels - 1)
-    num_res_blocks: int = 1  # residual blocks per level (decoder has one more)
-    attn_resolutions: tuple[int, ...] = ()  # feature-map sides with self-attention (the mid block always has one)
-    dropout: float = 0.0
+    No defaults: a config comes whole from a taming yaml (:func:`config_from_taming`) or from the
+    ``vqgan`` params (``raygen.stages.vqgan.VqganParams.model_config``), which hold the demo's values.
+    """
+
+    embed_dim: int  # codebook vector size
+    n_embed: int  # codebook entries; RayGen uses id n_embed as its mask token
+    z_channels: int  # encoder output channels before quant_conv
+    resolution: int  # input side in pixels
+    in_channels: int  # 1 = grey (ours), 3 = RGB (UniXGen's)
+    out_ch: int  # decoder output channels (= in_channels)
+    ch: int  # base channel width
+    ch_mult: tuple[int, ...]  # width multiplier per level; f = 2^(levels - 1)
+    num_res_blocks: int  # residual blocks per level (decoder has one more)
+    attn_resolutions: tuple[int, ...]  # feature-map sides with self-attention (the mid block always has one)
+    dropout: float
     double_z: bool = False  # taming VQ models use single z
 
     @property
@@ -158,26 +162,6 @@ def build_vqgan(config: VQGANConfig) -> VQGAN:
     if config.resolution % config.factor:
         raise ValueError(f"resolution {config.resolution} is not divisible by f={config.factor}")
     return VQGAN(config)
-
-
-# Named presets (style habit 4). The paper's is UniXGen's MIMIC model (mimic-cxr.md section 6).
-VQGAN_PRESETS: dict[str, VQGANConfig] = {
-    # 2-core CPU demo: 128 px, f=8 -> 16x16 tokens, grey; small widths so training fits minutes.
-    "demo": VQGANConfig(),
-    "paper": VQGANConfig(
-        embed_dim=256,
-        n_embed=1024,
-        z_channels=256,
-        resolution=512,
-        in_channels=3,
-        out_ch=3,
-        ch=128,
-        ch_mult=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attn_resolutions=(24,),
-        dropout=0.0,
-    ),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +323,6 @@ __all__ = [
     "Quantized",
     "VQGAN",
     "VQGANConfig",
-    "VQGAN_PRESETS",
     "build_vqgan",
     "check_state_dict",
     "config_from_taming",

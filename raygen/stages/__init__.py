@@ -16,8 +16,10 @@ class Stage:
     name: str
     params_class: str  # the stage module's frozen dataclass for its params section
     summary: str  # one line for `raygen --help`
-    # The CLI flag whose value is the DVC foreach key / Snakemake wildcard (one stage per value).
+    # The CLI flag whose value is the DVC foreach key / Snakemake wildcard (one stage per value) ...
     foreach_arg: str | None = None
+    # ... and those values, in order.
+    instances: tuple[str, ...] = ()
 
 
 STAGES: tuple[Stage, ...] = (
@@ -42,6 +44,7 @@ STAGES: tuple[Stage, ...] = (
         "TrainClassifierParams",
         "train the DenseNet-121 of one arm (real, real+50, real+100)",
         foreach_arg="--arm",
+        instances=("real", "real+50", "real+100"),
     ),
     Stage(
         "evaluate",

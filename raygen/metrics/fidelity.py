@@ -1,0 +1,138 @@
+"""Fidelity and diversity of the per-report set (metrics.json ``fidelity``).
+
+- the headline FID and KID between every held-out real image (N) and the first generation of its own
+  report (N);
+- the equal-N floor on two patient-disjoint halves A and B of the held-out set (same size n):
+  FID(real A, generated for B's reports) beside FID(real A, real B), the value a perfect generator
+  would reach at that n;
+- SSIM between each real image and the image generated from its report, and MS-SSIM between the two
+  generations of each report (kernel size and scales stated).
+
+A set too small for FID/KID gives ``"not computed: <reason>"`` in place of the numbers, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raygen.metrics.fid import compute_fid_or_reason
+from raygen.metrics.image_sets import EvaluationImages
+from raygen.metrics.image_similarity import ms_ssim, ssim
+from raygen.metrics.resampling import disjoint_halves
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FID_DEFINITIONS", "equal_n_floor", "fidelity", "mean_std"]
+
+FID_DEFINITIONS = {
+    "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
+    "comparable across runs of this repository at the same N, not with the floor below",
+    "fid_equal_n": "held-out patients split into disjoint halves A and B of n images each: real A vs images "
+    "generated from B's reports, beside real A vs real B (the floor: what a perfect generator "
+    "would score at this n)",
+}
+
+
+def _split_column(per_report: pd.DataFrame) -> str:
+    """The finest id that keeps a patient's images together: subject_id, else study_id, else dicom_id."""
+    return next(c for c in ("subject_id", "study_id", "dicom_id") if c in per_report.columns)
+
+
+def equal_n_floor(
+    real: np.ndarray,
+    generated: np.ndarray,
+    per_report: pd.DataFrame,
+    extractor: str,
+    kid_subsets: int,
+    kid_subset_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n.
+
+    real, generated: (N, F) features, row i = per_report row i (real image, its report's generation).
+    ``seed`` draws the halves and the KID subsets. A half too small to score gives
+    ``"not computed: <reason>"`` in place of the FID result.
+    """
+    column = _split_column(per_report)
+    groups = per_report[column].to_numpy()
+    a, b = disjoint_halves(groups, seed)
+    result: dict[str, Any] = {
+        "split_by": column,
+        "n_per_half": len(a),
+        "groups_a": len(np.unique(groups[a])),
+        "groups_b": len(np.unique(groups[b])),
+    }
+    if len(a) == 0:
+        reason = (
+            f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "
+            "halves need at least 2"
+        )
+        return result | {"real_a_vs_generated_b": reason, "real_a_vs_real_b": reason}
+    kid = (kid_subsets, kid_subset_size, seed)
+    for key, other in (("real_a_vs_generated_b", generated), ("real_a_vs_real_b", real)):
+        value = compute_fid_or_reason(real[a], other[b], extractor, *kid)
+        result[key] = value if isinstance(value, str) else asdict(value)
+    return result
+
+
+def fidelity(
+    images: EvaluationImages,
+    feats: dict[str, np.ndarray],
+    extractor: str,
+    kid_subsets: int,
+    kid_subset_size: int,
+    seed: int,
+    msssim_kernel: int | None,
+    msssim_scales: int | None,
+) -> dict[str, Any]:
+    """The fidelity section from the ``real`` and ``gen0`` features and the images themselves;
+    MS-SSIM only when there are two generations per report (settings by resolution unless given)."""
+    real, gen = images.real, images.generated
+    fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor, kid_subsets, kid_subset_size, seed)
+    result = {
+        "fid": fid if isinstance(fid, str) else asdict(fid),
+        "n_real": len(feats["real"]),
+        "n_generated": len(feats["gen0"]),
+        "fid_equal_n": equal_n_floor(
+            feats["real"], feats["gen0"], images.per_report, extractor, kid_subsets, kid_subset_size, seed
+        ),
+        "definitions": FID_DEFINITIONS,
+        "ssim_real_vs_generated": mean_std(ssim(real, gen[0])),
+        "resolution": images.side,
+    }
+    if len(gen) > 1:
+        result["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], msssim_kernel, msssim_scales))
+    _log_fidelity(result, extractor)
+    return result
+
+
+def _log_fidelity(result: dict[str, Any], extractor: str) -> None:
+    floor = result["fid_equal_n"]
+    log.info(
+        "FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; SSIM %.3f%s [%s]",
+        _fid_text(result["fid"]),
+        result["n_real"],
+        result["n_generated"],
+        f"{result['fid']['kid_mean']:.4f}" if not isinstance(result["fid"], str) else "-",
+        floor["n_per_half"],
+        _fid_text(floor["real_a_vs_generated_b"]),
+        _fid_text(floor["real_a_vs_real_b"]),
+        result["ssim_real_vs_generated"]["mean"],
+        f", MS-SSIM {result['ms_ssim_between_seeds']['value']:.3f}" if "ms_ssim_between_seeds" in result else "",
+        extractor,
+    )
+
+
+def _fid_text(value: Any) -> str:
+    return f"{value['fid']:.2f}" if isinstance(value, dict) else str(value)
+
+
+def mean_std(values: torch.Tensor) -> dict[str, float]:
+    """Mean, standard deviation (0 for a single value) and count of per-image values."""
+    return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0, "n": len(values)}

@@ -1,0 +1,51 @@
+"""The evaluation's headline numbers, flat, and the JSON hygiene both metrics files go through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["finite", "summary"]
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of metrics.json, flat (``dvc metrics show`` / ``dvc exp show`` columns)."""
+    out: dict[str, Any] = {}
+    for arm, r in metrics["classifier"].items():
+        out[f"{arm}/macro_auroc"] = r["auroc"]["macro"]
+        out[f"{arm}/macro_auroc_low"], out[f"{arm}/macro_auroc_high"] = r["auroc_ci"]["macro"]
+        out[f"{arm}/macro_f1"] = r["f1"]["macro"]
+    for arm, d in metrics.get("delta_auroc", {}).items():
+        out[f"delta_auroc/{arm}"] = d["delta"]
+        out[f"delta_auroc/{arm}_low"], out[f"delta_auroc/{arm}_high"] = d["interval"]
+    fid = metrics["fidelity"]
+    headline = fid["fid"] if isinstance(fid["fid"], dict) else {}
+    out["fid"], out["kid"] = headline.get("fid"), headline.get("kid_mean")
+    for key, name in (("real_a_vs_generated_b", "generated"), ("real_a_vs_real_b", "real_floor")):
+        value = fid["fid_equal_n"][key]
+        out[f"fid_equal_n/{name}"] = value["fid"] if isinstance(value, dict) else None
+    out["ssim"] = fid["ssim_real_vs_generated"]["mean"]
+    if "ms_ssim_between_seeds" in fid:
+        out["ms_ssim"] = fid["ms_ssim_between_seeds"]["value"]
+    cond = metrics["conditional_fidelity"]
+    out["conditional_fidelity/augmentation"] = cond["augmentation_prompts"]["macro"]
+    if "per_report_generated" in cond:
+        out["conditional_fidelity/per_report"] = cond["per_report_generated"]["macro"]
+        out["conditional_fidelity/per_report_real"] = cond["per_report_real"]["macro"]
+    out["memorisation/share_below"] = metrics["memorisation"]["share_below"]
+    out["extractor"] = metrics["extractor"]
+    return finite({k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in out.items()})
+
+
+def finite(obj: Any) -> Any:
+    """NaN / inf -> None (JSON has neither; DVC and MLflow choke on them)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
