@@ -9,7 +9,7 @@ CORES ?= all
 
 .PHONY: demo test setup clean-results
 
-# The venv's bin/ goes first on PATH: the rules run `python -m raygen.<stage>` and DVC / MLflow calls
+# The venv's bin/ goes first on PATH: the rules run `python -m raygen <stage>` and DVC / MLflow calls
 # must find the venv's interpreter and tools, not the system's.
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES)

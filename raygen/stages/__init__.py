@@ -1,5 +1,5 @@
 """The pipeline's stages, in execution order: the one list the CLI, the params checker, the code-deps
-generator and the tests derive from. One name per stage everywhere: module ``raygen.<name>``, CLI
+generator and the tests derive from. One name per stage everywhere: module ``raygen.stages.<name>``, CLI
 command ``raygen <name>``, Snakemake rule, DVC stage, params section, ``results/<name>/`` and
 ``logs/<name>.log``.
 
