@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from raygen.config import PROFILES
 from raygen.errors import UserError
 from raygen.stages import STAGES as STAGE_LIST
 
@@ -54,7 +55,7 @@ def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile",
-        choices=("demo", "smoke", "paper"),
+        choices=PROFILES,
         default=None,
         help="profile overlay to apply (default: the params file's 'profile' key)",
     )

@@ -31,7 +31,7 @@ import yaml
 
 from raygen.errors import UsageError
 
-PROFILES = ("demo", "smoke", "paper")
+PROFILES = ("demo", "smoke", "paper", "rehearsal")
 T = TypeVar("T")
 
 

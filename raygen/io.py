@@ -50,6 +50,11 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         os.fsync(f.fileno())
 
 
+def file_record(path: str | Path | None) -> dict[str, str] | None:
+    """Which file a result came from: its path and SHA-256 (None when there was none), for metrics.json."""
+    return None if path is None else {"file": str(path), "sha256": sha256_file(path)}
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, streamed in 1 MiB blocks (checkpoints and datasets can be GBs)."""
     digest = hashlib.sha256()

@@ -119,7 +119,8 @@ class Tracker:
 
 class _RunProcess:
     """One MLflow run driven by a helper process (``python -m raygen.tracking``), so that importing MLflow
-    (~3 s) and opening the sqlite store (~2 s) overlap the stage's own work instead of preceding it.
+    and opening the sqlite store (seconds each, docs/benchmarks.md) overlap the stage's own work instead of
+    preceding it.
 
     Calls go to the helper as JSON lines, in order; metric timestamps are taken when the stage logs them.
     A separate interpreter, not a thread: the stages fork (DataLoader workers, render pools), and a

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from standins import to_chexnet_layout  # CheXNet's key layout (one place)
 
 from raygen.data.classifier_data import (
     AugmentConfig,
@@ -33,19 +34,6 @@ def reference():
     """A torchvision DenseNet-121 with random weights and a 3-channel stem (CheXNet's shape)."""
     torch.manual_seed(1)
     return torchvision.models.densenet121(weights=None, num_classes=14).eval()
-
-
-def to_chexnet_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision keys -> CheXNet's: DataParallel prefix, densenet121 wrapper, ``norm.1`` names, Sequential head."""
-    out = {}
-    for key, value in state.items():
-        for old in ("norm", "relu", "conv"):
-            for i in ("1", "2"):
-                if ".denselayer" in key:
-                    key = key.replace(f".{old}{i}.", f".{old}.{i}.")
-        key = key.replace("classifier.", "classifier.0.")
-        out[f"module.densenet121.{key}"] = value
-    return out
 
 
 def test_chexnet_keys_are_renamed_and_loaded(reference, tmp_path):

@@ -1,13 +1,12 @@
 """Tests of the ``download`` stage against a local PhysioNet look-alike (http.server on 127.0.0.1).
 
-The server serves a miniature MIMIC-CXR-JPG / MIMIC-CXR tree built in tmp_path, checks HTTP basic
-auth, honours ``Range`` and counts the bytes it sends per file, so resume, skip and verification are
-measured, not assumed. No MIMIC data is involved.
+The server (``tests/physionet_server.py``) serves a miniature MIMIC-CXR-JPG / MIMIC-CXR tree built in
+tmp_path, checks HTTP basic auth, honours ``Range`` and counts the bytes it sends per file, so resume,
+skip and verification are measured, not assumed. No MIMIC data is involved.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import gzip
 import hashlib
@@ -15,21 +14,19 @@ import io
 import os
 import socket
 import sys
-import threading
 import types
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from physionet_server import PASSWORD, USER, FakePhysioNet
 
 from raygen.config import ConfigError, from_dict
 from raygen.data import dataset_root, local_copy
 from raygen.data import physionet as pn
 from raygen.stages import download as stage
 
-USER, PASSWORD = "alice", "s3cret-Pa55word"
 JV = RV = "2.0.0"
 DICOM_A = "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"
 DICOM_B = "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962"
@@ -96,81 +93,6 @@ def build_tree(root: Path) -> dict[str, dict[str, bytes]]:
         sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {rel}\n" for rel, d in files.items())
         (base / pn.SUMS_FILE).write_text(sums)
     return tree
-
-
-class FakePhysioNet:
-    """Serves ``root`` under ``/files/`` with basic auth and Range; records every request."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.requests: list[tuple[str, str | None, int]] = []  # (rel path, Range header, status)
-        self.sent: dict[str, int] = {}  # rel path -> body bytes sent
-        self.corrupt: set[str] = set()  # paths served with a flipped byte
-        self.fail_once: set[str] = set()  # paths answered 503 the first time
-        self.drop_once: set[str] = set()  # paths whose first answer stops half-way (connection lost)
-        self.lock = threading.RLock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_GET(self):  # noqa: N802 - http.server naming
-                server.handle(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/"
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        rel = h.path.removeprefix("/files/")
-        rng = h.headers.get("Range")
-        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        if h.headers.get("Authorization") != expected:
-            return self._reply(h, rel, rng, 401, b"unauthorized", {"WWW-Authenticate": 'Basic realm="x"'})
-        with self.lock:
-            if rel in self.fail_once:
-                self.fail_once.discard(rel)
-                return self._reply(h, rel, rng, 503, b"busy")
-        path = self.root / rel
-        if not path.is_file():
-            return self._reply(h, rel, rng, 404, b"not found")
-        data = path.read_bytes()
-        if rel in self.corrupt:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        with self.lock:
-            drop = rel in self.drop_once
-            self.drop_once.discard(rel)
-        if drop:  # promise the whole file, send half, hang up
-            return self._reply(h, rel, rng, 200, data[: len(data) // 2], {}, length=len(data))
-        if rng:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                return self._reply(h, rel, rng, 416, b"")
-            headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
-            return self._reply(h, rel, rng, 206, data[start:], headers)
-        return self._reply(h, rel, rng, 200, data)
-
-    def _reply(self, h, rel, rng, code, body, headers=None, length=None) -> None:
-        with self.lock:
-            self.requests.append((rel, rng, code))
-            if code in (200, 206):
-                self.sent[rel] = self.sent.get(rel, 0) + len(body)
-        h.send_response(code)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body) if length is None else length))
-        h.end_headers()
-        h.wfile.write(body)
-
-    def fetched(self) -> set[str]:
-        """Release-relative paths that were served with a body."""
-        return {rel.split("/", 2)[2] for rel, _, code in self.requests if code in (200, 206)}
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 import torch.nn as nn
 import torchvision
 from scipy import linalg
+from standins import save_xrv_release  # xrv's pickled release format (one writer)
 
 from raygen.metrics import features, xrv
 from raygen.metrics import fid as fm
@@ -158,28 +157,11 @@ def test_xrv_state_dict_in_xrv_layout_loads_and_gives_features2(tmp_path, monkey
 
 
 @pytest.mark.filterwarnings("ignore:Couldn.t retrieve source code")
-def test_xrv_pickled_release_file_loads_without_torchxrayvision(tmp_path, monkeypatch, xrv_net):
+def test_xrv_pickled_release_file_loads_without_torchxrayvision(tmp_path, xrv_net):
     """xrv's GitHub files pickle the whole model (classes from torchxrayvision.models); build one such file
     with stand-in classes under that module name, then load it with torchxrayvision absent."""
-    net = copy.deepcopy(xrv_net)
-    fake = types.ModuleType("torchxrayvision.models")
-    for cls_name, base in (
-        ("DenseNet", nn.Module),
-        ("_DenseBlock", nn.ModuleDict),
-        ("_DenseLayer", nn.Module),
-        ("_Transition", nn.Sequential),
-    ):
-        setattr(fake, cls_name, type(cls_name, (base,), {"__module__": "torchxrayvision.models"}))
-    for module in net.modules():
-        name = type(module).__name__
-        if type(module).__module__.startswith("torchvision") and hasattr(fake, name):
-            module.__class__ = getattr(fake, name)
-    monkeypatch.setitem(sys.modules, "torchxrayvision", types.ModuleType("torchxrayvision"))
-    monkeypatch.setitem(sys.modules, "torchxrayvision.models", fake)
-    path = tmp_path / "chex-densenet121.pt"
-    torch.save(net, path, _use_new_zipfile_serialization=False)  # the 2019-era format of xrv releases
-    monkeypatch.delitem(sys.modules, "torchxrayvision.models")
-    monkeypatch.delitem(sys.modules, "torchxrayvision")
+    path = save_xrv_release(xrv_net, tmp_path / "chex-densenet121.pt")  # the 2019-era format of xrv releases
+    assert "torchxrayvision" not in sys.modules and "torchxrayvision.models" not in sys.modules
     state = xrv.load_xrv_state_dict(path)
     assert state["features.conv0.weight"].shape == (64, 1, 7, 7) and state["classifier.weight"].shape == (18, 1024)
     extractor = xrv.xrv_densenet_extractor(path=path)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_are_valid():
     resolved = check_params(REPO / "params.yaml")
-    assert set(resolved) == {"demo", "smoke", "paper"}
+    assert set(resolved) == {"demo", "smoke", "paper", "rehearsal"}
     assert resolved["demo"]["download"].source == "demo"
     assert resolved["paper"]["download"].source == "mimic"
 
@@ -23,8 +23,50 @@ def test_repository_params_are_valid():
 def test_every_section_has_all_overlays():
     """DVC tracks profiles.<profile>.<section>: it must exist for every profile (`{}` when empty)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for profile in ("demo", "smoke", "paper"):
+    for profile in ("demo", "smoke", "paper", "rehearsal"):
         assert set(raw["profiles"][profile]) == {*STAGE_PARAMS, "runtime"}, profile
+
+
+# What the rehearsal profile may change relative to the paper profile: sizes (resolution, widths,
+# depths, step, epoch and image counts, batch sizes, the subsets a metric is computed on), where the
+# release is downloaded from, and `compile`, which changes speed and not results.
+REHEARSAL_SIZE_KEYS = {
+    "download.mimic.base_url",
+    "cohort.generator_val_fraction",
+    *(f"vqgan.{k}" for k in ("embed_dim", "n_embed", "z_channels", "resolution", "ch", "num_res_blocks")),
+    *(f"vqgan.{k}" for k in ("eval_images", "grid_images")),
+    "embed_text.max_length",
+    *(f"train_decoder.{k}" for k in ("preset", "steps", "batch_size", "warmup_steps", "compile")),
+    *(f"train_classifier.{k}" for k in ("resolution", "epochs", "batch_size", "warmup_steps", "patience")),
+    *(f"synthesize.{k}" for k in ("batch_size", "progressive_prompts", "grid_per_class")),
+    *(f"evaluate.{k}" for k in ("kid_subset_size", "n_boot", "kid_subsets", "msssim_kernel", "msssim_scales")),
+    "evaluate.memorisation_pairs",
+}
+
+
+def test_the_rehearsal_differs_from_the_paper_profile_only_in_sizes():
+    """Every paper-only code path the rehearsal runs is the paper's: only size keys may differ."""
+    from raygen.config import scientific_section
+    from raygen.stages import STAGE_NAMES
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    differ = set()
+    for section in STAGE_NAMES:  # the runtime sections may differ freely: they change no result
+        paper = flatten(scientific_section(raw, section, "paper"), section)
+        rehearsal = flatten(scientific_section(raw, section, "rehearsal"), section)
+        differ |= {key for key in paper.keys() | rehearsal.keys() if paper.get(key) != rehearsal.get(key)}
+    assert differ <= REHEARSAL_SIZE_KEYS, sorted(differ - REHEARSAL_SIZE_KEYS)
+    assert {"train_decoder.steps", "vqgan.resolution"} <= differ  # the check sees the overlays, not the base
+
+
+def flatten(tree: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
 
 
 def test_runtime_settings_live_apart_from_what_shapes_results():

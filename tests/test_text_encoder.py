@@ -4,13 +4,13 @@ The BERT folders are built here with tiny configs (hidden 32, 2 layers) and a ha
 vocabulary, so expected token ids are known. CXR-BERT's loading path runs on a tiny folder that
 mimics the hub snapshot: config.json with ``auto_map`` to ``configuration_cxrbert.CXRBertConfig`` /
 ``modeling_cxrbert.CXRBertModel`` (a ``BertForMaskedLM`` subclass with a CLS projection head, as
-in hi-ml-multimodal), vocab.txt + tokenizer_config.json; loaded with ``trust_remote_code=True``.
+in hi-ml-multimodal), vocab.txt + tokenizer_config.json; loaded with ``trust_remote_code=True``. Its
+writer is tests/standins.py's, which also writes the rehearsal profile's CXR-BERT stand-in.
 The real weights are only exercised by the ``weights`` test (RAYGEN_WEIGHTS_DIR/cxr-bert).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from standins import write_cxr_bert, write_vocab  # the CXR-BERT hub snapshot layout (one writer)
 
 from raygen.models.text_encoder import (
     CXR_BERT_HUB_ID,
@@ -75,81 +76,12 @@ TINY = dict(
     vocab_size=len(VOCAB),
 )
 
-CXR_CONFIG_PY = """
-from transformers import BertConfig
-
-
-class CXRBertConfig(BertConfig):
-    model_type = "cxr-bert"
-
-    def __init__(self, projection_size=128, **kwargs):
-        super().__init__(**kwargs)
-        self.projection_size = projection_size
-"""
-
-CXR_MODEL_PY = """
-from dataclasses import dataclass
-from typing import Optional, Tuple
-
-import torch
-from torch import nn
-from transformers import BertForMaskedLM
-from transformers.modeling_outputs import ModelOutput
-
-from .configuration_cxrbert import CXRBertConfig
-
-
-@dataclass
-class CXRBertOutput(ModelOutput):
-    last_hidden_state: torch.FloatTensor = None
-    logits: Optional[torch.FloatTensor] = None
-    cls_projected_embedding: Optional[torch.FloatTensor] = None
-    hidden_states: Optional[Tuple[torch.FloatTensor]] = None
-
-
-class BertProjectionHead(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.dense_to_hidden = nn.Linear(config.hidden_size, config.projection_size)
-        self.LayerNorm = nn.LayerNorm(config.projection_size, eps=1e-12)
-        self.dense_to_output = nn.Linear(config.projection_size, config.projection_size)
-
-    def forward(self, x):
-        return self.dense_to_output(self.LayerNorm(nn.functional.gelu(self.dense_to_hidden(x))))
-
-
-class CXRBertModel(BertForMaskedLM):
-    config_class = CXRBertConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.cls_projection_head = BertProjectionHead(config)
-        self.init_weights()
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None, position_ids=None, head_mask=None,
-                inputs_embeds=None, output_attentions=None, output_hidden_states=None,
-                output_cls_projected_embedding=None, return_dict=None, **kwargs):
-        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, output_hidden_states=True, return_dict=True)
-        last = out.hidden_states[-1]
-        cls = self.cls_projection_head(last[:, 0]) if output_cls_projected_embedding else None
-        return CXRBertOutput(last_hidden_state=last, logits=out.logits, cls_projected_embedding=cls)
-"""
-
-
-def write_vocab(folder: Path, vocab: list[str] = VOCAB) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64})
-    )
-
 
 def write_tiny_bert(folder: Path, seed: int = 0, **overrides) -> Path:
     """A tiny random BertModel folder (config.json, model.safetensors, tokenizer files)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    write_vocab(folder)
+    write_vocab(folder, VOCAB)
     AutoTokenizer.from_pretrained(folder).save_pretrained(folder)  # adds tokenizer.json
     torch.manual_seed(seed)
     BertModel(BertConfig(**{**TINY, **overrides})).save_pretrained(folder)
@@ -158,23 +90,8 @@ def write_tiny_bert(folder: Path, seed: int = 0, **overrides) -> Path:
 
 def write_tiny_cxr_bert(folder: Path, seed: int = 0) -> Path:
     """A tiny folder laid out like the CXR-BERT hub snapshot (custom code, vocab.txt, no tokenizer.json)."""
-    from transformers import AutoConfig, AutoModel
-
-    write_vocab(folder)
-    (folder / "configuration_cxrbert.py").write_text(CXR_CONFIG_PY)
-    (folder / "modeling_cxrbert.py").write_text(CXR_MODEL_PY)
-    config = {
-        **TINY,
-        "model_type": "cxr-bert",
-        "architectures": ["CXRBertModel"],
-        "projection_size": 8,
-        "auto_map": {"AutoConfig": "configuration_cxrbert.CXRBertConfig", "AutoModel": "modeling_cxrbert.CXRBertModel"},
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-    torch.manual_seed(seed)
-    cfg = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    AutoModel.from_config(cfg, trust_remote_code=True).save_pretrained(folder)
-    return folder
+    size = {k: v for k, v in TINY.items() if k != "vocab_size"}
+    return write_cxr_bert(folder, VOCAB, size, seed, projection_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +191,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(TextEncoderError, match="needs --model-dir"):
         build_text_encoder("local")
     empty = tmp_path / "empty"
-    write_vocab(empty)
+    write_vocab(empty, VOCAB)
     with pytest.raises(TextEncoderError, match="config.json.*model.safetensors"):
         build_text_encoder("local", model_dir=empty)
     with pytest.raises(TextEncoderError, match="unknown text encoder source"):

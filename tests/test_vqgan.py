@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 
@@ -10,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn as nn
 import yaml
 from PIL import Image
-from taming.modules.diffusionmodules.model import Decoder, Encoder
-from taming.modules.vqvae.quantize import VectorQuantizer2
+from standins import DDCONFIG, LPIPS_LOSS, write_taming  # UniXGen-shaped taming files (one writer)
 
 import raygen.stages.vqgan as stage
 import raygen.training.vqgan as training
@@ -32,70 +29,6 @@ from raygen.metrics.features import densenet121_extractor, find_densenet121_weig
 from raygen.metrics.fid import frechet_distance
 from raygen.metrics.image_similarity import ssim
 from raygen.models.vqgan import CheckpointMismatchError, VQGANConfig, build_vqgan, load_taming, taming_yaml
-
-# A tiny taming config: ch 32 is the least GroupNorm(32) allows; 16 px, f=2 -> 8x8 tokens.
-DDCONFIG = dict(
-    double_z=False,
-    z_channels=8,
-    resolution=16,
-    in_channels=3,
-    out_ch=3,
-    ch=32,
-    ch_mult=[1, 2],
-    num_res_blocks=1,
-    attn_resolutions=[7],
-    dropout=0.0,
-)
-LPIPS_LOSS = {
-    "target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
-    "params": {"disc_start": 10, "perceptual_weight": 1.0},
-}
-
-
-class TamingReference(nn.Module):
-    """taming's VQModel minus Lightning and loss: the modules VQModel builds, under its names."""
-
-    def __init__(self, dd: dict, n_embed: int, embed_dim: int) -> None:
-        super().__init__()
-        self.encoder, self.decoder = Encoder(**dd), Decoder(**dd)
-        self.quantize = VectorQuantizer2(n_embed, embed_dim, beta=0.25)
-        self.quant_conv = nn.Conv2d(dd["z_channels"], embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(embed_dim, dd["z_channels"], 1)
-
-
-def write_taming(tmp_path, dd=DDCONFIG, n_embed=32, embed_dim=4, seed=0):
-    """A Lightning-style last.ckpt (with loss.* keys and pickled hparams) + its yaml."""
-    torch.manual_seed(seed)
-    ref = TamingReference(dd, n_embed, embed_dim)
-    with torch.no_grad():
-        ref.quantize.embedding.weight.normal_()  # spread codes so ids vary
-    state = ref.state_dict()
-    state["loss.discriminator.main.0.weight"] = torch.randn(4, 3, 4, 4)
-    state["loss.perceptual_loss.lin0.model.1.weight"] = torch.randn(1, 64, 1, 1)
-    ckpt = tmp_path / "last.ckpt"
-    torch.save(
-        {
-            "epoch": 3,
-            "global_step": 100,
-            "state_dict": state,
-            "optimizer_states": [{}],
-            "hyper_parameters": argparse.Namespace(lr=4.5e-6),
-        },
-        ckpt,
-    )
-    cfg = tmp_path / "project.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "model": {
-                    "base_learning_rate": 4.5e-6,
-                    "target": "taming.models.vqgan.VQModel",
-                    "params": {"embed_dim": embed_dim, "n_embed": n_embed, "ddconfig": dd, "lossconfig": LPIPS_LOSS},
-                }
-            }
-        )
-    )
-    return ref.eval(), cfg, ckpt
 
 
 @pytest.fixture()

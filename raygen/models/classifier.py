@@ -201,7 +201,9 @@ def load_backbone(model: XrayDenseNet, state: dict[str, torch.Tensor]) -> None:
     if "features.conv0.weight" in state:
         state["features.conv0.weight"] = _adapt_stem(state["features.conv0.weight"], model.config.in_channels)
     target = {f"features.{k}": v for k, v in model.features.state_dict().items()}
-    missing = sorted(set(target) - set(state))
+    # Files saved before torch 0.4.1 (CheXNet's model.pth.tar) have no BatchNorm step counters;
+    # BatchNorm's own loader sets a missing one to 0 (the counter never shapes an eval-mode output).
+    missing = sorted(k for k in set(target) - set(state) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state) - set(target))
     shapes = sorted(
         f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"

@@ -43,7 +43,7 @@ from raygen.checkpoint import save_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.data.classifier_data import ARMS, AugmentConfig
-from raygen.io import write_csv, write_json
+from raygen.io import file_record, write_csv, write_json
 from raygen.runtime import configure_torch, pick_device, setup_logging
 from raygen.training.classifier import (
     best_checkpoint,
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(args.out / "history.csv", pd.DataFrame(state.history))
         save_checkpoint(args.out / "model.ckpt", best_checkpoint(state, params, args.arm))
         metrics = final_metrics(args.arm, state, data, probs, splits, epoch_steps, params, started)
+        metrics["init_weights"] = file_record(weights)  # which pretrained file (name and hash), if any
         _write_metrics(args.out, metrics, tracker)
     return 0
 

@@ -2,7 +2,8 @@
 
 Command line::
 
-    raygen demo-data --out data/demo [--studies 2000] [--patients 700] [--seed 0] [--workers 2] [--log FILE]
+    raygen demo-data --out data/demo [--studies 2000] [--patients 700] [--seed 0] [--groups p10 ...]
+                     [--workers 2] [--log FILE]
 
 The pipeline's ``download`` stage calls the same builder with its ``download.demo`` params; this tool
 is for building one by hand (other sizes, other seeds).
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "example:\n"
             "  raygen demo-data --out data/demo-small --studies 200 --seed 1\n"
+            "  raygen demo-data --out data/demo-p10 --studies 200 --groups p10 p10 p10 p11   # 3/4 of patients in p10\n"
             "\n"
             "output layout under --out:\n"
             "  mimic-cxr-jpg/2.0.0/files/pXX/pSSSSSSSS/sTTTTTTTT/<dicom_id>.jpg\n"
@@ -59,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of patients, at most --studies (default: 0.35 per study, i.e. 700 for 2000 studies)",
     )
     parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed (default: %(default)s)")
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        default=list(d.groups),
+        metavar="pXX",
+        help="group folders (p10..p19) the patients' subject ids are drawn from; a group named k times gets "
+        "k shares (e.g. 'p10 p10 p10 p11': 3/4 in p10, the group the paper downloads). "
+        "Default: all ten, equally",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -79,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     patients = args.patients if args.patients is not None else max(1, round(args.studies * 0.35))
     try:
-        params = dataclasses.replace(DemoParams(), studies=args.studies, patients=patients, seed=args.seed)
+        params = dataclasses.replace(
+            DemoParams(), studies=args.studies, patients=patients, seed=args.seed, groups=tuple(args.groups)
+        )
         summary = build_demo_dataset(args.out, params, workers=args.workers)
     except (OSError, ValueError) as err:
         log.error("%s", err)

@@ -467,6 +467,7 @@ def final_metrics(
         "val_images": len(data["val"]),
         "test_images": len(data["test"]),
         "seed": params.seed,
+        "torch_threads": torch.get_num_threads(),  # CPU results depend on it in the last bits
         "wall_s": time.perf_counter() - started,
     }
 

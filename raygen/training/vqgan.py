@@ -28,7 +28,7 @@ from raygen.config import ConfigError, to_dict
 from raygen.data.datasets import CohortImages, LoadedImages, load_all, read_manifests
 from raygen.data.images import save_grid, signed_to_unit
 from raygen.errors import MissingFileError
-from raygen.io import sha256_file, write_csv, write_text
+from raygen.io import file_record, write_csv, write_text
 from raygen.metrics.features import TORCHVISION_DENSENET121, densenet121_extractor, find_densenet121_weights
 from raygen.metrics.fid import frechet_distance
 from raygen.metrics.image_similarity import ssim
@@ -76,16 +76,10 @@ def install_pretrained(
     _check_matches_params(read_taming_config(config)[0], params, config)
     model = load_taming(config, checkpoint)
     write_text(out / "config.yaml", config.read_text())  # verbatim: its lossconfig is never built
-    save_checkpoint(
-        out / "model.ckpt",
-        {
-            "state_dict": model_state(model),
-            "source": "pretrained",
-            "origin": {"config": str(config), "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)},
-        },
-    )
+    origin = {"config": file_record(config), "checkpoint": file_record(checkpoint)}
+    save_checkpoint(out / "model.ckpt", {"state_dict": model_state(model), "source": "pretrained", "origin": origin})
     log.info("installed pretrained VQ-GAN %s -> %s", checkpoint, out / "model.ckpt")
-    return model, {}
+    return model, {"pretrained": origin}
 
 
 def _check_matches_params(found: VQGANConfig, params: VqganParams, config: Path) -> None:

@@ -254,7 +254,7 @@ def _warp(
 def _gauss_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """Approximate Gaussian blur of an (H, W) image: area-downsample, blur, bilinear upsample.
 
-    The large kernels of scatter and unsharp masking would cost ~50 ms each as direct convolutions.
+    The large kernels of scatter and unsharp masking would dominate the render time as direct convolutions.
     """
     h, w = img.shape
     f = max(1, int(sigma // 3))

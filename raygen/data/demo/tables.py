@@ -18,6 +18,9 @@ import pandas as pd
 from raygen.data.demo.findings import Finding
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES
 
+ALL_GROUPS = tuple(f"p{g}" for g in range(10, 20))  # MIMIC's group folders: a subject id's first two digits
+GROUP_IDS = 1_000_000  # subject ids per group folder (8 digits: p10 holds 10,000,000-10,999,999)
+
 METADATA_COLUMNS = (
     "dicom_id",
     "subject_id",
@@ -88,6 +91,7 @@ class PlanRates:
     lateral_rate: float
     validate_fraction: float
     test_fraction: float
+    groups: tuple[str, ...] = ALL_GROUPS  # see DemoParams.groups
 
 
 # --------------------------------------------------------------------------------------- findings
@@ -297,13 +301,36 @@ def _split_patients(rng: np.random.Generator, subjects: list[int], rates: PlanRa
     return out
 
 
+def check_groups(groups: tuple[str, ...]) -> None:
+    """Raise ValueError unless ``groups`` names group folders p10..p19 (repeats allowed: shares)."""
+    bad = [g for g in groups if g not in ALL_GROUPS]
+    if not groups or bad:
+        raise ValueError(f"groups must name group folders p10..p19, got {list(groups)!r}")
+
+
+def subject_pool(groups: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The subject ids of ``groups`` (ascending) and their draw probabilities (None: uniform).
+
+    A group listed k times gets k shares of the patients. For all ten groups, once each, this is
+    ``np.arange(10_000_000, 20_000_000)`` with uniform draws: the plans rendered before groups existed.
+    """
+    check_groups(groups)
+    counts = {g: groups.count(g) for g in sorted(set(groups))}
+    pool = np.concatenate([np.arange(int(g[1:]) * GROUP_IDS, (int(g[1:]) + 1) * GROUP_IDS) for g in counts])
+    if len(set(counts.values())) == 1:
+        return pool, None  # no p: numpy's uniform draw, which a p of equal weights would not reproduce
+    weights = np.repeat(np.array(list(counts.values()), dtype=np.float64), GROUP_IDS)
+    return pool, weights / weights.sum()
+
+
 def plan_studies(studies: int, patients: int, seed: int, rates: PlanRates) -> list[StudyPlan]:
     """Draw every study of the dataset: ids, dates, views, habitus and true findings."""
     if studies < 1:
         raise ValueError("studies must be >= 1")
     patients = max(1, min(patients, studies))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE30]))
-    subjects = sorted(int(s) for s in rng.choice(np.arange(10_000_000, 20_000_000), size=patients, replace=False))
+    pool, shares = subject_pool(rates.groups)
+    subjects = sorted(int(s) for s in rng.choice(pool, size=patients, replace=False, p=shares))
     # Every patient has one study; the rest go to patients with a skew (some patients come often).
     weights = rng.gamma(0.7, size=patients)
     extra = rng.choice(patients, size=studies - patients, p=weights / weights.sum())

@@ -1,0 +1,105 @@
+"""The paper profile's code paths, rehearsed on CPU: the `rehearsal` profile (the paper profile with only
+sizes changed) downloads a demo-rendered release from a PhysioNet stand-in with basic auth and checksums,
+installs random stand-ins of UniXGen's VQ-GAN, CXR-BERT, CheXNet and torchxrayvision in their authors'
+formats, and runs every stage through Snakemake and then through `dvc exp run` (tests/rehearsal.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from rehearsal import PASSWORD, USER, prepare, run
+from workflow_copy import dvc_changed, lock_entries, planned
+
+from raygen.io import sha256_file
+from raygen.stages import STAGE_NAMES
+
+pytestmark = pytest.mark.slow
+
+WEIGHTS = {
+    "vqgan": "weights/unixgen-vqgan/last.ckpt",
+    "cxr_bert": "weights/cxr-bert/pytorch_model.bin",
+    "chexnet": "weights/chexnet/model.pth.tar",
+    "xrv": "weights/torchxrayvision/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+}
+
+
+@pytest.fixture(scope="module")
+def rehearsed(tmp_path_factory) -> tuple[Path, dict]:
+    """One rehearsal through Snakemake, MLflow on (to search its store for credentials too)."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    wf = prepare(root)
+    env = {"RAYGEN_TRACKING": "on", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    wall = run(root, "snakemake", env=env)
+    (root / "snakemake_wall_s.txt").write_text(f"{wall:.0f}\n")
+    return wf, json.loads((wf / "results/evaluate/summary.json").read_text())
+
+
+def finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def test_every_stage_runs_on_the_paper_paths_and_hands_over(rehearsed):
+    wf, _ = rehearsed
+    marker = json.loads((wf / "data/rehearsal/download-complete.json").read_text())
+    assert marker["source"] == "mimic" and marker["groups"] == ["p10"], marker
+    files = wf / "data/rehearsal/mimic-cxr-jpg/2.0.0/files"
+    assert sorted(p.name for p in files.iterdir()) == ["p10"], "only the requested group is fetched"
+    assert planned(wf) == set(), "a second Snakemake run has nothing to do"
+    assert dvc_changed(wf) == set(), "the hand-over leaves dvc status clean"
+    assert {name.split("@")[0] for name in lock_entries(wf)} == set(STAGE_NAMES)
+
+
+def test_the_tables_hold_non_degenerate_numbers(rehearsed):
+    """Stand-ins that mapped every image to one feature vector would give AUROC 0.5 and FID 0 everywhere."""
+    _, summary = rehearsed
+    for arm in ("real", "real+50", "real+100"):
+        auroc = summary[f"{arm}/macro_auroc"]
+        assert finite(auroc) and auroc != 0.5, (arm, auroc)
+    assert finite(summary["fid"]) and summary["fid"] > 0
+    assert finite(summary["fid_equal_n/generated"]) and summary["fid_equal_n/generated"] > 0
+    assert 0 < summary["ms_ssim"] < 1
+    assert finite(summary["conditional_fidelity/augmentation"])
+    assert summary["extractor"].startswith("torchxrayvision-densenet121-res224-chex:")
+
+
+def test_results_name_the_pretrained_file_each_stage_used(rehearsed):
+    wf, summary = rehearsed
+    sha = {name: sha256_file(wf / path) for name, path in WEIGHTS.items()}
+    vqgan = json.loads((wf / "results/vqgan/metrics.json").read_text())
+    assert vqgan["pretrained"]["checkpoint"] == {"file": WEIGHTS["vqgan"], "sha256": sha["vqgan"]}
+    encoder = json.loads((wf / "results/embed_text/meta.json").read_text())["encoder"]
+    assert encoder["source"] == "cxr-bert" and encoder["weights_sha256"] == sha["cxr_bert"]
+    for arm in ("real", "real+50", "real+100"):
+        classifier = json.loads((wf / f"results/train_classifier/{arm}/metrics.json").read_text())
+        assert classifier["init_weights"] == {"file": WEIGHTS["chexnet"], "sha256": sha["chexnet"]}, arm
+    assert summary["extractor"].endswith(sha["xrv"][:12])
+
+
+def test_no_credential_reaches_any_file(rehearsed):
+    wf, _ = rehearsed
+    leaks = [
+        str(path.relative_to(wf.parent))
+        for path in [*wf.rglob("*"), wf.parent / "mlflow.db"]
+        if path.is_file() and any(secret.encode() in path.read_bytes() for secret in (USER, PASSWORD))
+    ]
+    assert not leaks, f"credentials written to: {leaks}"
+    with sqlite3.connect(wf.parent / "mlflow.db") as db:
+        assert db.execute("select count(*) from runs").fetchone()[0] >= 9
+
+
+def test_dvc_exp_run_reproduces_the_snakemake_numbers(rehearsed):
+    wf, summary = rehearsed
+    run(wf.parent, "dvc")
+    again = json.loads((wf / "results/evaluate/summary.json").read_text())
+    # Snakemake trains the augmented arms on one thread each, DVC on two: their last bits may differ.
+    thread_bound = ("real+50/", "real+100/", "delta_auroc/")
+    same = {k: v for k, v in summary.items() if not k.startswith(thread_bound)}
+    assert {k: again[k] for k in same} == same, "the same params, code and threads give the same numbers"
+    assert all(finite(again[f"{arm}/macro_auroc"]) for arm in ("real+50", "real+100"))
+    assert dvc_changed(wf) == set()
+    assert yaml.safe_load((wf / "params.yaml").read_text())["profile"] == "rehearsal"
