@@ -12,6 +12,7 @@ The real weights are only exercised by the ``weights`` test (RAYGEN_WEIGHTS_DIR/
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,23 @@ def test_cxr_bert_remote_code_snapshot_folder(tmp_path, monkeypatch):
         want = full(input_ids=ids, attention_mask=torch.ones_like(ids), return_dict=True).last_hidden_state
     torch.testing.assert_close(out.states[0, :8], want[0], atol=1e-5, rtol=1e-5)
     assert torch.all(out.states[0, 8:] == 0)
+
+
+@pytest.mark.parametrize(
+    "missing, says",
+    [
+        ("modeling_cxrbert.py", "lacks modeling_cxrbert.py.*copy the whole hub snapshot folder"),
+        ("configuration_cxrbert.py", "lacks configuration_cxrbert.py.*copy the whole hub snapshot folder"),
+        ("vocab.txt", "lacks tokenizer.json or vocab.txt.*hf download"),
+    ],
+)
+def test_a_cxr_bert_folder_without_its_code_files_is_refused(tmp_path, missing, says):
+    """A copied snapshot that lost a code file must not load a module transformers cached from elsewhere."""
+    build_text_encoder("cxr-bert", model_dir=write_tiny_cxr_bert(tmp_path / "first"), max_length=12)
+    folder = write_tiny_cxr_bert(tmp_path / "second" / "first")  # same folder name: same cached module name
+    (folder / missing).unlink()
+    with pytest.raises(TextEncoderError, match=re.compile(says, re.S)):
+        build_text_encoder("cxr-bert", model_dir=folder, max_length=12)
 
 
 def test_cxr_bert_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ freshly initialised text projection and fp16 storage alike. ``l2`` gives unit-no
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -324,6 +325,22 @@ def weights_sha256(folder: Path) -> str:
     return "missing"
 
 
+def check_remote_code_files(folder: Path) -> None:
+    """The code files ``config.json``'s ``auto_map`` names must be in the snapshot folder itself:
+    transformers would otherwise fall back, silently, to a copy cached from another folder of that name."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise TextEncoderError(f"{folder} has no config.json: it is not a CXR-BERT snapshot folder ({CXR_BERT_HUB_ID})")
+    auto_map = json.loads(config.read_text()).get("auto_map", {})
+    modules = sorted({f"{ref.split('--')[-1].rsplit('.', 1)[0]}.py" for ref in auto_map.values()})
+    missing = [name for name in modules if not (folder / name).is_file()]
+    if not auto_map or missing:
+        raise TextEncoderError(
+            f"{folder} lacks {', '.join(missing) or 'an auto_map in config.json'}: CXR-BERT ships its model code "
+            f"with its weights; copy the whole hub snapshot folder of {CXR_BERT_HUB_ID} (every file) there"
+        )
+
+
 def build_text_encoder(
     source: str = "minilm",
     *,
@@ -345,6 +362,8 @@ def build_text_encoder(
 
     folder = resolve_model_dir(source, model_dir, hub_id, revision)
     remote = source == "cxr-bert"  # CXR-BERT's CXRBertConfig / CXRBertModel live in the snapshot
+    if remote:
+        check_remote_code_files(Path(folder))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=remote)
         model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=remote)
