@@ -91,17 +91,28 @@ def on_device(wf: Path, device: str) -> None:
 
 
 def stage_commands(wf: Path) -> list[str]:
-    """The DVC stages' commands in pipeline order, ``${profile}`` and foreach ``${key}`` filled in."""
+    """The DVC stages' commands in pipeline order, with DVC's ``${...}`` interpolation done the way DVC
+    does it: ``${key}`` of a foreach stage, anything else a dotted path into params.yaml."""
     stages = yaml.safe_load((wf / "dvc.yaml").read_text())["stages"]
-    profile = yaml.safe_load((wf / "params.yaml").read_text())["profile"]
+    params = yaml.safe_load((wf / "params.yaml").read_text())
+
+    def fill(command: str, scope: dict) -> str:
+        def lookup(match: re.Match) -> str:
+            value = scope
+            for part in match.group(1).split("."):
+                value = value[part]
+            return str(value)
+
+        return re.sub(r"\$\{([\w.]+)\}", lookup, " ".join(command.split()))
+
     commands = []
     for stage in stages.values():
-        if "foreach" in stage:
-            keys = stage["foreach"] if isinstance(stage["foreach"], list) else list(stage["foreach"])
-            commands += [stage["do"]["cmd"].replace("${key}", str(key)) for key in keys]
+        if "foreach" in stage:  # a dict foreach: ${key} is the key, ${item.x} its value's fields
+            items = stage["foreach"] if isinstance(stage["foreach"], dict) else {k: {} for k in stage["foreach"]}
+            commands += [fill(stage["do"]["cmd"], {**params, "key": k, "item": v}) for k, v in items.items()]
         else:
-            commands.append(stage["cmd"])
-    return [re.sub(r"\$\{profile\}", profile, " ".join(c.split())) for c in commands]
+            commands.append(fill(stage["cmd"], params))
+    return commands
 
 
 def run_commands(wf: Path, env: dict[str, str]) -> None:
