@@ -17,25 +17,11 @@ import pandas as pd
 
 from raygen.data.demo.findings import Finding
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES
+from raygen.data.mimic import METADATA_COLUMNS, SPLIT_COLUMNS  # the reader's schema: one place
 
 ALL_GROUPS = tuple(f"p{g}" for g in range(10, 20))  # MIMIC's group folders: a subject id's first two digits
 GROUP_IDS = 1_000_000  # subject ids per group folder (8 digits: p10 holds 10,000,000-10,999,999)
 
-METADATA_COLUMNS = (
-    "dicom_id",
-    "subject_id",
-    "study_id",
-    "PerformedProcedureStepDescription",
-    "ViewPosition",
-    "Rows",
-    "Columns",
-    "StudyDate",
-    "StudyTime",
-    "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning",
-    "PatientOrientationCodeSequence_CodeMeaning",
-)
-SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 LABEL_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
 VIEW_MEANING = {"AP": "antero-posterior", "PA": "postero-anterior", "LATERAL": "lateral", "LL": "left lateral"}
 
