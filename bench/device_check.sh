@@ -27,12 +27,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RAYGEN_TR
 
 if [[ "${1:-}" == "--dry-run" ]]; then
     decoder=(--preset smoke --device cpu --batch 4 --gen-batch 4 --iters 1 --gen-iters 1 --warmup 1 --no-compile)
-    vqgan=(--preset smoke --device cpu --batch 2 --iters 1 --warmup 1)
+    vqgan=(--profile smoke --device cpu --batch 2 --iters 1 --warmup 1)
     limit=300
 else
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
     decoder=(--preset paper --device cuda --precision bf16 --compile --batch 128 --gen-batch 64 --gen-steps 8)
-    vqgan=(--preset unixgen --device cuda --precision bf16 --batch 16)
+    vqgan=(--profile paper --device cuda --precision bf16 --batch 16)
     limit=200
 fi
 

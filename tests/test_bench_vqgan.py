@@ -16,7 +16,7 @@ def test_vqgan_bench_dry_run_on_the_cpu(tmp_path):
         [
             sys.executable,
             str(REPO / "bench/bench_vqgan.py"),
-            "--preset",
+            "--profile",
             "smoke",
             "--device",
             "cpu",
