@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from raygen.config import load_section  # noqa: E402
 from raygen.data.images import preprocess  # noqa: E402
-from raygen.models.vqgan import VQGANConfig, build_vqgan  # noqa: E402
+from raygen.models.taming_config import VQGANConfig  # noqa: E402
+from raygen.models.vqgan import build_vqgan  # noqa: E402
 from raygen.stages.vqgan import VqganParams  # noqa: E402
 
 PARAMS = REPO / "params.yaml"

@@ -26,7 +26,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raygen.config import read_params, resolve_profile, section_dict  # noqa: E402
-from raygen.data.classifier_data import ARMS  # noqa: E402
+from raygen.data.classifier_config import ARMS  # noqa: E402
 from raygen.data.labels import CLASSES  # noqa: E402
 from raygen.metrics.arms import align_test_predictions, labels_and_scores, read_prediction_frame  # noqa: E402
 from raygen.metrics.classification import auroc, paired_delta  # noqa: E402

@@ -129,9 +129,13 @@ def load_section(path: str | Path, section: str, cls: type[T], profile: str | No
 
 
 def load_stage_params(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> tuple[str, T]:
-    """The active profile name and ``section`` loaded into ``cls``, from one read of the file."""
+    """The active profile name and ``section`` loaded into ``cls``, from one read of the file, after the whole
+    profile passed :func:`raygen.pipeline.check_params.check_profile` (every section and the cross-stage rules)."""
+    from raygen.pipeline.check_params import check_profile  # imports every stage's params: not at module level
+
     raw = read_params(path)
     name = resolve_profile(raw, profile)
+    check_profile(raw, name)
     return name, from_dict(cls, section_dict(raw, section, name), prefix=section)
 
 

@@ -52,7 +52,8 @@ def prepare(root: Path) -> Path:
     """Everything the rehearsal needs under ``root``; returns the pipeline copy (``root/wf``)."""
     from standins import main as write_standins
 
-    from raygen.data.demo import DemoParams, build_demo_dataset
+    from raygen.data.demo.build import build_demo_dataset
+    from raygen.data.demo.params import DemoParams
 
     root.mkdir(parents=True, exist_ok=True)
     build_demo_dataset(root / "render", dataclasses.replace(DemoParams(), **RENDER), workers=2)

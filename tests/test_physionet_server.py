@@ -46,7 +46,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> types.SimpleNamespace:
-    from raygen.data.demo import DemoParams, build_demo_dataset
+    from raygen.data.demo.build import build_demo_dataset
+    from raygen.data.demo.params import DemoParams
 
     root = tmp_path_factory.mktemp("physionet")
     build_demo_dataset(root / "render", DemoParams(**RENDER), workers=2)
@@ -144,8 +145,8 @@ def test_demo_groups_keep_the_default_draw_and_weight_repeats():
     """The renderer's ``groups`` knob: all ten once each is the old uniform draw; a repeat is a share."""
     import numpy as np
 
-    from raygen.data.demo import DemoParams
-    from raygen.data.demo.tables import ALL_GROUPS, subject_pool
+    from raygen.data.demo.params import ALL_GROUPS, DemoParams
+    from raygen.data.demo.tables import subject_pool
     from raygen.tools.demo_data import build_parser
 
     pool, shares = subject_pool(DemoParams().groups)

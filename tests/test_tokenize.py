@@ -15,7 +15,8 @@ from PIL import Image
 import raygen.stages.tokenize as stage
 from raygen.data.datasets import CohortImages, read_manifests
 from raygen.data.images import load_preprocessed
-from raygen.models.vqgan import VQGANConfig, build_vqgan, load_taming, taming_yaml
+from raygen.models.taming_config import VQGANConfig, taming_yaml
+from raygen.models.vqgan import build_vqgan, load_taming
 
 CONFIG = VQGANConfig(  # 8x8 tokens
     embed_dim=4,

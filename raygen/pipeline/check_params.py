@@ -65,17 +65,22 @@ def check_params(path: str | Path) -> dict[str, dict[str, Any]]:
     unknown_profiles = sorted(set(overlays) - set(PROFILES))
     if unknown_profiles:
         raise ConfigError(f"profiles.{unknown_profiles[0]}: unknown profile; choose one of {', '.join(PROFILES)}")
-    resolved: dict[str, dict[str, Any]] = {}
-    for profile in PROFILES:
-        resolved[profile] = {
-            section: from_dict(params_class(section), section_dict(raw, section, profile), prefix=section)
-            for section in STAGE_PARAMS
-        }
-        # The demo renderer's section is a mapping inside `download`; check it against its schema too.
-        from raygen.data.demo import DemoParams
+    return {profile: check_profile(raw, profile) for profile in PROFILES}
 
-        from_dict(DemoParams, resolved[profile]["download"].demo, prefix="download.demo")
-        _check_across_stages(resolved[profile], profile)
+
+def check_profile(raw: dict[str, Any], profile: str) -> dict[str, Any]:
+    """Every section of one profile loaded into its stage's params, and the rules that tie stages together;
+    ``{section: params}`` or raise :class:`ConfigError`. Each stage runs this for its profile before it reads
+    any data, so a stage refuses exactly what ``raygen check-params`` refuses."""
+    from raygen.data.demo.params import DemoParams
+
+    resolved = {
+        section: from_dict(params_class(section), section_dict(raw, section, profile), prefix=section)
+        for section in STAGE_PARAMS
+    }
+    # The demo renderer's section is a mapping inside `download`; check it against its schema too.
+    from_dict(DemoParams, resolved["download"].demo, prefix="download.demo")
+    _check_across_stages(resolved, profile)
     return resolved
 
 

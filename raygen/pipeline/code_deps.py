@@ -11,6 +11,10 @@ package on the way (Python runs them on import). Third-party and standard-librar
 their versions are pinned by ``requirements.lock``. The launcher (``raygen/__main__.py``, ``cli.py``)
 is part of every stage, since every command runs through it.
 
+One import is not followed: the params check (:data:`VALIDATION_ONLY`). Every stage runs it over its whole
+profile, so it imports every stage's params class; it can refuse a run but never changes what a run writes,
+and following it would make an edit to any stage rerun every stage.
+
 Standard library only: the Snakefile imports this module before any environment is activated.
 """
 
@@ -25,6 +29,7 @@ from pathlib import Path
 PACKAGE = "raygen"
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = ("raygen.__main__", "raygen.cli")
+VALIDATION_ONLY = frozenset({"raygen.pipeline.check_params"})
 
 
 def module_file(module: str, root: Path = REPO) -> Path | None:
@@ -75,7 +80,7 @@ def import_closure(module: str, root: Path = REPO) -> tuple[str, ...]:
     todo = _with_parents(module)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in VALIDATION_ONLY:
             continue
         seen.add(name)
         path = module_file(name, root)

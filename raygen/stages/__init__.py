@@ -3,7 +3,10 @@ generator and the tests derive from. One name per stage everywhere: module ``ray
 command ``raygen <name>``, Snakemake rule, DVC stage, params section, ``results/<name>/`` and
 ``logs/<name>.log``.
 
-Standard library only: the Snakefile imports it before any environment is activated.
+Standard library only: the Snakefile imports it before any environment is activated. The stage modules
+themselves need only the standard library and PyYAML at import time, and import the library (torch,
+pandas, ...) inside ``main``, after parsing the arguments: ``raygen check-params``, which Snakemake runs in
+its own process, reads every stage's params class, and ``raygen <stage> --help`` answers at once.
 """
 
 from __future__ import annotations

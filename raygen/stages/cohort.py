@@ -28,15 +28,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from raygen.cli import stage_parser
 from raygen.config import ConfigError, load_section, to_dict
-from raygen.data import mimic
-from raygen.data.cohort import CohortError, Cohorts, FileChecker, add_ground_truth, build_cohorts
-from raygen.data.cohort_counts import counts_markdown, log_summary, summarise
 from raygen.io import write_csv, write_json, write_text
 from raygen.runtime import setup_logging
+
+if TYPE_CHECKING:
+    from raygen.data.cohort import Cohorts
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_cohorts(params: CohortParams, jpg_root: Path, prompts_csv: Path) -> Cohorts:
     """Read the inputs and apply the cohort rules."""
+    from raygen.data import mimic
+    from raygen.data.cohort import FileChecker, build_cohorts
+
     metadata = mimic.read_metadata(mimic.csv_path(jpg_root, "metadata"))
     labels = mimic.read_labels(mimic.csv_path(jpg_root, params.label_source))
     official = mimic.read_split(mimic.csv_path(jpg_root, "split")) if params.split_method == "official" else None
@@ -139,6 +142,8 @@ def make_cohorts(params: CohortParams, jpg_root: Path, prompts_csv: Path) -> Coh
 
 def write_outputs(cohorts: Cohorts, out: Path, counts: dict[str, Any]) -> None:
     """Atomically write the three manifests, counts.json and counts.md."""
+    from raygen.data.cohort_counts import counts_markdown
+
     write_csv(out / "generator.csv", cohorts.generator)
     write_csv(out / "fid.csv", cohorts.fid)
     write_csv(out / "classifier.csv", cohorts.classifier)
@@ -148,6 +153,9 @@ def write_outputs(cohorts: Cohorts, out: Path, counts: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.data.cohort import CohortError, add_ground_truth
+    from raygen.data.cohort_counts import log_summary, summarise
+
     setup_logging(args.log)
     params = load_section(args.params, STAGE, CohortParams, args.profile)
     log.info("cohort params: %s", to_dict(params))

@@ -38,8 +38,6 @@ from urllib.parse import urlsplit
 
 from raygen.cli import stage_parser
 from raygen.config import ConfigError, load_section
-from raygen.data.dataset_root import build_demo, place_mimic
-from raygen.data.physionet import PhysioNetError
 from raygen.runtime import setup_logging
 
 log = logging.getLogger(__name__)
@@ -118,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.data.dataset_root import build_demo, place_mimic
+    from raygen.data.physionet import PhysioNetError
+
     setup_logging(args.log)
     start = time.perf_counter()
     try:

@@ -26,8 +26,7 @@ from typing import Literal
 from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.text_cache import log_summary, read_prompts, write_text_cache
-from raygen.models.text_encoder import CXR_BERT_HUB_ID, CXR_BERT_REVISION, text_encoder_from_params
+from raygen.models.releases import CXR_BERT_HUB_ID, CXR_BERT_REVISION
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,9 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.data.text_cache import log_summary, read_prompts, write_text_cache
+    from raygen.models.text_encoder import text_encoder_from_params
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, EmbedTextParams, args.profile)
     log.info("embed_text (%s profile): %s", profile, to_dict(params))

@@ -35,16 +35,6 @@ from pathlib import Path
 from raygen.cli import stage_parser
 from raygen.config import ConfigError, load_section, to_dict
 from raygen.data.reports import SECTIONED_COLUMNS
-from raygen.data.sections import (
-    drop_duplicates,
-    list_reports,
-    log_summary,
-    process_all,
-    prompts_frame,
-    resolve_source,
-    sectioned_frame,
-    summarize,
-)
 from raygen.io import write_csv, write_json
 from raygen.runtime import setup_logging
 
@@ -102,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.data.sections import (
+        drop_duplicates,
+        list_reports,
+        log_summary,
+        process_all,
+        prompts_frame,
+        resolve_source,
+        sectioned_frame,
+        summarize,
+    )
+
     setup_logging(args.log)
     params = load_section(args.params, STAGE, SectionsParams, args.profile)
     prompts_path = args.prompts or args.out.with_name("prompts.csv")

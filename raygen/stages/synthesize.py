@@ -25,7 +25,6 @@ Two sets, both as 8-bit grey PNGs at the VQ-GAN's resolution under ``<out>/image
 Also ``samples_per_class.png`` (the first images of each class), ``progressive.png`` (the paper's
 Figure 3: the canvas after each decoding step) and ``meta.json`` (counts per ``prompt_class`` for both
 arms, sampler settings, speed). ``schedule`` picks the decoding loop (:mod:`raygen.generation.sampler`).
-
 A killed run started again keeps the finished batches of ``images.partial/`` and still produces exactly
 the same images (:mod:`raygen.generation.synthetic_sets`); the folder becomes ``images/`` when all exist.
 """
@@ -37,19 +36,17 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from raygen import runtime, tracking
 from raygen.cli import stage_parser
 from raygen.config import load_section, load_stage_params, to_dict
 from raygen.data.augment_recipe import RULES
 from raygen.data.labels import CLASSES
-from raygen.data.synthetic_plan import class_prompt, plan_sets
-from raygen.data.text_cache import TextCache
-from raygen.generation import synthetic_sets as sets
-from raygen.generation.prompts import encode_prompts
-from raygen.generation.sampler import SamplerConfig
 from raygen.stages.embed_text import EmbedTextParams  # the params section that chose the text encoder
+
+if TYPE_CHECKING:
+    from raygen.generation.sampler import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +100,8 @@ class SynthesizeParams:
             raise ValueError("synthesize.class_template must contain {name} or {lower}")
 
     def sampler(self) -> SamplerConfig:
+        from raygen.generation.sampler import SamplerConfig
+
         return SamplerConfig(
             steps=self.steps,
             temperature=self.temperature,
@@ -123,19 +122,8 @@ def build_parser():
     parser.add_argument("--fid", type=Path, required=True, help="cohort fid.csv: held-out images and their impressions")
     parser.add_argument("--generator", type=Path, required=True, help="cohort generator.csv (impression prompts)")
     parser.add_argument("--classifier", type=Path, required=True, help="cohort classifier.csv (class counts)")
-    parser.add_argument(
-        "--text-model",
-        type=Path,
-        default=None,
-        help="local text encoder folder for the class-name prompts (as embed_text --model-dir)",
-    )
-    parser.add_argument(
-        "--cxr-bert-dir",
-        type=Path,
-        default=None,
-        help="where the pipeline keeps the CXR-BERT snapshot (params inputs.cxr_bert); used "
-        "only when embed_text.source is cxr-bert and no --text-model is given",
-    )
+    parser.add_argument("--text-model", type=Path, help="text encoder folder (as embed_text --model-dir)")
+    parser.add_argument("--cxr-bert-dir", type=Path, help="CXR-BERT snapshot (inputs.cxr_bert) if no --text-model")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 
@@ -149,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -> int:
+    from raygen.data.synthetic_plan import plan_sets
+    from raygen.data.text_cache import TextCache
+    from raygen.generation import synthetic_sets as sets
+
     # Opened first: the MLflow helper starts up while the models load.
     with tracking.start_run(STAGE, profile, params=to_dict(params), enabled=ctx.main) as tracker:
         runtime.configure_torch(ctx.device)
@@ -170,7 +162,8 @@ def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -
         runtime.barrier(ctx)
         made = generator.per_report(cache, per_report, params.per_report_seeds)
         if params.prompts == "class_name":
-            made += generator.class_names(aug, *_class_name_states(args, params, generator, ctx.device), params.seed)
+            states = _class_name_states(args, params, generator.trained.config, ctx.device)
+            made += generator.class_names(aug, *states, params.seed)
         else:
             made += generator.impressions(cache, aug, params.seed)
         made = sum(runtime.gather_object(made, ctx))
@@ -187,11 +180,14 @@ def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -
         return 0
 
 
-def _class_name_states(args: Any, params: SynthesizeParams, generator: sets.SetGenerator, device: Any) -> tuple:
+def _class_name_states(args: Any, params: SynthesizeParams, decoder_config: dict, device: Any) -> tuple:
     """The class-name prompts (CLASSES order) through the ``embed_text`` section's encoder."""
+    from raygen.data.synthetic_plan import class_prompt
+    from raygen.generation.prompts import encode_prompts
+
     text_params = load_section(args.params, "embed_text", EmbedTextParams, args.profile)
     texts = [class_prompt(params.class_template, c) for c in CLASSES]
-    meta = generator.trained.config["text_meta"]
+    meta = decoder_config["text_meta"]
     return encode_prompts(texts, text_params, args.params, args.text_model, meta, device, args.cxr_bert_dir)
 
 

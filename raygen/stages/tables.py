@@ -10,7 +10,6 @@ Writes ``table1``, ``table2`` and ``table3`` as ``.md`` and ``.csv`` under ``--o
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from pathlib import Path
 from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.io import write_csv, write_text
-from raygen.reporting.tables import document, render_tables
+from raygen.errors import ManifestError
+from raygen.io import read_json_object, write_csv, write_text
 from raygen.runtime import setup_logging
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,14 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.reporting.tables import document, render_tables
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, TablesParams, args.profile)
     with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:  # first: MLflow starts meanwhile
-        metrics = json.loads(args.metrics.read_text())
+        metrics = read_json_object(args.metrics)
+        if metrics is None:
+            raise ManifestError(f"{args.metrics}: missing or not a JSON object; the evaluate stage writes it")
         sections = []
         for name, (frame, text) in render_tables(metrics, params).items():
             write_csv(args.out / f"{name}.csv", frame, index=False)

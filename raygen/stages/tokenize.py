@@ -26,17 +26,8 @@ from typing import Literal
 
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.datasets import read_manifests
-from raygen.data.token_cache import (
-    check_token_dtype,
-    encode_images,
-    import_pickle,
-    token_counts,
-    token_meta,
-    write_index,
-)
 from raygen.io import write_json
-from raygen.models.vqgan import read_taming_config
+from raygen.models.taming_config import read_taming_config
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
@@ -75,6 +66,16 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.data.datasets import read_manifests
+    from raygen.data.token_cache import (
+        check_token_dtype,
+        encode_images,
+        import_pickle,
+        token_counts,
+        token_meta,
+        write_index,
+    )
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, TokenizeParams, args.profile)
     config_path, ckpt_path = args.vqgan / "config.yaml", args.vqgan / "model.ckpt"

@@ -36,29 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
-
 from raygen import tracking
-from raygen.checkpoint import save_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.classifier_data import ARMS, AugmentConfig
+from raygen.data.classifier_config import ARMS, AugmentConfig
 from raygen.io import file_record, write_csv, write_json
 from raygen.runtime import configure_torch, pick_device, setup_logging
-from raygen.training.classifier import (
-    best_checkpoint,
-    best_predictions,
-    final_metrics,
-    init_weights_file,
-    load_arm,
-    log_summary,
-    new_state,
-    pos_weights,
-    predictions_frame,
-    resume,
-    run_epochs,
-    steps_per_epoch,
-)
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +114,21 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # before the imports below: --help answers at once
+    import pandas as pd
+
+    from raygen.checkpoint import save_checkpoint
+    from raygen.training import classifier as training
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, TrainClassifierParams, args.profile)
-    weights = init_weights_file(params.init, args.init_chexnet, args.init_xrv)
+    weights = training.init_weights_file(params.init, args.init_chexnet, args.init_xrv)
     device = pick_device(params.device)
     configure_torch(device)
     started = time.perf_counter()
-    splits, data = load_arm(args.manifest, args.jpg_root, args.arm, args.synthetic, args.synthetic_root, params)
+    splits, data = training.load_arm(
+        args.manifest, args.jpg_root, args.arm, args.synthetic, args.synthetic_root, params
+    )
     config = {
         "params": to_dict(params),
         "profile": profile,
@@ -147,25 +137,25 @@ def main(argv: list[str] | None = None) -> int:
         "val_ids_n": len(data["val"]),
         "weights": str(weights) if weights else None,
     }
-    epoch_steps = steps_per_epoch(data["train"], params)
-    state = new_state(params, weights, device, epoch_steps)
+    epoch_steps = training.steps_per_epoch(data["train"], params)
+    state = training.new_state(params, weights, device, epoch_steps)
     last_path = args.out / "last.ckpt"
     if not args.no_resume:
-        resume(state, last_path, config)
-    pw = pos_weights(data["train"].labels, params.pos_weight)
+        training.resume(state, last_path, config)
+    pw = training.pos_weights(data["train"].labels, params.pos_weight)
     pw = pw.to(device) if pw is not None else None
 
-    with tracking.start_run(STAGE, profile, params={**to_dict(params), "arm": args.arm}) as tracker:
+    with tracking.start_run(STAGE, profile, {**to_dict(params), "arm": args.arm}, instance=args.arm) as tracker:
         tracker.set_tags({"raygen.arm": args.arm})
         for row in state.history:  # a resumed run re-logs the curve so far
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        run_epochs(state, data, params, device, pw, config, last_path, tracker)
-        probs = best_predictions(state, data, params, device)
+        training.run_epochs(state, data, params, device, pw, config, last_path, tracker)
+        probs = training.best_predictions(state, data, params, device)
         for name in ("val", "test"):
-            write_csv(args.out / f"{name}_predictions.csv", predictions_frame(data[name], probs[name]))
+            write_csv(args.out / f"{name}_predictions.csv", training.predictions_frame(data[name], probs[name]))
         write_csv(args.out / "history.csv", pd.DataFrame(state.history))
-        save_checkpoint(args.out / "model.ckpt", best_checkpoint(state, params, args.arm))
-        metrics = final_metrics(args.arm, state, data, probs, splits, epoch_steps, params, started)
+        save_checkpoint(args.out / "model.ckpt", training.best_checkpoint(state, params, args.arm))
+        metrics = training.final_metrics(args.arm, state, data, probs, splits, epoch_steps, params, started)
         metrics["init_weights"] = file_record(weights)  # which pretrained file (name and hash), if any
         _write_metrics(args.out, metrics, tracker)
     return 0
@@ -173,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_metrics(out: Path, metrics: dict[str, Any], tracker: tracking.Tracker) -> None:
     """metrics.json and MLflow; the finished run no longer needs last.ckpt."""
+    from raygen.training import classifier as training
+
     write_json(out / "metrics.json", metrics)
     (out / "last.ckpt").unlink(missing_ok=True)
     tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     for name in ("metrics.json", "history.csv"):
         tracker.log_artifact(out / name)
-    log_summary(metrics)
+    training.log_summary(metrics)
 
 
 if __name__ == "__main__":

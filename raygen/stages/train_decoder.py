@@ -35,27 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from raygen import tracking
-from raygen.checkpoint import save_checkpoint
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
-from raygen.data.token_dataset import StepBatchSampler, TokenTextDataset, load_null_prompt, make_loader
 from raygen.io import write_json
-from raygen.models.decoder import DECODER_PRESETS, decoder_config
+from raygen.models.decoder_presets import DECODER_PRESETS
 from raygen.runtime import Dist, barrier, configure_torch, run_per_gpu, setup_rank_logging
-from raygen.training.decoder import (
-    DecoderRun,
-    checkpoint_state,
-    final_metrics,
-    forward_model,
-    load_vqgan_or_none,
-    log_model,
-    log_summary,
-    new_state,
-    resume,
-    run_config,
-    sample_grid,
-    train_loop,
-)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     """One process's share of the run (rank 0 writes the outputs)."""
+    from raygen.checkpoint import save_checkpoint
+    from raygen.data.token_dataset import StepBatchSampler, TokenTextDataset, load_null_prompt, make_loader
+    from raygen.models.decoder import decoder_config
+    from raygen.training import decoder as training
+
     configure_torch(ctx.device)
     started = time.perf_counter()
     train = TokenTextDataset(args.tokens, args.text, args.manifest, "train")
@@ -130,25 +119,25 @@ def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     null_states, null_length = load_null_prompt(args.text)
     null = (null_states.to(ctx.device), null_length)
     decoder = decoder_config(params.preset, train.grid, train.codebook_size, train.text_dim)
-    config = run_config(params, profile, decoder, train, ctx)
-    state = new_state(params, decoder, ctx)
+    config = training.run_config(params, profile, decoder, train, ctx)
+    state = training.new_state(params, decoder, ctx)
     if not args.no_resume:
-        resume(state, args.out / "last.ckpt", config, ctx)
-    log_model(state.model, params, ctx)
-    forward = forward_model(state.model, params, ctx)
+        training.resume(state, args.out / "last.ckpt", config, ctx)
+    training.log_model(state.model, params, ctx)
+    forward = training.forward_model(state.model, params, ctx)
     sampler = StepBatchSampler(
         len(train), params.batch_size, params.steps, params.seed, state.step, ctx.rank, ctx.world_size
     )
     loader = make_loader(train, sampler, params.workers, pin_memory=ctx.device.type == "cuda")
-    vq = load_vqgan_or_none(args.vqgan, ctx.device) if ctx.main else None
-    run = DecoderRun(params=params, ctx=ctx, config=config, null=null, out=args.out, vq=vq)
+    vq = training.load_vqgan_or_none(args.vqgan, ctx.device) if ctx.main else None
+    run = training.DecoderRun(params=params, ctx=ctx, config=config, null=null, out=args.out, vq=vq)
     prompts = val if len(val) else train
     with tracking.start_run(STAGE, profile, params=to_dict(params), enabled=ctx.main) as tracker:
-        stats = train_loop(state, forward, loader, run, prompts, tracker)
-        final = checkpoint_state(state, run)
+        stats = training.train_loop(state, forward, loader, run, prompts, tracker)
+        final = training.checkpoint_state(state, run)
         if ctx.main:
-            metrics = final_metrics(state, stats, val, run)
-            sample_grid(state, run, prompts, args.out / "samples.png")
+            metrics = training.final_metrics(state, stats, val, run)
+            training.sample_grid(state, run, prompts, args.out / "samples.png")
             save_checkpoint(args.out / "model.ckpt", final)
             metrics["wall_s"] = time.perf_counter() - started
             _write_outputs(args.out, metrics, tracker, state.step)
@@ -158,6 +147,8 @@ def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
 
 def _write_outputs(out: Path, metrics: dict[str, Any], tracker: tracking.Tracker, step: int) -> None:
     """metrics.json, MLflow; the finished run no longer needs last.ckpt."""
+    from raygen.training.decoder import log_summary
+
     write_json(out / "metrics.json", metrics)
     (out / "last.ckpt").unlink(missing_ok=True)
     tracker.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

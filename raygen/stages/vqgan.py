@@ -31,11 +31,9 @@ from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.io import write_json
-from raygen.metrics.features import TORCHVISION_DENSENET121
-from raygen.models import discriminator as disc_lib
-from raygen.models.vqgan import VQGANConfig
+from raygen.models.releases import LPIPS_FILES, TORCHVISION_DENSENET121
+from raygen.models.taming_config import VQGANConfig
 from raygen.runtime import configure_torch, pick_device, setup_logging
-from raygen.training.vqgan import STATE_FILE, evaluate, install_pretrained, train
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +126,7 @@ def build_parser():
         "--lpips-dir",
         type=Path,
         default=None,
-        help=f"folder with {' and '.join(disc_lib.LPIPS_FILES)} for the perceptual loss",
+        help=f"folder with {' and '.join(LPIPS_FILES)} for the perceptual loss",
     )
     parser.add_argument(
         "--fid-weights",
@@ -142,6 +140,8 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.training.vqgan import STATE_FILE, evaluate, install_pretrained, train
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, VqganParams, args.profile)
     device = pick_device(params.device)

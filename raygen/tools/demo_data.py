@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raygen.data.demo import DemoParams
+    from raygen.data.demo.params import DemoParams
 
     d = DemoParams()
     parser = argparse.ArgumentParser(
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
-    from raygen.data.demo import DemoParams, build_demo_dataset
+    from raygen.data.demo.build import build_demo_dataset
+    from raygen.data.demo.params import DemoParams
 
     if args.studies < 1 or args.workers < 1:
         log.error("--studies and --workers must be >= 1")

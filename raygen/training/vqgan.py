@@ -29,20 +29,14 @@ from raygen.data.datasets import CohortImages, LoadedImages, load_all, read_mani
 from raygen.data.images import save_grid, signed_to_unit
 from raygen.errors import MissingFileError
 from raygen.io import file_record, write_csv, write_text
-from raygen.metrics.features import TORCHVISION_DENSENET121, densenet121_extractor, find_densenet121_weights
+from raygen.metrics.features import densenet121_extractor, find_densenet121_weights
 from raygen.metrics.fid import frechet_distance
 from raygen.metrics.image_similarity import ssim
 from raygen.metrics.reconstruction import codebook_usage, psnr
 from raygen.models import discriminator as disc_lib
-from raygen.models.vqgan import (
-    VQGAN,
-    VQGANConfig,
-    build_vqgan,
-    load_taming,
-    model_state,
-    read_taming_config,
-    taming_yaml,
-)
+from raygen.models.releases import TORCHVISION_DENSENET121
+from raygen.models.taming_config import VQGANConfig, read_taming_config, taming_yaml
+from raygen.models.vqgan import VQGAN, build_vqgan, load_taming, model_state
 from raygen.runtime import autocast, autocast_dtype, seed_everything
 from raygen.training.scaffolding import resumable, without_keys
 

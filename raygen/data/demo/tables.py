@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from raygen.data.demo.findings import Finding
+from raygen.data.demo.params import ALL_GROUPS, check_groups
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES
 from raygen.data.mimic import METADATA_COLUMNS, SPLIT_COLUMNS  # the reader's schema: one place
 
-ALL_GROUPS = tuple(f"p{g}" for g in range(10, 20))  # MIMIC's group folders: a subject id's first two digits
 GROUP_IDS = 1_000_000  # subject ids per group folder (8 digits: p10 holds 10,000,000-10,999,999)
 
 LABEL_COLUMNS = ("subject_id", "study_id", *CHEXPERT_LABELS)
@@ -70,7 +70,7 @@ class StudyPlan:
 
 @dataclasses.dataclass(frozen=True)
 class PlanRates:
-    """Knobs of the plan that :class:`raygen.data.demo.DemoParams` exposes."""
+    """Knobs of the plan that :class:`raygen.data.demo.params.DemoParams` exposes."""
 
     normal_rate: float
     ap_rate: float
@@ -285,13 +285,6 @@ def _split_patients(rng: np.random.Generator, subjects: list[int], rates: PlanRa
     for rank, i in enumerate(order):
         out[subjects[i]] = "test" if rank < n_test else ("validate" if rank < n_test + n_val else "train")
     return out
-
-
-def check_groups(groups: tuple[str, ...]) -> None:
-    """Raise ValueError unless ``groups`` names group folders p10..p19 (repeats allowed: shares)."""
-    bad = [g for g in groups if g not in ALL_GROUPS]
-    if not groups or bad:
-        raise ValueError(f"groups must name group folders p10..p19, got {list(groups)!r}")
 
 
 def subject_pool(groups: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
