@@ -6,6 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.raygen-installed
 CORES ?= all
+# Test processes. Two, as on the 2-core CI machine: much of the suite waits (process start-up, SLURM's
+# polling, the pipelines' serial stretches), so a second process fills the gaps. Each test file stays in
+# one process (--dist loadfile), since a file's tests share one pipeline run. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test setup clean-results
 
@@ -15,7 +19,7 @@ demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES)
 
 test: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" python -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 setup: $(STAMP)
 

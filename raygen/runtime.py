@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ def seed_everything(seed: int) -> np.random.Generator:
     Our own code draws randomness only from explicit generators (``numpy.random.Generator`` or
     ``torch.Generator``); the global seeds make third-party code repeatable too.
     """
+    import numpy as np
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -52,16 +57,87 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
+# NVIDIA's oldest Linux driver that runs any toolkit of a CUDA major (minor-version compatibility,
+# docs.nvidia.com/deploy/cuda-compatibility): the pinned torch's CUDA build needs at least this one.
+MIN_DRIVER_FOR_CUDA = {11: 450, 12: 525, 13: 580}
+
+
 def pick_device(requested: str = "auto") -> torch.device:  # noqa: F821
-    """``auto`` picks CUDA when present, else CPU; an explicit device that is absent is an error."""
+    """``auto`` picks CUDA when present, else CPU; an explicit device that is absent is an error.
+
+    ``auto`` falling back to the CPU on a machine with an NVIDIA driver is logged as a warning that names
+    the cause (:func:`gpu_unused_reason`): a run meant for a GPU would otherwise train on the CPU for days
+    unnoticed. The device used goes to the stage's log either way.
+    """
     import torch
 
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.type == "cpu" and (reason := gpu_unused_reason()):
+            log.warning(
+                "device auto: %s; running on the CPU. Set `device: cpu` to accept that, `device: cuda` to make it "
+                "an error; README, 'GPU driver and CUDA build', says how to get the GPU used",
+                reason,
+            )
+    else:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            why = gpu_unused_reason() or "no NVIDIA driver found, or CUDA_VISIBLE_DEVICES hides every GPU"
+            raise RuntimeError(
+                f"device {requested!r} was asked for but CUDA is not available ({why}); use 'auto' or 'cpu'"
+            )
+    log.info(
+        "device: %s (asked for %r; torch %s, CUDA build %s)", device, requested, torch.__version__, torch.version.cuda
+    )
     return device
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA driver's version ("580.65.06"), "unknown" when a driver is there but its version
+    cannot be read, None when this machine shows no NVIDIA driver at all (no GPU to miss)."""
+    try:
+        text = NVIDIA_DRIVER_FILE.read_text()
+    except OSError:
+        smi = shutil.which("nvidia-smi")
+        if smi is None:
+            return None
+        try:
+            query = [smi, "--query-gpu=driver_version", "--format=csv,noheader"]
+            text = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+    # Driver versions have a major of three digits or more; the file's GCC line ("12.2.0") does not.
+    found = re.search(r"(?<![\w.])(\d{3,}\.\d+(?:\.\d+)?)(?![\w.])", text)
+    return found.group(1) if found else "unknown"
+
+
+def gpu_unused_reason() -> str | None:
+    """Why torch sees no CUDA device although an NVIDIA driver is loaded; None when there is nothing to
+    explain (no NVIDIA driver, or the GPUs hidden on purpose with an empty ``CUDA_VISIBLE_DEVICES``)."""
+    import torch
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return None
+    driver = nvidia_driver_version()
+    if driver is None:
+        return None
+    built = torch.version.cuda
+    if built is None:
+        return f"an NVIDIA driver ({driver}) is loaded but torch {torch.__version__} is a CPU-only build"
+    need = MIN_DRIVER_FOR_CUDA.get(int(built.split(".")[0]))
+    found = int(driver.split(".")[0]) if driver[0].isdigit() else None
+    if need is not None and found is not None and found < need:
+        return (
+            f"an NVIDIA GPU is present but its driver {driver} is too old for torch {torch.__version__}, "
+            f"built for CUDA {built}, which needs driver >= {need}: update the driver, or install a torch build "
+            "for an older CUDA (that leaves the tested configuration)"
+        )
+    return (
+        f"an NVIDIA driver ({driver}) is loaded but torch {torch.__version__} (CUDA {built}"
+        + (f", needs driver >= {need}" if need else "")
+        + ") sees no usable GPU: check `nvidia-smi`, CUDA_VISIBLE_DEVICES and the job's or container's GPU access"
+    )
 
 
 def configure_torch(device: torch.device, threads: int | None = None) -> None:  # noqa: F821
@@ -141,15 +217,21 @@ def init_distributed(requested_device: str) -> Dist:
 
 def processes_per_node(gpus: int, device: str) -> int:
     """How many processes a stage should run: ``gpus`` > 0 as given, 0 = every visible GPU; 1 on the
-    CPU or inside a job torchrun already started."""
+    CPU (``device: auto`` without a GPU too: several CPU processes would only share the same cores) or
+    inside a job torchrun already started."""
     if "WORLD_SIZE" in os.environ or device == "cpu":
         return 1
     import torch
 
+    from raygen.errors import UsageError
+
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus > visible and visible:
-        raise RuntimeError(f"{gpus} GPUs asked for but only {visible} visible (CUDA_VISIBLE_DEVICES)")
-    return max(1, gpus or visible)
+        raise UsageError(
+            f"gpus: {gpus} GPUs asked for but {visible} visible (CUDA_VISIBLE_DEVICES); set the stage's `gpus` "
+            f"in params.yaml to {visible} or 0 (every visible GPU)"
+        )
+    return max(1, gpus or visible) if visible else 1
 
 
 def torchrun_command(module: str, argv: list[str], nproc: int) -> list[str]:

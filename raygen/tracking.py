@@ -3,7 +3,19 @@
 Runs go to ``sqlite:///<repo>/mlflow.db`` (MLflow's file store is deprecated and refuses to start),
 one experiment per profile, tagged with the stage, the pipeline run id, the params hash and the git
 commit. Set ``RAYGEN_TRACKING=off`` (or pass ``enabled=False``) and every call becomes a no-op, so a
-stage works the same without MLflow. ``MLFLOW_TRACKING_URI`` overrides the store.
+stage works the same without MLflow. ``MLFLOW_TRACKING_URI`` overrides the store (a tracking server is
+the safe choice on a cluster: SQLite on a shared filesystem is not).
+
+Every pipeline invocation gets one id (:func:`pipeline_run_id`) and one parent run that holds every
+stage's params and the headline metrics; each stage run is nested under it (``mlflow.parentRunId``):
+
+* Snakemake draws the id once per invocation (``RAYGEN_PIPELINE_RUN``, which every job inherits, SLURM
+  jobs through ``sbatch --export=ALL``); its ``onstart`` creates the store, the experiment and the parent
+  run before any job starts (:func:`start_pipeline`), ``onsuccess`` / ``onerror`` end it.
+* ``dvc exp run``: the experiment's name; plain ``dvc repro``: the DVC process (its pid and start time).
+  DVC has no hook before its first stage, so the first stage's helper creates the parent, under a file
+  lock that also keeps two helpers from creating a fresh store at once; each stage's end sets its status.
+* A stage run by hand is a pipeline of its own: a ``manual-...`` id and no parent run.
 
 Usage in a stage::
 
@@ -16,10 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import re
+import selectors
+import shutil
 import subprocess
 import sys
 import time
@@ -30,14 +45,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 300.0  # how long a finished stage waits for the MLflow helper
+READY_TIMEOUT_S = 120.0  # how long Snakemake's onstart waits for the store and the parent run
+PIPELINE_ENV = "RAYGEN_PIPELINE_RUN"
+READY = "raygen-tracking-ready"  # the helper's word that its start is done
+HELPER = "raygen.tracking_helper"  # the module the helper process runs; the only one that imports MLflow
 
 # Keys whose values must never reach MLflow, whatever a caller passes.
 _SECRET_WORDS = ("password", "passwd", "token", "secret", "credential", "user", "netrc")
 
 
 def repo_root() -> Path:
-    """The repository root: ``RAYGEN_ROOT`` if set, else the current working directory."""
-    return Path(os.environ.get("RAYGEN_ROOT", os.getcwd())).resolve()
+    """The repository root: ``RAYGEN_ROOT`` (Snakemake's jobs), else ``DVC_ROOT`` (DVC's stages; under
+    ``dvc exp run --temp`` or a queued experiment the stage runs in a throw-away copy, and its runs must
+    land in the repository's store, not the copy's), else the current working directory."""
+    return Path(os.environ.get("RAYGEN_ROOT") or os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def tracking_uri() -> str:
@@ -57,7 +78,7 @@ def params_hash(params: dict[str, Any]) -> str:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=repo_root())
-        return out.stdout.strip() or "unknown"
+        return (out.returncode == 0 and out.stdout.strip()) or "unknown"  # a repository without commits: unknown
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -74,6 +95,49 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:500]
     return flat
+
+
+def _clean_id(text: str) -> str:
+    """An id that is safe inside an MLflow search filter (it is looked up by tag)."""
+    return re.sub(r"[^\w.@+:-]", "_", text)[:200]
+
+
+def pipeline_run_id(environ: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """(id, what drew it) for the pipeline invocation this process belongs to; id None for a stage run by hand.
+
+    ``RAYGEN_PIPELINE_RUN`` first (Snakemake sets it once per invocation; a user may set it too), then
+    DVC's own variables: ``DVC_EXP_NAME`` under ``dvc exp run`` (with the baseline commit, since a name
+    is unique only per baseline), and for a plain ``dvc repro``, which names nothing, the DVC process
+    that runs the stages: every stage of one ``dvc repro`` is its child.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(PIPELINE_ENV):
+        return _clean_id(env[PIPELINE_ENV]), PIPELINE_ENV
+    if env.get("DVC_EXP_NAME"):
+        baseline = env.get("DVC_EXP_BASELINE_REV", "")[:7]
+        return _clean_id(env["DVC_EXP_NAME"] + (f"@{baseline}" if baseline else "")), "dvc exp run"
+    if env.get("DVC_STAGE"):
+        pid, started = _dvc_process()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started)) if started else "unknown"
+        return f"dvc-repro-{stamp}-{pid}", "dvc repro"
+    return None, "by hand"
+
+
+def _dvc_process() -> tuple[int, float | None]:
+    """The DVC process that runs this stage, and when it started: the nearest ancestor without
+    ``DVC_STAGE`` in its environment (DVC sets it for the stage's command only; a shell may sit between).
+    Where ``/proc`` is missing, the parent process, and no start time."""
+    pid = os.getppid()
+    try:
+        for _ in range(8):
+            if b"\0DVC_STAGE=" not in b"\0" + Path(f"/proc/{pid}/environ").read_bytes():
+                break
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return pid, boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return os.getppid(), None
 
 
 def metric_name(name: str) -> str:
@@ -99,10 +163,14 @@ class Tracker:
         except Exception as err:  # noqa: BLE001 - tracking must never break a stage
             log.warning("MLflow %s failed (the stage's outputs are unaffected): %s", what, err)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
+        """Log on this stage's run; ``headline=True`` also logs them on the pipeline's parent run, where runs
+        of whole pipelines are compared (the evaluate stage's summary)."""
         if self._mlflow:
             clean = {metric_name(k): float(v) for k, v in metrics.items() if v is not None}
             self._call("log_metrics", self._mlflow.log_metrics, clean, step=step)
+            if headline:
+                self._call("log_headline", lambda: self._mlflow.log_headline(clean))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self._mlflow and Path(path).exists():
@@ -118,9 +186,9 @@ class Tracker:
 
 
 class _RunProcess:
-    """One MLflow run driven by a helper process (``python -m raygen.tracking``), so that importing MLflow
-    and opening the sqlite store (seconds each, docs/benchmarks.md) overlap the stage's own work instead of
-    preceding it.
+    """One MLflow run driven by a helper process (``python -m raygen.tracking_helper``), so that importing
+    MLflow and opening the sqlite store (seconds each, docs/benchmarks.md) overlap the stage's own work
+    instead of preceding it.
 
     Calls go to the helper as JSON lines, in order; metric timestamps are taken when the stage logs them.
     A separate interpreter, not a thread: the stages fork (DataLoader workers, render pools), and a
@@ -128,18 +196,16 @@ class _RunProcess:
     The helper reports problems on its stdout; :meth:`close` logs them as warnings.
     """
 
-    def __init__(self, stage: str, profile: str, tags: dict[str, str], params: dict[str, str]) -> None:
+    def __init__(self, python: str = sys.executable, **start: Any) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "raygen.tracking"],
+            [python, "-m", HELPER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
         self.status = "FAILED"
-        self._send(
-            "start", uri=tracking_uri(), experiment=f"raygen-{profile}", run_name=stage, tags=tags, params=params
-        )
+        self._send("start", uri=tracking_uri(), root=str(repo_root()), **start)
 
     def _send(self, op: str, *args: Any, **kwargs: Any) -> None:
         try:
@@ -151,6 +217,9 @@ class _RunProcess:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._send("log_metrics", metrics, step=step, timestamp=int(time.time() * 1000))
 
+    def log_headline(self, metrics: dict[str, float]) -> None:
+        self._send("log_parent_metrics", metrics, timestamp=int(time.time() * 1000))
+
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._send("log_artifact", str(Path(path).resolve()), artifact_path=artifact_path)
 
@@ -159,6 +228,25 @@ class _RunProcess:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send("set_tags", tags)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the helper says its start is done (or failed; it says why, logged as a warning).
+
+        Read from the raw pipe, not through the text wrapper, so that :meth:`close` later finds nothing
+        of the helper's output held in a buffer."""
+        fd, data, deadline = self._proc.stdout.fileno(), b"", time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while (READY.encode() + b"\n") not in data:
+                left = deadline - time.monotonic()
+                chunk = os.read(fd, 65536) if left > 0 and sel.select(left) else b""
+                if not chunk:
+                    log.warning("MLflow: no parent run after %.0f s (or the helper died); jobs make it", timeout)
+                    break
+                data += chunk
+        for line in data.decode(errors="replace").splitlines():
+            if line != READY:
+                log.warning("%s", line)
 
     def close(self, timeout: float = JOIN_TIMEOUT_S) -> None:
         """Send the end of the run (``self.status``), wait for the helper, log what it reported."""
@@ -181,51 +269,28 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def serve(lines: Iterator[str], report: Any) -> None:
-    """The helper's loop: replay JSON-line calls on MLflow's fluent API until ``end_run``."""
-    mlflow = None
-    for line in lines:
-        msg = json.loads(line)
-        op, args, kwargs = msg["op"], msg["args"], msg["kwargs"]
-        if op == "start":
-            try:
-                import mlflow as module
-
-                module.set_tracking_uri(kwargs["uri"])
-                module.set_experiment(kwargs["experiment"])
-                module.start_run(run_name=kwargs["run_name"])
-                mlflow = module
-                mlflow.set_tags(kwargs["tags"])
-                items = list(kwargs["params"].items())
-                for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
-                    mlflow.log_params(dict(items[i : i + 100]))
-            except Exception as err:  # noqa: BLE001 - tracking must never break a stage
-                print(f"MLflow tracking disabled for this run: {err}", file=report, flush=True)
-                if mlflow is not None:
-                    with contextlib.suppress(Exception):
-                        mlflow.end_run(status="FAILED")
-                mlflow = None
-            continue
-        if mlflow is None:
-            if op == "end_run":
-                return
-            continue
-        try:
-            getattr(mlflow, op)(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001
-            print(f"MLflow {op} failed (the stage's outputs are unaffected): {err}", file=report, flush=True)
-        if op == "end_run":
-            return
-    if mlflow is not None:  # the stage died without ending its run
-        with contextlib.suppress(Exception):
-            mlflow.end_run(status="KILLED")
+def _pipeline(run_id: str, launcher: str, profile: str, owner: str, params_file: Path, commit: str) -> dict[str, Any]:
+    """What the helper needs to find the pipeline's parent run, or to create it: its id, its tags, and the
+    params file whose every stage section it records. ``owner`` ends it: Snakemake's hooks, or the stages."""
+    tags = {
+        "raygen.pipeline_run": run_id,
+        "raygen.profile": profile,
+        "raygen.launcher": launcher,
+        "mlflow.source.git.commit": commit,
+    }
+    for env, tag in (("DVC_EXP_NAME", "raygen.dvc_exp"), ("DVC_EXP_BASELINE_REV", "raygen.dvc_baseline")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return {"id": run_id, "profile": profile, "owner": owner, "params_file": str(params_file), "tags": tags}
 
 
 @contextlib.contextmanager
 def start_run(
-    stage: str, profile: str, params: dict[str, Any] | None = None, enabled: bool = True
+    stage: str, profile: str, params: dict[str, Any] | None = None, enabled: bool = True, instance: str | None = None
 ) -> Iterator[Tracker]:
-    """Open an MLflow run for ``stage`` in experiment ``raygen-<profile>``; yield a :class:`Tracker`.
+    """Open an MLflow run for ``stage`` in experiment ``raygen-<profile>``, nested under this pipeline
+    invocation's parent run; yield a :class:`Tracker`. ``instance`` names one of a stage's jobs (the
+    classifier's arm): the run is called ``stage[instance]``.
 
     The run lives in a helper process (:class:`_RunProcess`): the stage starts working at once, and
     leaving the block waits for the helper to finish the calls. Tracking problems (a locked database, a missing
@@ -235,14 +300,30 @@ def start_run(
     if not (enabled and enabled_by_env()):
         yield Tracker(None)
         return
+    run_id, launcher = pipeline_run_id()
+    commit = git_commit()
     tags = {
         "raygen.stage": stage,
         "raygen.profile": profile,
-        "raygen.pipeline_run": os.environ.get("RAYGEN_PIPELINE_RUN", "manual"),
+        "raygen.pipeline_run": run_id or f"manual-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         "raygen.params_hash": params_hash(params),
-        "mlflow.source.git.commit": git_commit(),
+        "mlflow.source.git.commit": commit,
     }
-    run = _RunProcess(stage, profile, tags, flatten(params))
+    if instance:
+        tags["raygen.instance"] = instance
+    # Every stage command runs with `--params params.yaml` from the working directory (the experiment's
+    # copy under `dvc exp run --temp`), so that file holds the parameters of the whole pipeline.
+    params_file = Path("params.yaml").resolve()
+    pipeline = _pipeline(run_id, launcher, profile, "stages", params_file, commit) if run_id else None
+    run_name = f"{stage}[{instance}]" if instance else stage
+    run = _RunProcess(
+        role="stage",
+        experiment=f"raygen-{profile}",
+        run_name=run_name,
+        tags=tags,
+        params=flatten(params),
+        pipeline=pipeline,
+    )
     try:
         yield Tracker(run)
         run.status = "FINISHED"
@@ -250,9 +331,36 @@ def start_run(
         run.close()
 
 
-if __name__ == "__main__":  # the helper process of _RunProcess
-    import signal
+def start_pipeline(run_id: str, profile: str, params_file: Path) -> _RunProcess | None:
+    """Snakemake's ``onstart``: create the store, the experiment and this invocation's parent run before any
+    job starts, so parallel jobs never race to create a fresh SQLite store. Returns the open parent run
+    (end it with :func:`end_pipeline`), or None when tracking is off. Never raises: a problem is a warning,
+    and the stages then create the parent themselves."""
+    if not enabled_by_env():
+        return None
+    try:
+        run = _RunProcess(
+            python=_helper_python(),
+            role="pipeline",
+            experiment=f"raygen-{profile}",
+            pipeline=_pipeline(_clean_id(run_id), "snakemake", profile, "snakemake", params_file, git_commit()),
+        )
+        run.wait_ready(READY_TIMEOUT_S)
+        return run
+    except Exception as err:  # noqa: BLE001 - tracking must never stop a pipeline
+        log.warning("MLflow: no parent run for this pipeline run: %s", err)
+        return None
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the stage's to handle; it then ends the run FAILED
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    serve(sys.stdin, sys.stdout)
+
+def end_pipeline(run: _RunProcess | None, status: str) -> None:
+    """Snakemake's ``onsuccess`` (``FINISHED``) / ``onerror`` (``FAILED``): end the parent run."""
+    if run is not None:
+        run.status = status
+        run.close()
+
+
+def _helper_python() -> str:
+    """Snakemake's own interpreter when it has MLflow, else the ``python`` the rules run (``PATH``)."""
+    if importlib.util.find_spec("mlflow") is not None:
+        return sys.executable
+    return shutil.which("python") or sys.executable

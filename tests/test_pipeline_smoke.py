@@ -1,13 +1,14 @@
-"""The whole pipeline at the `smoke` profile, through the Snakemake API and through `dvc repro`, and
-the promise that both tools tell one truth about it.
+"""The whole pipeline at the `smoke` profile, and the promise that Snakemake and DVC tell one truth about it.
 
-One Snakemake run (MLflow on) in a throw-away copy of the workflow is shared by the tests: every
-declared output exists, a second run has nothing to do, the hand-over leaves `dvc status` clean, and
-MLflow holds the runs. Then, each against both tools: a params edit, a code edit and new weights rerun
-what they affect; runtime settings and other profiles' overlays rerun nothing; the hand-over records
-only what a run built (`--touch`, `--until`, a failing job, a `--config` profile); a lost checkpoint is
-rebuilt; the two tools never run on one checkout at once; `--report` holds the tables and figures.
-`dvc repro` on a fresh copy produces the same outputs.
+One Snakemake run (MLflow on) in a throw-away copy of the workflow is shared by the tests; it goes through
+the SLURM profile, every job an sbatch job on a local single-node cluster, wherever that cluster can run.
+Every declared output exists, a second run has nothing to do, the hand-over leaves `dvc status` clean,
+and MLflow holds one parent run with the stage runs under it (checked through the REST API and in a
+browser). Then, each against both tools (`dvc repro`): a params edit, a code edit and new weights rerun
+what they affect; runtime settings and other profiles' overlays rerun nothing; the hand-over records only
+what a run built (`--touch`, `--until`, a failing job, a `--config` profile); a lost checkpoint is
+rebuilt; the two tools never run on one checkout at once; `--report` holds the tables and figures. A
+whole pipeline through DVC from the start is tests/test_rehearsal.py's `dvc exp run`.
 """
 
 from __future__ import annotations
@@ -15,21 +16,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from slurm_local import POLLING, PROFILE, local_cluster, submitting_env_profile
 from workflow_copy import BIN, dvc_changed, lock_entries, make_copy, planned, set_params, tool
 
 from raygen.pipeline import handover
+from raygen.stages import BY_NAME, STAGE_NAMES
 
-pytestmark = pytest.mark.slow
+# The shared run goes through SLURM where it can: 13 sbatch jobs, one after another on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def stage_instances(root: Path) -> dict[str, dict]:
@@ -85,8 +91,19 @@ def run_snakemake(root: Path, env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, Path]:
-    """One whole smoke run through Snakemake (MLflow on), shared by the tests below; (root, mlflow.db)."""
+def cluster() -> Iterator[str | None]:
+    """The local SLURM cluster for this module: None when it runs, else why it cannot (not root, no SLURM)."""
+    with local_cluster() as unavailable:
+        yield unavailable
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cluster) -> tuple[Path, Path]:
+    """One whole smoke run through Snakemake (MLflow on), shared by the tests below; (root, mlflow.db).
+
+    It runs through the SLURM profile, every job an sbatch job on the local cluster, wherever that cluster
+    can run (CI runs as root, so there always); elsewhere on Snakemake's local executor, and the test of the
+    SLURM path says why it was skipped. One run serves both: a second whole pipeline would cost minutes."""
     base = tmp_path_factory.mktemp("smk")
     db = base / "mlflow.db"
     env = {
@@ -97,8 +114,35 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
     root = make_copy(base / "wf", "smoke")
-    run_snakemake(root, env)
+    if cluster is None:
+        submitting_env_profile(root)
+        tool(root, "snakemake", "--workflow-profile", PROFILE, "--config", "profile=smoke", *POLLING, env=env)
+    else:
+        run_snakemake(root, env)
     return root, db
+
+
+def test_every_job_of_the_smoke_run_went_through_sbatch(finished, cluster):
+    """Each job an sbatch job that SLURM knows, finished, in the cpu partition, with no GPU asked for."""
+    if cluster is not None:
+        pytest.skip(f"the smoke run used the local executor: {cluster}")
+    root, _ = finished
+    logs = sorted((root / ".snakemake/slurm_logs").rglob("*.log"))  # the plugin keeps one per job, by SLURM id
+    by_job = {int(p.stem): p.relative_to(root / ".snakemake/slurm_logs").parts[0].removeprefix("rule_") for p in logs}
+    arms = BY_NAME["train_classifier"].instances
+    stages = [name for name in STAGE_NAMES if name != "train_classifier"] + ["train_classifier"] * len(arms)
+    assert sorted(by_job.values()) == sorted(stages), by_job
+    out = subprocess.run(
+        ["squeue", "--states=all", "--noheader", f"--jobs={','.join(map(str, by_job))}", "-o", "%i|%T|%P|%k|%b"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    seen = {int(i): rest for i, *rest in (line.split("|") for line in out.split())}
+    for job, stage in by_job.items():
+        state, partition, comment, gres = seen[job]
+        assert (state, partition, gres) == ("COMPLETED", "cpu", "N/A"), (stage, seen[job])
+        assert re.fullmatch(rf"rule_{stage}(_wildcards_.*)?", comment), (stage, comment)
 
 
 def test_snakemake_runs_everything_once_and_hands_over_to_dvc(finished):
@@ -124,7 +168,7 @@ def test_snakemake_runs_everything_once_and_hands_over_to_dvc(finished):
     tracked = {"vqgan", "embed_text", "train_decoder", "synthesize", "train_classifier", "evaluate", "tables"}
     assert tracked <= stages, stages
     assert groups == {"smoke-test"}
-    assert_mlflow_ui_lists_runs(db, tracked)
+    assert_mlflow_ui_lists_runs(db, tracked, root, root.parent)
 
 
 def test_a_params_edit_reruns_that_stage_and_what_follows_in_both_tools(finished):
@@ -162,7 +206,7 @@ def test_runtime_settings_and_other_profiles_rerun_nothing(finished):
         for edit in (
             lambda p: p["runtime"]["evaluate"].update(workers=1),
             lambda p: p["profiles"]["smoke"]["runtime"]["train_decoder"].update(checkpoint_every=3),
-            lambda p: p["profiles"]["paper"]["evaluate"].update(n_boot=7),
+            lambda p: p["profiles"]["paper"]["evaluate"].update(n_boot=70),
             lambda p: p["inputs"].update(chexnet="weights/chexnet"),
         ):
             set_params(root, edit)
@@ -251,13 +295,16 @@ def test_the_hand_over_records_only_what_this_run_built(finished):
         assert "DVC hand-over: recorded evaluate in dvc.lock" in up.text, up.text[-2000:]
         assert dvc_changed(root) == {"tables"} and lock_entries(root)["tables"] == lock["tables"]
         (root / "params.yaml").write_text(original)
-        # A failing job is not recorded (a wrong type in its section stops the stage).
-        set_params(root, lambda p: p["profiles"]["smoke"]["tables"].update(decimals="three"))
-        failed = tool(root, "snakemake", "--cores", "1", "--forcerun", "tables", check=False)
+        # A failing job is not recorded (its input is not JSON; bad params would stop Snakemake before any job).
+        metrics = root / "results/evaluate/metrics.json"
+        good, stat = metrics.read_bytes(), metrics.stat()
+        metrics.write_text("{")
+        failed = tool(root, "snakemake", "--cores", "1", "--forcerun", "tables", "--until", "tables", check=False)
+        metrics.write_bytes(good)
+        os.utime(metrics, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         assert failed.returncode != 0 and "recorded tables" not in failed.text
         assert lock_entries(root)["tables"] == lock["tables"]
-        assert "tables.decimals" in (root / "logs/tables.log").read_text()
-        (root / "params.yaml").write_text(original)
+        assert "metrics.json: missing or not a JSON object" in (root / "logs/tables.log").read_text()
         # A profile from --config that params.yaml does not say: DVC would pair other params with it.
         set_params(root, lambda p: p.update(profile="demo"))
         other = tool(
@@ -389,17 +436,6 @@ def assert_results_are_complete(root: Path) -> None:
     assert real_train - 10 < syn["aug_100_images"] <= real_train  # the 100% arm: the real training size (floored)
 
 
-def test_dvc_repro_runs_the_same_pipeline(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAYGEN_TRACKING", "off")  # MLflow is checked above; here it would add ~5 s per stage
-    root = make_copy(tmp_path / "dvc", "smoke")
-    tool(root, "dvc", "repro", "--quiet")
-    missing = [str(p.relative_to(root)) for p in declared_outputs(root) if not p.exists()]
-    assert not missing, missing
-    assert dvc_changed(root) == set()
-    # DVC runs leave no hand-over records: they record themselves.
-    assert not list((root / ".raygen").glob("handover/*/*.json"))
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -416,46 +452,107 @@ def api(port: int, path: str, body: dict | None = None) -> dict:
         return json.load(response)
 
 
-def assert_mlflow_ui_lists_runs(db: Path, expected: set[str]) -> None:
-    """Start `mlflow ui` as the README says, on 127.0.0.1, and find the runs through its REST API."""
+@contextlib.contextmanager
+def mlflow_ui(db: Path, log: Path):
+    """`mlflow ui` as the README starts it, on 127.0.0.1 (its log in ``log``); yields (port, experiment id)."""
     port = free_port()
-    ui = subprocess.Popen(
-        [
-            BIN / "mlflow",
-            "ui",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                experiments = api(port, "experiments/search", {"max_results": 100})["experiments"]
-                break
-            except OSError:
-                if ui.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"mlflow ui did not start: {ui.stderr.read()[-2000:] if ui.poll() is not None else 'timeout'}"
-                    ) from None
-                time.sleep(1)
-        ids = [e["experiment_id"] for e in experiments if e["name"] == "raygen-smoke"]
-        assert ids, [e["name"] for e in experiments]
-        runs = api(port, "runs/search", {"experiment_ids": ids, "max_results": 100})["runs"]
-        names = {r["info"]["run_name"] for r in runs}
-        assert expected <= names, names
-        tags = {t["key"] for r in runs for t in r["data"].get("tags", [])}
-        assert {"raygen.stage", "raygen.params_hash", "raygen.pipeline_run", "mlflow.source.git.commit"} <= tags
-        assert all(r["info"]["status"] == "FINISHED" for r in runs)
-    finally:
-        ui.terminate()
-        ui.wait(timeout=30)
+    with log.open("w") as sink:
+        ui = subprocess.Popen(
+            [BIN / "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}"]
+            + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    experiments = api(port, "experiments/search", {"max_results": 100})["experiments"]
+                    break
+                except OSError:
+                    if ui.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(f"mlflow ui did not start: {log.read_text()[-2000:]}") from None
+                    time.sleep(1)
+            ids = [e["experiment_id"] for e in experiments if e["name"] == "raygen-smoke"]
+            assert ids, [e["name"] for e in experiments]
+            yield port, ids[0]
+        finally:
+            ui.terminate()
+            ui.wait(timeout=30)
+
+
+def values(entries: list[dict]) -> dict:
+    """MLflow's REST lists of {key, value} as a dict."""
+    return {e["key"]: e["value"] for e in entries}
+
+
+def pipeline_runs(port: int, experiment: str) -> tuple[dict, list[dict]]:
+    """The one parent run of the smoke pipeline, and its stage runs (as the REST API returns them)."""
+    runs = api(port, "runs/search", {"experiment_ids": [experiment], "max_results": 200})["runs"]
+    parents = [r for r in runs if values(r["data"].get("tags", [])).get("raygen.role") == "pipeline"]
+    assert len(parents) == 1, [r["info"]["run_name"] for r in parents]
+    return parents[0], [r for r in runs if r is not parents[0]]
+
+
+def assert_mlflow_ui_lists_runs(db: Path, expected: set[str], root: Path, tmp: Path) -> None:
+    """Through `mlflow ui`'s REST API: one parent run for the invocation, with every stage's params and the
+    headline metrics of summary.json; every stage run nested under it, the classifier's named by arm."""
+    with mlflow_ui(db, tmp / "mlflow-ui.log") as (port, experiment):
+        parent, stages = pipeline_runs(port, experiment)
+    tags = [values(r["data"].get("tags", [])) for r in stages]
+    assert expected <= {t["raygen.stage"] for t in tags}
+    assert {"raygen.stage", "raygen.params_hash", "raygen.pipeline_run", "mlflow.source.git.commit"} <= set(tags[0])
+    assert all(t["mlflow.parentRunId"] == parent["info"]["run_id"] for t in tags)
+    assert all(r["info"]["status"] == "FINISHED" for r in [parent, *stages])
+    assert {f"train_classifier[{arm}]" for arm in ("real", "real+50", "real+100")} <= {
+        r["info"]["run_name"] for r in stages
+    }
+    assert parent["info"]["run_name"] == "pipeline smoke-test"
+    params = values(parent["data"]["params"])
+    assert params["profile"] == "smoke" and {f"{s}.seed" for s in ("cohort", "vqgan", "train_decoder")} <= set(params)
+    summary = json.loads((root / "results/evaluate/summary.json").read_text())
+    headline = {k.replace("+", "_plus_"): v for k, v in summary.items() if isinstance(v, float)}
+    assert values(parent["data"]["metrics"]) == pytest.approx(headline)
+
+
+HEADLINE = ("real/macro_auroc", "real_plus_50/macro_auroc", "real_plus_100/macro_auroc", "fid", "ms_ssim")
+# In the page: the text of a run's row, the column selector's entry for a metric, each cell of a row by column.
+ROW_TEXT = "[...document.querySelectorAll(`[row-id='${ID}']`)].map(r => r.innerText).join(' ')"
+COLUMN_ENTRY = "[...document.querySelectorAll('span[title]')].find(s => s.title === NAME)"
+ROW_CELLS = """Object.fromEntries([...document.querySelectorAll(`[row-id='${ID}'] .ag-cell`)]
+    .map(c => [c.getAttribute('col-id'), c.innerText]))"""
+
+
+def test_mlflow_ui_compares_pipeline_runs_in_a_browser(finished, tmp_path):
+    """A real browser on the MLflow UI: the experiment's training-runs view lists the pipeline's parent run,
+    and the headline metrics, added as columns through the column selector, show its values."""
+    from cdp import Browser
+
+    _, db = finished
+    with mlflow_ui(db, tmp_path / "mlflow-ui.log") as (port, experiment):
+        parent, _ = pipeline_runs(port, experiment)
+        metrics = values(parent["data"]["metrics"])
+        browser = Browser(tmp_path / "chromium-profile", width=2400, height=900)
+        try:
+            # MLflow 3.17 opens an experiment on its GenAI pages unless the address names the workflow type.
+            page = browser.page(
+                f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+            )
+            row_text = ROW_TEXT.replace("${ID}", parent["info"]["run_id"])
+            browser.wait_for(page, f"({row_text}).includes('pipeline smoke-test')", timeout=120)
+            browser.evaluate(
+                page, "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Columns').click()"
+            )
+            for name in HEADLINE:
+                entry = COLUMN_ENTRY.replace("NAME", json.dumps(name))
+                browser.wait_for(page, f"!!{entry}")
+                browser.evaluate(page, f"{entry}.click()")
+            cells = ROW_CELLS.replace("${ID}", parent["info"]["run_id"])
+            wanted = json.dumps([f"metrics.`{name}`" for name in HEADLINE])
+            shown = browser.wait_for(page, f"(() => {{ const c = {cells}; return {wanted}.every(k => c[k]) && c; }})()")
+        finally:
+            browser.close()
+    for name in HEADLINE:
+        text = shown[f"metrics.`{name}`"]
+        decimals = len(text.partition(".")[2])  # the table rounds; the value must agree to what it shows
+        assert abs(float(text) - metrics[name]) <= 0.51 * 10**-decimals, (name, text, metrics[name])

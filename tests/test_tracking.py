@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -83,15 +85,19 @@ def test_an_unusable_store_is_a_warning_and_the_stage_goes_on(tmp_path, monkeypa
     assert "MLflow tracking disabled for this run" in caplog.text
 
 
-def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store):
+def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store, tmp_path, monkeypatch):
     import io
     import json
+
+    from raygen import tracking_helper
 
     start = {
         "op": "start",
         "args": [],
         "kwargs": {
             "uri": tracking_store,
+            "root": str(tmp_path),
+            "role": "stage",
             "experiment": "raygen-smoke",
             "run_name": "synthesize",
             "tags": {},
@@ -100,6 +106,202 @@ def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store):
     }
     metric = {"op": "log_metrics", "args": [{"loss": 1.5}], "kwargs": {"step": 3}}
     report = io.StringIO()
-    tracking.serve(iter([json.dumps(start), json.dumps(metric)]), report)  # no end_run: the stage was killed
+    monkeypatch.chdir(tmp_path)  # the helper moves to the repository root; here it runs in the test's process
+    tracking_helper.serve(iter([json.dumps(start), json.dumps(metric)]), report)  # no end_run: the stage was killed
     (run,) = _runs(tracking_store)
     assert run.info.status == "KILLED" and run.data.metrics == {"loss": 1.5} and report.getvalue() == ""
+
+
+# ---- pipeline runs: one id per invocation, one parent run holding the stages ----------------------------
+
+PIPELINE_VARS = ("RAYGEN_PIPELINE_RUN", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE", "DVC_ROOT", "RAYGEN_ROOT")
+
+
+@pytest.fixture()
+def no_pipeline(monkeypatch):
+    """No pipeline id from the test's own environment (the suite itself may run under a tool)."""
+    for name in PIPELINE_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_pipeline_id_comes_from_snakemake_then_dvc_and_a_stage_run_by_hand_has_none():
+    both = {"RAYGEN_PIPELINE_RUN": "4f2a", "DVC_EXP_NAME": "x"}
+    assert tracking.pipeline_run_id(both) == ("4f2a", "RAYGEN_PIPELINE_RUN")
+    exp = {"DVC_EXP_NAME": "lusty-bowl", "DVC_EXP_BASELINE_REV": "3f2a1b9c0d", "DVC_STAGE": "evaluate"}
+    assert tracking.pipeline_run_id(exp) == ("lusty-bowl@3f2a1b9", "dvc exp run")
+    assert tracking.pipeline_run_id({"RAYGEN_PIPELINE_RUN": "a'b c"})[0] == "a_b_c"  # safe in a search filter
+    assert tracking.pipeline_run_id({}) == (None, "by hand")
+
+
+# A stand-in for `dvc repro`: a process without DVC_STAGE that runs each "stage" with DVC_STAGE set, the
+# first through a shell, as DVC does on systems whose shell does not exec its last command.
+FAKE_DVC = """
+import os, subprocess, sys
+code = "from raygen import tracking; print(tracking.pipeline_run_id()[0])"
+env = {**os.environ, "DVC_STAGE": "s", "DVC_ROOT": os.getcwd()}
+ids = [subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+       for cmd in (["sh", "-c", f"{sys.executable} -c '{code}'; true"], [sys.executable, "-c", code])]
+print(os.getpid(), *ids)
+"""
+
+
+def test_every_stage_of_one_dvc_repro_shares_the_dvc_process_id(no_pipeline, repo_root):
+    import subprocess
+    import sys
+
+    def fake_dvc() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", FAKE_DVC], cwd=repo_root, capture_output=True, text=True)
+        return out.stdout.split()
+
+    pid, first, second = fake_dvc()
+    assert first == second and first.startswith("dvc-repro-") and first.endswith(f"-{pid}")
+    assert fake_dvc()[1] != first  # the next `dvc repro` is another pipeline run
+
+
+def test_under_dvc_the_store_is_the_repository_s_even_from_an_experiment_s_copy(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAYGEN_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+
+
+def _all_runs(uri: str) -> dict[str, object]:
+    """Runs of raygen-smoke by name; the experiment's tags under the key ``experiment``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["raygen-smoke"], output_format="list")}
+    runs["experiment"] = mlflow.get_experiment_by_name("raygen-smoke")
+    return runs
+
+
+def test_snakemake_s_parent_run_holds_the_stages_params_and_headline_metrics(
+    tracking_store, no_pipeline, monkeypatch, repo_root, tmp_path, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYGEN_PIPELINE_RUN", "4f2a")
+    with caplog.at_level(logging.WARNING):
+        parent = tracking.start_pipeline("4f2a", "smoke", repo_root / "params.yaml")  # onstart
+        # Two jobs at once, as Snakemake runs them.
+        with tracking.start_run("train_classifier", "smoke", {"lr": 0.1}, instance="real+50") as arm:
+            with tracking.start_run("evaluate", "smoke") as evaluate:
+                arm.log_metrics({"val_auroc": 0.6})
+                evaluate.log_metrics({"real+50/macro_auroc": 0.7, "fid": 9.0}, headline=True)
+        tracking.end_pipeline(parent, "FINISHED")  # onsuccess
+    assert not caplog.records, caplog.text
+    runs = _all_runs(tracking_store)
+    top = runs["pipeline 4f2a"]
+    assert top.info.status == "FINISHED" and top.data.tags["raygen.role"] == "pipeline"
+    assert top.data.metrics == {"real_plus_50/macro_auroc": 0.7, "fid": 9.0}
+    assert top.data.params["profile"] == "smoke" and "train_decoder.steps" in top.data.params
+    assert top.data.params["inputs.chexnet"] == "weights/chexnet"
+    arm = runs["train_classifier[real+50]"]
+    assert arm.data.tags["raygen.instance"] == "real+50" and arm.data.tags["raygen.stage"] == "train_classifier"
+    for stage in (arm, runs["evaluate"]):
+        assert stage.data.tags["mlflow.parentRunId"] == top.info.run_id
+        assert stage.data.tags["raygen.pipeline_run"] == "4f2a" and stage.info.status == "FINISHED"
+    assert runs["experiment"].tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_under_dvc_the_first_stage_creates_the_parent_and_each_stage_s_end_sets_its_status(
+    tracking_store, no_pipeline, monkeypatch, repo_root
+):
+    monkeypatch.chdir(repo_root)  # DVC runs the stages from the repository (params.yaml)
+    monkeypatch.setenv("DVC_EXP_NAME", "lusty-bowl")
+    monkeypatch.setenv("DVC_STAGE", "train_decoder")
+    with tracking.start_run("train_decoder", "smoke"):
+        pass
+    assert _all_runs(tracking_store)["pipeline lusty-bowl"].info.status == "FINISHED"
+    with pytest.raises(RuntimeError):
+        with tracking.start_run("synthesize", "smoke"):
+            raise RuntimeError("boom")
+    runs = _all_runs(tracking_store)
+    top = runs["pipeline lusty-bowl"]
+    assert top.info.status == "FAILED" and top.data.tags["raygen.dvc_exp"] == "lusty-bowl"
+    assert top.data.tags["raygen.launcher"] == "dvc exp run" and "evaluate.n_boot" in top.data.params
+    assert {runs[s].data.tags["mlflow.parentRunId"] for s in ("train_decoder", "synthesize")} == {top.info.run_id}
+
+
+# Two stages of one pipeline starting at the same moment on a fresh store; each logs an artifact.
+STAGE = """
+import logging, sys, time
+from pathlib import Path
+from raygen import tracking
+logging.basicConfig(format="RAYGEN-WARNING %(message)s", level=logging.WARNING)
+Path(sys.argv[1]).write_text("x")
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.01)
+with tracking.start_run(sys.argv[1], "smoke") as tr:
+    tr.log_metrics({"x": 1.0})
+    tr.log_artifact(sys.argv[1])
+"""
+
+
+def test_two_stages_starting_together_on_a_fresh_store_both_land_under_one_parent(
+    no_pipeline, monkeypatch, repo_root, tmp_path
+):
+    import subprocess
+    import sys
+    import time
+
+    repo, copy = tmp_path / "repo", tmp_path / "copy"  # under `dvc exp run --temp` stages run in a copy
+    repo.mkdir()
+    copy.mkdir()
+    (copy / "params.yaml").write_text((repo_root / "params.yaml").read_text())
+    monkeypatch.setenv("RAYGEN_TRACKING", "on")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "DVC_ROOT": str(repo), "DVC_EXP_NAME": "twin", "DVC_STAGE": "s"}
+    go = str(time.time() + 3)  # past both interpreters' start
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STAGE, name, go], cwd=copy, env=env, stderr=subprocess.PIPE, text=True)
+        for name in ("train_classifier", "embed_text")
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and "RAYGEN-WARNING" not in "".join(errors), errors
+    runs = _all_runs(f"sqlite:///{repo / 'mlflow.db'}")
+    top = runs["pipeline twin"]
+    for name in ("train_classifier", "embed_text"):
+        assert runs[name].data.tags["mlflow.parentRunId"] == top.info.run_id and runs[name].data.metrics == {"x": 1.0}
+        artifacts = Path(runs[name].info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(repo) and (artifacts / name).is_file()  # the repository's, not the copy's
+    assert len(runs) == 4  # the two stages, their one parent, and the experiment
+
+
+# The submitting Snakemake parses the Snakefile, then starts a "job" that parses it again in the environment
+# it hands down, as a SLURM job does (the executor plugin submits with `sbatch --export=ALL`).
+PARSE = """
+import subprocess, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ResourceSettings
+
+root = Path(sys.argv[1])
+with SnakemakeApi() as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=root / "workflow/Snakefile",
+                            workdir=root)._workflow
+    print(workflow.globals["RUN_ID"], flush=True)
+if sys.argv[2:] != ["job"]:
+    subprocess.run([sys.executable, __file__, str(root), "job"], check=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_job_keeps_the_pipeline_id_of_the_run_that_submitted_it(no_pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    from slurm_local import submitting_env_profile
+    from test_slurm import sbatch_calls
+    from workflow_copy import make_copy
+
+    root = make_copy(tmp_path / "wf", "smoke", git=False)
+    script = tmp_path / "parse.py"
+    script.write_text(PARSE)
+    out = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    submitter, job = out.stdout.split()
+    assert submitter == job and len(submitter) == 12
+    submitting_env_profile(root)  # no conda here
+    options = sbatch_calls(root, "smoke")  # what the SLURM plugin hands to sbatch, job by job
+    assert options and all(o.get("--export") == "ALL" for o in options.values()), options

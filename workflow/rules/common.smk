@@ -1,6 +1,6 @@
-# Shared helpers for the rules. They import only raygen's standard-library modules (stages, code_deps,
-# config, run_lock, handover), so Snakemake itself runs in any environment; jobs (conda ones too) import
-# raygen from this checkout through PYTHONPATH.
+# Shared helpers for the rules. They import only raygen modules that need nothing but the standard library and
+# PyYAML (stages, code_deps, config, check_params, run_lock, handover, tracking), so Snakemake itself runs in any
+# environment; jobs (conda ones too) import raygen from this checkout through PYTHONPATH.
 import os
 import re
 import shutil
@@ -19,8 +19,10 @@ sys.path.insert(0, str(REPO))
 
 from raygen.pipeline import handover, run_lock  # noqa: E402
 from raygen.pipeline.code_deps import stage_code_deps  # noqa: E402
-from raygen.config import PROFILES, scientific_section  # noqa: E402
+from raygen.config import PROFILES, ConfigError, runtime_section, scientific_section  # noqa: E402
+from raygen.pipeline.check_params import check_params  # noqa: E402
 from raygen.stages import BY_NAME  # noqa: E402
+from raygen import tracking  # noqa: E402  (MLflow itself runs in a helper process)
 
 PARAMS = "params.yaml"
 
@@ -50,7 +52,17 @@ def refuse_overrides():
         )
 
 
+def refuse_bad_params():
+    """`raygen check-params` before any job: every section of every profile, so a typo fails the run in its
+    first second, not hours later in the stage that reads it."""
+    try:
+        check_params(PARAMS)
+    except ConfigError as err:
+        raise WorkflowError(f"{PARAMS}: {err}") from None
+
+
 refuse_overrides()
+refuse_bad_params()
 PROFILE = config.get("profile", "demo")
 if PROFILE not in PROFILES:
     raise ValueError(f"profile: unknown profile {PROFILE!r}; choose one of {', '.join(PROFILES)}")
@@ -66,10 +78,12 @@ CHEXNET_FILE = f"{INPUTS['chexnet']}/model.pth.tar"
 XRV_FILE = f"{INPUTS['torchxrayvision']}/chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
 CONDA_ENV = "../envs/raygen.yaml"
 
-# One id per invocation, shared by every job (cluster jobs inherit the environment of the submitting
-# process, where it is set once); MLflow groups the runs by it. The hand-over folder collects the jobs'
-# start and finish records.
+# One id per invocation, drawn here once and shared by every job: local jobs inherit this process's
+# environment, and the SLURM plugin submits each job with `sbatch --export=ALL`, so the Snakemake a cluster
+# job runs re-parses this file with the id already set and keeps it. MLflow nests the invocation's stage
+# runs under one parent run tagged with it. The hand-over folder collects the jobs' start and finish records.
 RUN_ID = os.environ.setdefault("RAYGEN_PIPELINE_RUN", uuid.uuid4().hex[:12])
+PIPELINE_RUN = None  # the MLflow parent run, opened by start_run() (onstart)
 HANDOVER_DIR = os.environ.setdefault(handover.DIR_ENV, str(Path(".raygen/handover", RUN_ID).resolve()))
 
 shell.prefix(f"export PYTHONPATH={REPO}:$PYTHONPATH RAYGEN_ROOT={REPO}; ")
@@ -110,10 +124,17 @@ def start_run():
         raise WorkflowError(str(err)) from None  # before any job starts; Snakemake releases its own locks
     # Records left by a killed run that had the same RAYGEN_PIPELINE_RUN are not this run's.
     shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
+    # The MLflow store, experiment and parent run exist before the first job: jobs starting together never
+    # race to create a fresh SQLite store. A --touch run runs no stage: no parent run for it.
+    global PIPELINE_RUN
+    if not workflow.touch:
+        PIPELINE_RUN = tracking.start_pipeline(RUN_ID, PROFILE, Path(PARAMS).resolve())
 
 
-def finish_run():
-    """onsuccess / onerror: record in dvc.lock what this run truly built, then free the checkout."""
+def finish_run(status="FINISHED"):
+    """onsuccess / onerror (status FAILED): record in dvc.lock what this run truly built, free the
+    checkout, end the MLflow parent run."""
+    tracking.end_pipeline(PIPELINE_RUN, status)
     run_lock.release_dvc_lock(Path.cwd())
     try:
         result = handover.handover(Path.cwd(), Path(HANDOVER_DIR), [DATA])
@@ -133,3 +154,101 @@ def classifier_synthetic(wildcards):
     if wildcards.arm == "real":
         return {}
     return {"synthetic": "results/synthesize/aug_100.csv", "synthetic_images": "results/synthesize/images"}
+
+
+# What each job asks of the scheduler: Snakemake's own (--cores, --resources) on one machine and the SLURM
+# executor plugin on a cluster (threads -> --cpus-per-task, mem_mb -> --mem, runtime -> -t, gpu -> --gpus,
+# and the partition that fits, from workflow/profiles/slurm/partitions.yaml). Derived from params.yaml's
+# runtime settings, so a job asks for what the stage will really start: its processes, loader workers and GPUs.
+PAPER_SCALE = PROFILE == "paper"  # the other profiles are sized for a 2-core laptop (rehearsal included)
+# Host memory (MB) of one process at the profile's scale (paper, laptop-sized); each loader worker adds its
+# share on top (LOADER_MB), and a job with one process per GPU holds that much per process.
+MEM_MB = {
+    "download": (4000, 4000),
+    "sections": (8000, 4000),
+    "cohort": (8000, 4000),
+    "vqgan": (8000, 6000),
+    "tokenize": (8000, 4000),
+    "embed_text": (8000, 6000),
+    "train_decoder": (12000, 8000),
+    "synthesize": (8000, 8000),
+    "train_classifier": (24000, 8000),  # paper: every training image decoded once and kept in RAM (fp16, 512 px)
+    "evaluate": (24000, 8000),
+    "tables": (1000, 1000),
+}
+LOADER_MB = 1000 if PAPER_SCALE else 500
+# Wall-time limits (minutes), generous upper bounds: a job that passes its limit is killed.
+RUNTIME_MIN = {
+    "download": (2880, 60),  # MIMIC-CXR-JPG: ~57 GB for p10, ~570 GB for all groups
+    "sections": (120, 30),
+    "cohort": (60, 30),
+    "vqgan": (720, 120),
+    "tokenize": (240, 60),
+    "embed_text": (60, 30),
+    "train_decoder": (1440, 120),
+    "synthesize": (240, 60),
+    "train_classifier": (480, 120),
+    "evaluate": (120, 60),
+    "tables": (30, 15),
+}
+# Stages whose `workers` are processes beside the main one (DataLoader workers, a process pool).
+LOADER_STAGES = ("sections", "vqgan", "tokenize", "train_decoder", "train_classifier", "evaluate")
+
+
+def runtime_setting(stage, key, default=None):
+    """A `runtime.<stage>` value with the active profile's overlay (settings that change no result)."""
+    return runtime_section(config, stage, PROFILE).get(key, default)
+
+
+def uses_cuda(stage):
+    """Whether the stage's job needs GPUs: its `device` names CUDA. `auto` (CUDA when present) asks for none,
+    since a scheduler hands out GPUs only on request; a profile meant for GPUs says `cuda` (paper does)."""
+    device = str(runtime_setting(stage, "device", "cpu"))
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def gpus(stage):
+    """GPUs the stage's job asks for: none off CUDA; else its `gpus` setting (train_decoder and synthesize
+    start one torchrun process per GPU) or 1. `gpus: 0` means every visible GPU, which a scheduler cannot be
+    asked for, so the job asks for 1 and the stage then sees 1."""
+    if not uses_cuda(stage):
+        return 0
+    return max(1, int(runtime_setting(stage, "gpus", 1)))
+
+
+def processes(stage):
+    """Processes the stage runs at once: one per GPU for the torchrun stages, else one."""
+    return max(1, gpus(stage)) if runtime_setting(stage, "gpus") is not None else 1
+
+
+def workers(stage):
+    """The stage's worker count: download's parallel downloads or demo renderers, else `workers` (0 for none,
+    or for sections "one per CPU", which asks for nothing extra: set a number for a cluster)."""
+    if stage == "download":
+        if section("download")["source"] == "demo":
+            return int(runtime_setting("download", "demo_workers", 1))
+        return int(runtime_setting("download", "mimic", {}).get("workers", 1))
+    return int(runtime_setting(stage, "workers", 0) or 0)
+
+
+def threads_for(stage, cpu=2):
+    """CPU cores for the job. On GPUs: a core per process to drive its GPU plus one per loader worker. On the
+    CPU: `cpu` compute threads (tuned for a 2-core laptop; Snakemake caps threads at --cores), or the stage's
+    workers when they are the work (download, sections)."""
+    if gpus(stage):
+        return max(cpu, processes(stage) * (1 + workers(stage)))
+    if stage in ("download", "sections"):
+        return max(cpu, workers(stage))
+    return cpu
+
+
+def mem_mb(stage):
+    """Host memory (MB) for the job: per process, the stage's own plus each loader worker's share."""
+    own = MEM_MB[stage][0 if PAPER_SCALE else 1]
+    loaders = workers(stage) if stage in LOADER_STAGES else 0
+    return processes(stage) * (own + LOADER_MB * loaders)
+
+
+def runtime_min(stage):
+    """The job's wall-time limit in minutes (SLURM's -t)."""
+    return RUNTIME_MIN[stage][0 if PAPER_SCALE else 1]

@@ -15,8 +15,9 @@ rule download:
     benchmark:
         "benchmarks/download.tsv"
     resources:
-        mem_mb=4000,
-    threads: 2
+        mem_mb=mem_mb("download"),
+        runtime=runtime_min("download"),
+    threads: threads_for("download")
     conda:
         CONDA_ENV
     shell:
@@ -38,8 +39,9 @@ rule sections:
     benchmark:
         "benchmarks/sections.tsv"
     resources:
-        mem_mb=4000,
-    threads: 2
+        mem_mb=mem_mb("sections"),
+        runtime=runtime_min("sections"),
+    threads: threads_for("sections")
     conda:
         CONDA_ENV
     shell:
@@ -66,8 +68,9 @@ rule cohort:
     benchmark:
         "benchmarks/cohort.tsv"
     resources:
-        mem_mb=4000,
-    threads: 1
+        mem_mb=mem_mb("cohort"),
+        runtime=runtime_min("cohort"),
+    threads: threads_for("cohort", cpu=1)
     conda:
         CONDA_ENV
     shell:

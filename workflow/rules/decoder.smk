@@ -29,9 +29,10 @@ rule train_decoder:
     benchmark:
         "benchmarks/train_decoder.tsv"
     resources:
-        mem_mb=8000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("train_decoder"),
+        runtime=runtime_min("train_decoder"),
+        gpu=gpus("train_decoder"),
+    threads: threads_for("train_decoder")
     conda:
         CONDA_ENV
     shell:

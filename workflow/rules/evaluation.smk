@@ -32,9 +32,10 @@ rule synthesize:
     benchmark:
         "benchmarks/synthesize.tsv"
     resources:
-        mem_mb=8000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("synthesize"),
+        runtime=runtime_min("synthesize"),
+        gpu=gpus("synthesize"),
+    threads: threads_for("synthesize")
     conda:
         CONDA_ENV
     shell:
@@ -73,12 +74,13 @@ rule train_classifier:
     benchmark:
         "benchmarks/train_classifier/{arm}.tsv"
     resources:
-        mem_mb=8000,
-        gpu=1 if PROFILE == "paper" else 0,
-    # The augmented arms take one thread each (Snakemake sets OMP_NUM_THREADS): they become ready together
-    # and train side by side, 1.33x the throughput of one 2-thread run (22 vs 33 images/s per process,
-    # docs/benchmarks.md). The real arm has no partner with the same inputs, so it takes two.
-    threads: lambda wildcards: 2 if wildcards.arm == "real" else 1
+        mem_mb=mem_mb("train_classifier"),
+        runtime=runtime_min("train_classifier"),
+        gpu=gpus("train_classifier"),
+    # On the CPU the augmented arms take one thread each (Snakemake sets OMP_NUM_THREADS): they become ready
+    # together and train side by side, 1.33x the throughput of one 2-thread run (22 vs 33 images/s per
+    # process, docs/benchmarks.md). The real arm has no partner with the same inputs, so it takes two.
+    threads: lambda wildcards: threads_for("train_classifier", cpu=2 if wildcards.arm == "real" else 1)
     conda:
         CONDA_ENV
     shell:
@@ -108,6 +110,8 @@ rule evaluate:
         roc_png=report("results/evaluate/plots/roc.png", caption="../report/roc.rst", category="Evaluation"),
         pairs=report("results/evaluate/plots/memorisation_pairs.png", caption="../report/memorisation.rst",
                      category="Evaluation"),
+        real_vs_generated=report("results/evaluate/plots/real_vs_generated.png",
+                                 caption="../report/real_vs_generated.rst", category="Images"),
     params:
         section=section("evaluate"),
         synthetic=lambda wildcards, input: os.path.dirname(input.per_report),
@@ -119,9 +123,10 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate.tsv"
     resources:
-        mem_mb=8000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime_min("evaluate"),
+        gpu=gpus("evaluate"),
+    threads: threads_for("evaluate")
     conda:
         CONDA_ENV
     shell:
@@ -148,8 +153,9 @@ rule tables:
     benchmark:
         "benchmarks/tables.tsv"
     resources:
-        mem_mb=1000,
-    threads: 1
+        mem_mb=mem_mb("tables"),
+        runtime=runtime_min("tables"),
+    threads: threads_for("tables", cpu=1)
     conda:
         CONDA_ENV
     shell:

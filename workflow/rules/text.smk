@@ -22,9 +22,10 @@ rule embed_text:
     benchmark:
         "benchmarks/embed_text.tsv"
     resources:
-        mem_mb=6000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("embed_text"),
+        runtime=runtime_min("embed_text"),
+        gpu=gpus("embed_text"),
+    threads: threads_for("embed_text")
     conda:
         CONDA_ENV
     shell:

@@ -25,9 +25,10 @@ rule vqgan:
     benchmark:
         "benchmarks/vqgan.tsv"
     resources:
-        mem_mb=6000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("vqgan"),
+        runtime=runtime_min("vqgan"),
+        gpu=gpus("vqgan"),
+    threads: threads_for("vqgan")
     conda:
         CONDA_ENV
     shell:
@@ -61,9 +62,10 @@ rule tokenize:
     benchmark:
         "benchmarks/tokenize.tsv"
     resources:
-        mem_mb=4000,
-        gpu=1 if PROFILE == "paper" else 0,
-    threads: 2
+        mem_mb=mem_mb("tokenize"),
+        runtime=runtime_min("tokenize"),
+        gpu=gpus("tokenize"),
+    threads: threads_for("tokenize")
     conda:
         CONDA_ENV
     shell:

@@ -1,0 +1,148 @@
+"""The SLURM path (workflow/profiles/slurm): what the executor plugin asks of SLURM for every job of the
+paper and smoke profiles, read from the plugin's own sbatch builder. The smoke profile run end to end
+through `sbatch` on a single-node cluster is the shared run of tests/test_pipeline_smoke.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from slurm_local import PROFILE, submitting_env_profile
+from workflow_copy import REPO, make_copy
+
+from raygen.stages import BY_NAME, STAGE_NAMES
+
+ARMS = BY_NAME["train_classifier"].instances
+GPU_STAGES = {"vqgan", "tokenize", "embed_text", "train_decoder", "synthesize", "train_classifier", "evaluate"}
+
+# A dry run in which every job also goes through the SLURM plugin's own sbatch builder: the partition it
+# picks (partitions.yaml), get_submit_command and set_gres_string, exactly as Executor.run_job calls them.
+SBATCH_CALLS = r"""
+import json, sys
+from types import SimpleNamespace
+from snakemake import cli
+from snakemake.executors import dryrun
+from snakemake.logging import logger
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+import snakemake_executor_plugin_slurm as slurm
+from snakemake_executor_plugin_slurm.partitions import read_partition_file
+from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+from snakemake_executor_plugin_slurm.utils import set_gres_string
+from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+out, argv = sys.argv[1], sys.argv[2:]
+parser, args = cli.parse_args(argv)
+settings = ExecutorPluginRegistry().get_plugin("slurm").get_settings(args)
+plugin = SimpleNamespace(_partitions=read_partition_file(settings.partition_config), _fallback_partition=None,
+                         logger=logger)
+calls = []
+run_job = dryrun.Executor.run_job
+
+def submit(self, job):
+    if not job.is_norun:
+        validate_slurm_extra(job)
+        account = next(slurm.Executor.get_account_arg(plugin, job)) if job.resources.get("slurm_account") else ""
+        params = {"run_uuid": "RUN", "slurm_logfile": "LOG", "comment_str": f"rule_{job.name}", "account": account,
+                  "partition": slurm.Executor.get_partition_arg(plugin, job), "workdir": "."}
+        call = get_submit_command(job, params, settings=settings) + set_gres_string(job)
+        calls.append({"rule": job.name, "wildcards": dict(job.wildcards_dict), "call": call})
+    run_job(self, job)
+
+dryrun.Executor.run_job = submit
+ok = cli.args_to_api(args, parser)
+json.dump(calls, open(out, "w"))
+sys.exit(0 if ok else 1)
+"""
+
+
+def sbatch_calls(root: Path, profile: str) -> dict[str, dict]:
+    """The sbatch options the plugin builds for each job of ``profile``, by job name (``rule@arm``)."""
+    out = root / "sbatch_calls.json"
+    # --cores: a dry run caps threads at its cores (1 unless given); a cluster run caps them at nothing.
+    argv = ["--workflow-profile", PROFILE, "--config", f"profile={profile}", "--dry-run", "--forceall"]
+    argv += ["--cores", "4096"]
+    proc = subprocess.run(
+        [sys.executable, "-c", SBATCH_CALLS, str(out), *argv], cwd=root, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    jobs = {}
+    for entry in json.loads(out.read_text()):
+        name = entry["rule"] + (f"@{entry['wildcards']['arm']}" if entry["wildcards"] else "")
+        jobs[name] = options(entry["call"])
+    return jobs
+
+
+def options(call: str) -> dict[str, str]:
+    """``sbatch --mem 8000 -p cpu --cpus-per-task=2 ...`` as {"--mem": "8000", "-p": "cpu", ...}."""
+    words = shlex.split(call)
+    assert words[0] == "sbatch"
+    found, i = {}, 1
+    while i < len(words):
+        word = words[i]
+        if "=" in word:
+            key, value = word.split("=", 1)
+            found[key] = value
+        elif i + 1 < len(words) and not words[i + 1].startswith("-"):
+            found[word], i = words[i + 1], i + 1
+        else:
+            found[word] = ""
+        i += 1
+    return found
+
+
+def test_paper_jobs_ask_slurm_for_gpus_cores_memory_and_time_from_the_params(tmp_path):
+    root = make_copy(tmp_path / "wf", "paper", git=False)
+    submitting_env_profile(root)
+    jobs = sbatch_calls(root, "paper")
+    names = {name for name in STAGE_NAMES if name != "train_classifier"} | {f"train_classifier@{a}" for a in ARMS}
+    assert set(jobs) == names
+    # (cores, GPUs, memory MB, wall time in minutes): one torchrun process per GPU, each with its own core and
+    # loader workers; single-GPU stages get a core per loader worker; CPU stages ask for no GPU.
+    expected = {
+        "download": (8, None, 4000, 2880),  # 8 parallel downloads (runtime.download.mimic.workers)
+        "sections": (2, None, 8000, 120),  # workers: 0 (one per CPU) asks for nothing extra
+        "cohort": (1, None, 8000, 60),
+        "vqgan": (9, 1, 16000, 720),
+        "tokenize": (9, 1, 16000, 240),
+        "embed_text": (2, 1, 8000, 60),
+        "train_decoder": (20, 4, 64000, 1440),  # 4 GPUs x (1 + 4 loader workers)
+        "synthesize": (4, 4, 32000, 240),
+        **{f"train_classifier@{arm}": (9, 1, 32000, 480) for arm in ARMS},
+        "evaluate": (9, 1, 32000, 120),
+        "tables": (1, None, 1000, 30),
+    }
+    for name, (cores, gpus, mem, minutes) in expected.items():
+        job = jobs[name]
+        assert job["--cpus-per-task"] == str(cores), (name, job)
+        assert job.get("--gpus") == (None if gpus is None else str(gpus)), (name, job)
+        assert job["--mem"] == str(mem) and job["-t"] == str(minutes), (name, job)
+        # The partition the plugin picked from partitions.yaml: GPU jobs where the GPUs are.
+        assert job["-p"] == ("gpu" if gpus else "cpu"), (name, job)
+        assert "--gres" not in job and "-A" not in job, (name, job)
+        # CPU jobs get one task; GPU jobs leave the task geometry to SLURM (one task).
+        assert ("--ntasks" in job) == (gpus is None), (name, job)
+
+
+def test_smoke_jobs_ask_for_no_gpu_and_go_to_the_cpu_partition(tmp_path):
+    """`device: auto` (every profile but paper) never asks a scheduler for a GPU."""
+    root = make_copy(tmp_path / "wf", "smoke", git=False)
+    submitting_env_profile(root)
+    jobs = sbatch_calls(root, "smoke")
+    for name, job in jobs.items():
+        assert "--gpus" not in job and job["-p"] == "cpu", (name, job)
+    # The CPU-tuned thread counts stay: the augmented classifier arms train side by side on one core each.
+    cores = {name: int(job["--cpus-per-task"]) for name, job in jobs.items() if name.startswith("train_classifier")}
+    assert cores == {f"train_classifier@{arm}": 2 if arm == "real" else 1 for arm in ARMS}
+
+
+def test_the_profile_names_no_resource_the_plugin_refuses():
+    """The plugin manages --gpus, --gres, --mem, -p ... itself and refuses them in slurm_extra."""
+    profile = yaml.safe_load((REPO / PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert "slurm_extra" not in json.dumps(profile)
+    assert (REPO / PROFILE / profile["slurm-partition-config"]).is_file()
