@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from raygen.data.labels import CLASSES
-from raygen.metrics import conditional, image_sets
+from raygen.metrics import conditional, image_sets, plots
 from raygen.metrics.arms import align_test_predictions, score_arms
 from raygen.metrics.classification import ROC_GRID, macro_roc
 from raygen.metrics.fidelity import equal_n_floor
@@ -224,3 +224,21 @@ def test_fid_floor_too_small_is_recorded_not_raised(subjects, reason):
         ]
         is None
     )
+
+
+def test_real_beside_generated_takes_the_first_report_of_each_finding(tmp_path):
+    truth = {f"true_{c}": [0, 0, 0, 0] for c in CLASSES}
+    truth[f"true_{CLASSES[3]}"] = [0, 1, 0, 1]  # rows 1 and 3 have it: row 1, the first, is shown
+    truth[f"true_{CLASSES[0]}"] = [0, 0, 1, 0]
+    per_report = pd.DataFrame({"text": ["a", "b", "c", "d"], **truth})
+    assert plots.rows_per_finding(per_report) == [(CLASSES[0], 2), (CLASSES[3], 1)]  # CLASSES order, none absent
+    unlabelled = per_report[["text"]]
+    assert plots.rows_per_finding(unlabelled) == [(f"report {i}", i) for i in range(4)]
+
+    real, generated = torch.rand(4, 1, 16, 16), [torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)]
+    plots.plot_real_beside_generated(per_report, real, generated, tmp_path / "figure.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "figure.png") as figure:
+        width, height = figure.size
+    assert width > height, "two finding rows, three image columns"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,41 @@ def test_dvc_exp_run_reproduces_the_snakemake_numbers(rehearsed):
     assert all(finite(again[f"{arm}/macro_auroc"]) for arm in ("real+50", "real+100"))
     assert dvc_changed(wf) == set()
     assert yaml.safe_load((wf / "params.yaml").read_text())["profile"] == "rehearsal"
+
+
+def test_an_existing_local_copy_gives_the_same_cohort(rehearsed, tmp_path):
+    """The other way in: the same release as a local MIMIC copy (checked against its SHA256SUMS.txt and linked,
+    not downloaded) gives the downloaded run's cohort, row for row."""
+    wf, _ = rehearsed
+    server = wf.parent / "server"
+    data, results = tmp_path / "data", tmp_path / "results"
+
+    def raygen(*args: str) -> None:
+        common = ["--params", str(wf / "params.yaml"), "--profile", "rehearsal", "--log", str(tmp_path / "stage.log")]
+        proc = subprocess.run([sys.executable, "-m", "raygen", *args[:1], *common, *args[1:]], capture_output=True)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+    jpg, reports = server / "mimic-cxr-jpg/2.0.0", server / "mimic-cxr/2.0.0"
+    raygen("download", "--out", str(data), "--local-jpg", str(jpg), "--local-reports", str(reports))
+    marker = json.loads((data / "download-complete.json").read_text())
+    assert marker["source"] == "local" and str(marker["verified"]["jpg"]).startswith("yes"), marker["verified"]
+    raygen(
+        "sections",
+        "--reports-root",
+        str(data / "mimic-cxr/2.0.0"),
+        "--out",
+        str(results / "sectioned.csv"),
+        "--prompts",
+        str(results / "prompts.csv"),
+    )
+    raygen(
+        "cohort",
+        "--jpg-root",
+        str(data / "mimic-cxr-jpg/2.0.0"),
+        "--sections",
+        str(results / "prompts.csv"),
+        "--out",
+        str(results / "cohort"),
+    )
+    for name in ("generator.csv", "fid.csv", "classifier.csv"):
+        assert (results / "cohort" / name).read_bytes() == (wf / "results/cohort" / name).read_bytes(), name

@@ -23,10 +23,9 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
   small to score is recorded as "not computed: <reason>"); SSIM between each real image and the image
   generated from its report, and MS-SSIM between the two generations of each report (kernel size and
   scales stated).
-- **Feature extractor**: ``extractor: xrv`` needs the torchxrayvision DenseNet-121 file
-  (``--xrv-weights``, the paper's choice); ``classifier`` uses the real-only classifier's 1024-d
-  penultimate features; ``auto`` takes xrv when the file exists, else the classifier. The name and
-  weight hash of the extractor are written beside every FID.
+- **Feature extractor**: ``xrv`` = the torchxrayvision DenseNet-121 file (``--xrv-weights``, the paper's),
+  ``classifier`` = the real-only classifier's 1024-d penultimate features, ``auto`` = xrv when the file
+  exists. Its name and weight hash are written beside every FID.
 - **Conditional fidelity**: the real-only classifier's AUROC on synthetic images against the labels
   their prompts asked for (augmentation set), and, where the held-out reports carry ground truth (the
   demo's ``true_*`` columns), on the per-report images against the truth of their reports, beside the
@@ -34,9 +33,11 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
 - **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
   feature space against the same distance for real held-out images; the share closer than the real
   baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
+- **A look**: per finding, the first held-out real image whose report has it beside the images generated
+  from that report (``plots/real_vs_generated.png``).
 
-An unreadable or missing image is skipped and counted (``metrics.json`` -> ``unreadable``): a
-per-report pair counts only when the real image and every generation of it can be read.
+An unreadable or missing image is skipped and counted (``metrics.json`` -> ``unreadable``); a per-report
+pair counts only when the real image and every generation of it can be read.
 """
 
 from __future__ import annotations
@@ -47,22 +48,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
-import torch
-
 from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.io import write_csv, write_json
-from raygen.metrics.arms import score_arms
-from raygen.metrics.classification import ROC_GRID
-from raygen.metrics.conditional import conditional_fidelity_of_sets, load_classifier, pick_extractor
-from raygen.metrics.fidelity import fidelity
-from raygen.metrics.image_sets import load_evaluation_images, save_closest_pairs, set_features
-from raygen.metrics.memorisation import memorisation
-from raygen.metrics.plots import plot_roc
-from raygen.metrics.summary import finite, summary
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
@@ -117,6 +106,8 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from raygen.metrics.summary import finite, summary
+
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, EvaluateParams, args.profile)
     device = pick_device(params.device)
@@ -125,38 +116,54 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         (args.out / "plots").mkdir(parents=True, exist_ok=True)
         (args.out / "roc").mkdir(parents=True, exist_ok=True)
-        metrics = {"profile": profile} | _measure(args, params, device)
+        scores = _score_classifiers(args, params)
+        metrics = {"profile": profile, "classifier": scores.reports, "delta_auroc": scores.deltas}
+        metrics |= _image_metrics(args, params, device)
         metrics["wall_s"] = round(time.perf_counter() - started, 2)
         headline = summary(metrics)
         write_json(args.out / "metrics.json", finite(metrics))
         write_json(args.out / "summary.json", headline)
         log.info("wrote %s in %.1f s", args.out / "metrics.json", metrics["wall_s"])
         tracker.set_tags({"raygen.extractor": metrics["extractor"]})
-        tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)})
-        for path in (
-            args.out / "plots" / "roc.png",
-            args.out / "plots" / "memorisation_pairs.png",
-            args.out / "metrics.json",
-            args.synthetic / "samples_per_class.png",
-            args.synthetic / "progressive.png",
-        ):
-            if path.is_file():
-                tracker.log_artifact(path, "figures" if path.suffix == ".png" else None)
+        tracker.log_metrics({k: v for k, v in headline.items() if isinstance(v, float)}, headline=True)
+        tracker.log_artifact(args.out / "metrics.json")
+        synthetic_figures = [args.synthetic / "samples_per_class.png", args.synthetic / "progressive.png"]
+        for path in [*sorted((args.out / "plots").glob("*.png")), *synthetic_figures]:
+            tracker.log_artifact(path, "figures")  # a missing file is skipped
     return 0
 
 
-def _measure(args: Any, params: EvaluateParams, device: torch.device) -> dict[str, Any]:
-    """Every section of metrics.json but the profile and the wall time; writes the ROC curves and figures."""
-    # 1. The classifier arms on the real test patients, every arm on the same rows and resamples.
+def _score_classifiers(args: Any, params: EvaluateParams) -> Any:
+    """The classifier arms on the real test patients, every arm on the same rows and resamples; ROC curves."""
+    import pandas as pd
+
+    from raygen.metrics.arms import score_arms
+    from raygen.metrics.classification import ROC_GRID
+    from raygen.metrics.plots import plot_roc
+
     scores = score_arms(args.classifiers, params.n_boot, params.seed, params.ci_level)
     for arm, tpr in scores.macro_tpr.items():
         write_csv(args.out / "roc" / f"{arm}.csv", pd.DataFrame({"fpr": ROC_GRID, "tpr": tpr}))
     plot_roc(scores.curves, args.out / "plots" / "roc.png")
+    return scores
 
-    # 2. Images (held-out real, their generations, the augmentation set, generator training images), their
-    # features, and fidelity / diversity of the per-report set.
+
+def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, Any]:
+    """Fidelity and diversity of the per-report set, conditional fidelity, memorisation."""
+    import numpy as np
+
+    from raygen.metrics.conditional import conditional_fidelity_of_sets, load_classifier, pick_extractor
+    from raygen.metrics.fidelity import fidelity
+    from raygen.metrics.image_sets import load_evaluation_images, save_closest_pairs, set_features
+    from raygen.metrics.memorisation import memorisation
+    from raygen.metrics.plots import plot_real_beside_generated
+
+    # Held-out real images, their generations, the augmentation set and generator training images.
     images = load_evaluation_images(
         args.synthetic, args.generator, args.jpg_root, params.max_train_images, params.seed, params.workers
+    )
+    plot_real_beside_generated(
+        images.per_report, images.real, images.generated, args.out / "plots" / "real_vs_generated.png"
     )
     model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
     extractor = pick_extractor(params.extractor, args.xrv_weights, model, resolution, sha, device)
@@ -164,11 +171,8 @@ def _measure(args: Any, params: EvaluateParams, device: torch.device) -> dict[st
     kid = {"kid_subsets": params.kid_subsets, "kid_subset_size": params.kid_subset_size, "seed": params.seed}
     msssim = {"msssim_kernel": params.msssim_kernel or None, "msssim_scales": params.msssim_scales or None}
     fidelity_section = fidelity(images, feats, extractor.name, **kid, **msssim)
-
-    # 3. Conditional fidelity with the real-only classifier.
+    # Conditional fidelity: the real-only classifier judges whether each image shows its prompt.
     cond = conditional_fidelity_of_sets(model, resolution, sha, images, feats, extractor.name, device)
-
-    # 4. Memorisation against the generator's training images.
     synthetic = np.concatenate([feats["gen0"], feats["aug"]])
     mem = memorisation(
         synthetic,
@@ -181,8 +185,6 @@ def _measure(args: Any, params: EvaluateParams, device: torch.device) -> dict[st
     )
     save_closest_pairs(images, mem.closest, args.out / "plots" / "memorisation_pairs.png")
     return {
-        "classifier": scores.reports,
-        "delta_auroc": scores.deltas,
         "fidelity": fidelity_section,
         "conditional_fidelity": cond,
         "memorisation": asdict(mem) | {"closest": [asdict(x) for x in mem.closest]},
