@@ -423,7 +423,8 @@ def test_local_copy_is_linked_for_every_root_form(tmp_path, mirror, tree, monkey
     }[rep_form]
     assert run(tmp_path, None, "--local-jpg", str(jpg_arg), "--local-reports", str(rep_arg)) == 0
     jpg = jroot(tmp_path)
-    assert (jpg / "files").is_symlink() and (jpg / BIG).read_bytes() == tree[pn.JPG_PROJECT][BIG]
+    assert (jpg / "files/p10").is_symlink() and (jpg / BIG).read_bytes() == tree[pn.JPG_PROJECT][BIG]
+    assert not (jpg / OTHER_GROUP).exists(), "only the groups asked for, as a download of them would hold"
     assert (jpg / pn.JPG_CSVS[0]).read_bytes() == tree[pn.JPG_PROJECT][pn.JPG_CSVS[0]]
     assert (rroot(tmp_path) / TXT_A).read_bytes() == tree[pn.REPORTS_PROJECT][TXT_A]
     marker = read_marker(tmp_path)
@@ -449,9 +450,21 @@ def test_local_copy_lacking_a_requested_group_is_an_error(tmp_path, mirror, caps
     assert "p11" in capsys.readouterr().err  # the reports copy holds only p10
 
 
+def test_a_local_copy_holds_the_groups_asked_for_and_never_more(tmp_path, mirror):
+    local = ("--local-jpg", str(mirror.jpg), "--local-reports", str(mirror.zips))
+    assert run(tmp_path, None, *local, groups=["all"]) == 0
+    assert (jroot(tmp_path) / "files").is_symlink() and (jroot(tmp_path) / OTHER_GROUP).is_file()
+    assert run(tmp_path, None, *local, groups=["p11"]) == 0
+    files = jroot(tmp_path) / "files"
+    assert not files.is_symlink() and sorted(p.name for p in files.iterdir()) == ["p11"]
+    assert (mirror.jpg / "files/p10").is_dir(), "narrowing the link never touches the copy"
+    assert run(tmp_path, None, *local, groups=["p10"]) == 0
+    assert sorted(p.name for p in files.iterdir()) == ["p10"], "a group no longer asked for is unlinked"
+
+
 def test_local_jpg_with_downloaded_reports(tmp_path, server, mirror, creds):
     assert run(tmp_path, server, "--local-jpg", str(mirror.jpg)) == 0
-    assert (jroot(tmp_path) / "files").is_symlink()
+    assert (jroot(tmp_path) / "files/p10").is_symlink()
     assert (rroot(tmp_path) / TXT_A).is_file()
     assert all(rel.startswith(pn.REPORTS_PROJECT) for rel, _, _ in server.requests)
     assert read_marker(tmp_path)["source"] == "mimic"

@@ -6,8 +6,11 @@
 ``SHA256SUMS.txt`` when the copy holds one) and place symlinks at the RayGen layout positions
 (:func:`link_tree`)::
 
-    DATA/mimic-cxr-jpg/2.0.0/{files,mimic-cxr-2.0.0-*.csv.gz} -> the copy
-    DATA/mimic-cxr/2.0.0/files -> the copy's reports (or a local zip, unpacked there)
+    DATA/mimic-cxr-jpg/2.0.0/mimic-cxr-2.0.0-*.csv.gz -> the copy
+    DATA/mimic-cxr-jpg/2.0.0/files/pXX -> the copy's group folders that download.mimic.groups asks for
+    DATA/mimic-cxr/2.0.0/files/pXX -> the same groups of the copy's reports (or a local zip, unpacked there)
+
+(``groups: [all]`` links each ``files/`` folder whole.)
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def link_jpg(out: Path, params: MimicParams, local: Path) -> dict[str, Any]:
     src = find_jpg_root(local, params.jpg_version)
     groups = _check_local_groups(src / "files", params.groups, "--local-jpg")
     verified = _verify_local(src, params, lambda sums: select_jpg_files(sums, params.jpg_version, params.groups))
-    links = {"files": src / "files", **{c: src / c for c in JPG_CSVS}}
-    link_tree(out / JPG_PROJECT / params.jpg_version, links)
+    root = out / JPG_PROJECT / params.jpg_version
+    link_tree(root, {c: src / c for c in JPG_CSVS})
+    link_groups(root / "files", src / "files", params.groups)
     log.info("linked MIMIC-CXR-JPG from %s (groups %s)", src, ",".join(groups))
     return {"mode": "local", "path": str(src), "groups_present": groups, "verified": verified}
 
@@ -80,7 +84,7 @@ def link_reports(out: Path, params: MimicParams, local: Path) -> dict[str, Any]:
     verified = _verify_local(
         src.parent, params, lambda sums: select_report_txts(sums, params.reports_version, params.groups)
     )
-    link_tree(root, {"files": src})
+    link_groups(root / "files", src, params.groups)
     log.info("linked MIMIC-CXR reports from %s (groups %s)", src, ",".join(groups))
     return {"mode": "local", "path": str(src), "groups_present": groups, "verified": verified}
 
@@ -208,6 +212,22 @@ def _has_txt(group_dir: Path) -> bool:
         if patient.is_dir() and any(p.suffix == ".txt" for p in patient.iterdir()):
             return True
     return False
+
+
+def link_groups(target: Path, source: Path, groups: list[str]) -> None:
+    """Make ``target`` (the layout's ``files/``) hold exactly the group folders ``groups`` of ``source``, each a
+    link, so the data is what a download of those groups holds, whatever else the copy has: a pipeline's
+    cohort must not depend on how its data arrived. ``all``: ``target`` is one link to the whole of ``source``.
+    Links to groups no longer asked for are removed."""
+    if "all" in groups:
+        link_tree(target.parent, {target.name: source})
+        return
+    if target.is_symlink():
+        target.unlink()  # an earlier link to the whole copy; never write into the copy through it
+    link_tree(target, {group: source / group for group in groups})
+    for entry in target.iterdir():
+        if entry.is_symlink() and entry.name not in groups:
+            entry.unlink()
 
 
 def link_tree(target_root: Path, links: Mapping[str, Path]) -> None:
