@@ -20,7 +20,9 @@ from workflow_copy import dvc_changed, lock_entries, planned
 from raygen.io import sha256_file
 from raygen.stages import STAGE_NAMES
 
-pytestmark = pytest.mark.slow
+# Each whole rehearsal takes about 7 minutes beside the other test process on 2 cores: more than the default
+# per-test limit leaves room for on a slower machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 WEIGHTS = {
     "vqgan": "weights/unixgen-vqgan/last.ckpt",
