@@ -135,7 +135,9 @@ def load_stage_params(path: str | Path, section: str, cls: type[T], profile: str
 
     raw = read_params(path)
     name = resolve_profile(raw, profile)
-    check_profile(raw, name)
+    checked = check_profile(raw, name)
+    if isinstance(checked.get(section), cls):  # a stage's own section: the check already built it
+        return name, checked[section]
     return name, from_dict(cls, section_dict(raw, section, name), prefix=section)
 
 
