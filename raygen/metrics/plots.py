@@ -16,16 +16,32 @@ from raygen.io import atomic_path
 __all__ = ["plot_real_beside_generated", "plot_roc", "rows_per_finding"]
 
 
-def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]], path: Path) -> None:
-    """One panel per class, one line per arm, AUROC in the legend.
-
-    ``curves[arm][class] = (false-positive rates, true-positive rates, AUROC)``; written atomically.
-    """
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on a cluster node)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]], path: Path) -> None:
+    """One panel per class, one line per arm, AUROC in the legend.
+
+    ``curves[arm][class] = (false-positive rates, true-positive rates, AUROC)``; written atomically.
+    """
+    plt = _pyplot()
     fig, axes = plt.subplots(2, 5, figsize=(17, 7), squeeze=False)
     for ax, name in zip(axes.flat, CLASSES):
         ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
@@ -37,10 +53,7 @@ def plot_roc(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float]]],
         ax.set_xlabel("false-positive rate", fontsize=7)
         ax.set_ylabel("true-positive rate", fontsize=7)
         ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def rows_per_finding(per_report: pd.DataFrame) -> list[tuple[str, int]]:
@@ -65,11 +78,7 @@ def plot_real_beside_generated(
 
     ``real`` (N, 1, S, S) and each ``generated[k]`` (N, 1, S, S) hold [0, 1] images of ``per_report``'s rows.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = rows_per_finding(per_report)
     columns = 1 + len(generated)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns + 2.6, 2.3 * len(rows)), squeeze=False)
@@ -83,7 +92,4 @@ def plot_real_beside_generated(
         caption = textwrap.shorten(str(per_report["text"].iloc[i]), 90, placeholder="...")
         label = f"{name}\n" + textwrap.fill(caption, 28)
         row_axes[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path)
