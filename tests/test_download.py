@@ -460,6 +460,8 @@ def test_a_local_copy_holds_the_groups_asked_for_and_never_more(tmp_path, mirror
     assert (mirror.jpg / "files/p10").is_dir(), "narrowing the link never touches the copy"
     assert run(tmp_path, None, *local, groups=["p10"]) == 0
     assert sorted(p.name for p in files.iterdir()) == ["p10"], "a group no longer asked for is unlinked"
+    assert run(tmp_path, None, *local, groups=["all"]) == 0, "and back to the whole copy"
+    assert files.is_symlink() and (jroot(tmp_path) / OTHER_GROUP).is_file()
 
 
 def test_local_jpg_with_downloaded_reports(tmp_path, server, mirror, creds):

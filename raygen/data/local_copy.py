@@ -219,15 +219,18 @@ def link_groups(target: Path, source: Path, groups: list[str]) -> None:
     link, so the data is what a download of those groups holds, whatever else the copy has: a pipeline's
     cohort must not depend on how its data arrived. ``all``: ``target`` is one link to the whole of ``source``.
     Links to groups no longer asked for are removed."""
-    if "all" in groups:
-        link_tree(target.parent, {target.name: source})
-        return
     if target.is_symlink():
         target.unlink()  # an earlier link to the whole copy; never write into the copy through it
-    link_tree(target, {group: source / group for group in groups})
-    for entry in target.iterdir():
-        if entry.is_symlink() and entry.name not in groups:
-            entry.unlink()
+    elif target.is_dir():
+        for entry in target.iterdir():
+            if entry.is_symlink() and ("all" in groups or entry.name not in groups):
+                entry.unlink()
+    if "all" in groups:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # it held only group links; anything else (a download) makes link_tree refuse
+        link_tree(target.parent, {target.name: source})
+    else:
+        link_tree(target, {group: source / group for group in groups})
 
 
 def link_tree(target_root: Path, links: Mapping[str, Path]) -> None:
