@@ -20,8 +20,8 @@ from workflow_copy import dvc_changed, lock_entries, planned
 from raygen.io import sha256_file
 from raygen.stages import STAGE_NAMES
 
-# Each whole rehearsal takes about 7 minutes beside the other test process on 2 cores: more than the default
-# per-test limit leaves room for on a slower machine.
+# A whole rehearsal (the fixture's Snakemake run, the DVC run) runs close to pytest's default per-test limit on
+# 2 cores beside the other test process (times in docs/benchmarks.md), so these tests get a longer one.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 WEIGHTS = {
