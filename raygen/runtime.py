@@ -13,10 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from raygen.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,8 +60,8 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
-# NVIDIA's oldest Linux driver that runs any toolkit of a CUDA major (minor-version compatibility,
-# docs.nvidia.com/deploy/cuda-compatibility): the pinned torch's CUDA build needs at least this one.
+# NVIDIA's oldest Linux driver that runs any toolkit of a CUDA major (minor-version compatibility; README,
+# "GPU driver and CUDA build", links NVIDIA's table): the pinned torch's CUDA build needs at least this one.
 MIN_DRIVER_FOR_CUDA = {11: 450, 12: 525, 13: 580}
 
 
@@ -104,9 +106,12 @@ def nvidia_driver_version() -> str | None:
             return None
         try:
             query = [smi, "--query-gpu=driver_version", "--format=csv,noheader"]
-            text = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
+            done = subprocess.run(query, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.SubprocessError):
             return "unknown"
+        if done.returncode != 0:
+            return None  # nvidia-smi installed but no driver loaded ("NVIDIA-SMI has failed"): no GPU to miss
+        text = done.stdout
     # Driver versions have a major of three digits or more; the file's GCC line ("12.2.0") does not.
     found = re.search(r"(?<![\w.])(\d{3,}\.\d+(?:\.\d+)?)(?![\w.])", text)
     return found.group(1) if found else "unknown"
@@ -117,7 +122,7 @@ def gpu_unused_reason() -> str | None:
     explain (no NVIDIA driver, or the GPUs hidden on purpose with an empty ``CUDA_VISIBLE_DEVICES``)."""
     import torch
 
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1") or _slurm_job_without_gpus():
         return None
     driver = nvidia_driver_version()
     if driver is None:
@@ -215,6 +220,13 @@ def init_distributed(requested_device: str) -> Dist:
     return Dist(rank, world, device)
 
 
+def _slurm_job_without_gpus() -> bool:
+    """A SLURM job that was given no GPU: one that lands on a GPU node sees the driver but, confined to its
+    allocation, no device, which is what it asked for."""
+    gpu_vars = ("SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_STEP_GPUS")
+    return "SLURM_JOB_ID" in os.environ and not any(os.environ.get(v) for v in gpu_vars)
+
+
 def processes_per_node(gpus: int, device: str) -> int:
     """How many processes a stage should run: ``gpus`` > 0 as given, 0 = every visible GPU; 1 on the
     CPU (``device: auto`` without a GPU too: several CPU processes would only share the same cores) or
@@ -223,15 +235,13 @@ def processes_per_node(gpus: int, device: str) -> int:
         return 1
     import torch
 
-    from raygen.errors import UsageError
-
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus > visible and visible:
         raise UsageError(
             f"gpus: {gpus} GPUs asked for but {visible} visible (CUDA_VISIBLE_DEVICES); set the stage's `gpus` "
             f"in params.yaml to {visible} or 0 (every visible GPU)"
         )
-    return max(1, gpus or visible) if visible else 1
+    return (gpus or visible) if visible else 1
 
 
 def torchrun_command(module: str, argv: list[str], nproc: int) -> list[str]:
@@ -258,7 +268,17 @@ def relaunch_per_gpu(module: str, argv: list[str], gpus: int, device: str) -> in
         return None
     cmd = torchrun_command(module, argv, nproc)
     log.info("%d GPUs: relaunching as %s", nproc, " ".join(cmd[:6]) + " ...")
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=_threads_per_rank(os.environ, nproc))
+
+
+def _threads_per_rank(env: Mapping[str, str], nproc: int) -> dict[str, str]:
+    """The job's environment with its OMP_NUM_THREADS (Snakemake sets it to the job's cores) split among the
+    ``nproc`` processes: torchrun keeps a value that is already set, so each rank would otherwise run the whole
+    job's thread count on a share of its cores."""
+    env = dict(env)
+    if env.get("OMP_NUM_THREADS", "").isdigit():
+        env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // nproc))
+    return env
 
 
 def setup_rank_logging(log_file: str | Path | None) -> None:

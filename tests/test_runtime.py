@@ -39,10 +39,12 @@ def test_relaunch_runs_the_same_stage_command_under_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    calls = []
-    monkeypatch.setattr(runtime.subprocess, "call", lambda cmd: calls.append(cmd) or 7)
+    monkeypatch.setenv("OMP_NUM_THREADS", "10")  # the job's cores, as Snakemake sets it
+    calls, envs = [], []
+    monkeypatch.setattr(runtime.subprocess, "call", lambda cmd, env: calls.append(cmd) or envs.append(env) or 7)
     argv = ["--params", "params.yaml", "--out", "results/train_decoder"]
     assert runtime.relaunch_per_gpu("raygen.stages.train_decoder", argv, 0, "auto") == 7
+    assert envs[0]["OMP_NUM_THREADS"] == "5", "each of the 2 ranks gets its share of the job's threads"
     assert calls == [
         [
             sys.executable,
@@ -75,6 +77,8 @@ OPEN_MODULE = (
 def machine(monkeypatch, tmp_path):
     """A machine without a usable CUDA device whose NVIDIA driver (if any) the test chooses."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for var in ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_STEP_GPUS"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(runtime, "NVIDIA_DRIVER_FILE", tmp_path / "version")  # absent until written
@@ -121,6 +125,25 @@ def test_the_driver_version_comes_from_nvidia_smi_without_the_proc_file(machine,
     assert calls and calls[0][0] == "/usr/bin/nvidia-smi"
     [warning] = warnings_of(caplog)
     assert "driver 470.82.01 is too old" in warning
+
+
+def test_nvidia_smi_without_a_loaded_driver_means_no_driver(machine, monkeypatch, caplog):
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    failed = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+    monkeypatch.setattr(runtime.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 9, failed, ""))
+    assert runtime.nvidia_driver_version() is None
+    runtime.pick_device("auto")
+    assert warnings_of(caplog) == []
+
+
+def test_a_slurm_job_given_no_gpu_on_a_gpu_node_is_not_warned(machine, monkeypatch, caplog):
+    machine(PROPRIETARY)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    runtime.pick_device("auto")
+    assert warnings_of(caplog) == [], "it asked for no GPU and got none"
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    runtime.pick_device("auto")
+    assert len(warnings_of(caplog)) == 1, "a job given a GPU that torch cannot use is warned"
 
 
 def test_no_warning_without_an_nvidia_driver_or_with_gpus_hidden_on_purpose(machine, monkeypatch, caplog):
