@@ -219,12 +219,14 @@ def process_all(
     params: SectionsParams,
     min_per_worker: int = 2000,
 ) -> list[ReportResult]:
-    """Process every report, results in ``refs`` order, in-process or with ``params.workers`` processes.
+    """Process every report, results in ``refs`` order, in-process or with ``params.workers`` processes
+    (0: one per CPU the job was given).
 
     Each worker gets at least ``min_per_worker`` reports: below that, starting a pool costs more than
     it saves.
     """
-    workers = params.workers or os.cpu_count() or 1
+    # 0: one per CPU this process may run on (a SLURM job's allocation, not the whole node).
+    workers = params.workers or len(os.sched_getaffinity(0))
     workers = max(1, min(workers, len(refs) // max(1, min_per_worker)))
     bar = dict(total=len(refs), desc="sections", unit="report", mininterval=1.0)
     try:
