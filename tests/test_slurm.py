@@ -15,6 +15,7 @@ import yaml
 from slurm_local import PROFILE, submitting_env_profile
 from workflow_copy import REPO, make_copy
 
+from raygen.config import runtime_section
 from raygen.stages import BY_NAME, STAGE_NAMES
 
 ARMS = BY_NAME["train_classifier"].instances
@@ -95,37 +96,42 @@ def options(call: str) -> dict[str, str]:
     return found
 
 
+def paper_job_shape(raw: dict, name: str) -> tuple[int | None, int]:
+    """(GPUs, processes) a paper job should ask for, read from params.yaml's runtime settings: GPUs only where
+    its device is cuda; a stage with a `gpus` setting runs one torchrun process per GPU."""
+    settings = runtime_section(raw, name.split("@")[0], "paper")
+    if settings.get("device") != "cuda":
+        return None, 1
+    gpus = int(settings.get("gpus") or 1)
+    return gpus, gpus if "gpus" in settings else 1
+
+
 def test_paper_jobs_ask_slurm_for_gpus_cores_memory_and_time_from_the_params(tmp_path):
     root = make_copy(tmp_path / "wf", "paper", git=False)
     submitting_env_profile(root)
     jobs = sbatch_calls(root, "paper")
     names = {name for name in STAGE_NAMES if name != "train_classifier"} | {f"train_classifier@{a}" for a in ARMS}
     assert set(jobs) == names
-    # (cores, GPUs, memory MB, wall time in minutes): one torchrun process per GPU, each with its own core and
-    # loader workers; single-GPU stages get a core per loader worker; CPU stages ask for no GPU.
-    expected = {
-        "download": (8, None, 4000, 2880),  # 8 parallel downloads (runtime.download.mimic.workers)
-        "sections": (2, None, 8000, 120),  # workers: 0 (one per CPU) asks for nothing extra
-        "cohort": (1, None, 8000, 60),
-        "vqgan": (9, 1, 16000, 720),
-        "tokenize": (9, 1, 16000, 240),
-        "embed_text": (2, 1, 8000, 60),
-        "train_decoder": (20, 4, 64000, 1440),  # 4 GPUs x (1 + 4 loader workers)
-        "synthesize": (4, 4, 32000, 240),
-        **{f"train_classifier@{arm}": (9, 1, 32000, 480) for arm in ARMS},
-        "evaluate": (9, 1, 32000, 120),
-        "tables": (1, None, 1000, 30),
-    }
-    for name, (cores, gpus, mem, minutes) in expected.items():
-        job = jobs[name]
-        assert job["--cpus-per-task"] == str(cores), (name, job)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    assert {name for name in names if paper_job_shape(raw, name)[0]} >= GPU_STAGES - {"train_classifier"}
+    for name, job in jobs.items():
+        gpus, processes = paper_job_shape(raw, name)
         assert job.get("--gpus") == (None if gpus is None else str(gpus)), (name, job)
-        assert job["--mem"] == str(mem) and job["-t"] == str(minutes), (name, job)
         # The partition the plugin picked from partitions.yaml: GPU jobs where the GPUs are.
         assert job["-p"] == ("gpu" if gpus else "cpu"), (name, job)
         assert "--gres" not in job and "-A" not in job, (name, job)
         # CPU jobs get one task; GPU jobs leave the task geometry to SLURM (one task).
         assert ("--ntasks" in job) == (gpus is None), (name, job)
+        assert int(job["-t"]) > 0 and int(job["--mem"]) > 0, (name, job)
+        if gpus:
+            # A core per process to drive its GPU, plus one per loader worker; memory held per process.
+            workers = int(runtime_section(raw, name.split("@")[0], "paper").get("workers") or 0)
+            assert int(job["--cpus-per-task"]) == max(2, processes * (1 + workers)), (name, job)
+            assert int(job["--mem"]) % processes == 0, (name, job)
+    # Parallel downloads are the download job's work: it asks for a core each.
+    downloads = runtime_section(raw, "download", "paper")["mimic"]["workers"]
+    assert jobs["download"]["--cpus-per-task"] == str(max(2, downloads))
+    assert int(jobs["train_decoder"]["--gpus"]) > 1, "the paper profile trains the decoder on several GPUs"
 
 
 def test_smoke_jobs_ask_for_no_gpu_and_go_to_the_cpu_partition(tmp_path):

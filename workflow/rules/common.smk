@@ -160,9 +160,10 @@ def classifier_synthetic(wildcards):
 # executor plugin on a cluster (threads -> --cpus-per-task, mem_mb -> --mem, runtime -> -t, gpu -> --gpus,
 # and the partition that fits, from workflow/profiles/slurm/partitions.yaml). Derived from params.yaml's
 # runtime settings, so a job asks for what the stage will really start: its processes, loader workers and GPUs.
-PAPER_SCALE = PROFILE == "paper"  # the other profiles are sized for a 2-core laptop (rehearsal included)
-# Host memory (MB) of one process at the profile's scale (paper, laptop-sized); each loader worker adds its
-# share on top (LOADER_MB), and a job with one process per GPU holds that much per process.
+# Column of the (paper, laptop-sized) pairs below: every profile but paper is sized for a 2-core laptop.
+SCALE = 0 if PROFILE == "paper" else 1
+# Host memory (MB) of one process at the profile's scale; each loader worker adds its share on top
+# (LOADER_MB), and a job with one process per GPU holds that much per process.
 MEM_MB = {
     "download": (4000, 4000),
     "sections": (8000, 4000),
@@ -176,7 +177,7 @@ MEM_MB = {
     "evaluate": (24000, 8000),
     "tables": (1000, 1000),
 }
-LOADER_MB = 1000 if PAPER_SCALE else 500
+LOADER_MB = (1000, 500)[SCALE]
 # Wall-time limits (minutes), generous upper bounds: a job that passes its limit is killed.
 RUNTIME_MIN = {
     "download": (2880, 60),  # MIMIC-CXR-JPG: ~57 GB for p10, ~570 GB for all groups
@@ -191,8 +192,9 @@ RUNTIME_MIN = {
     "evaluate": (120, 60),
     "tables": (30, 15),
 }
-# Stages whose `workers` are processes beside the main one (DataLoader workers, a process pool).
-LOADER_STAGES = ("sections", "vqgan", "tokenize", "train_decoder", "train_classifier", "evaluate")
+# Stages whose `workers` are processes beside the main one (DataLoader workers, a process pool), each holding
+# memory of its own; evaluate's `workers` are threads of its one process.
+LOADER_STAGES = ("sections", "vqgan", "tokenize", "train_decoder", "train_classifier")
 
 
 def runtime_setting(stage, key, default=None):
@@ -244,11 +246,11 @@ def threads_for(stage, cpu=2):
 
 def mem_mb(stage):
     """Host memory (MB) for the job: per process, the stage's own plus each loader worker's share."""
-    own = MEM_MB[stage][0 if PAPER_SCALE else 1]
+    own = MEM_MB[stage][SCALE]
     loaders = workers(stage) if stage in LOADER_STAGES else 0
     return processes(stage) * (own + LOADER_MB * loaders)
 
 
 def runtime_min(stage):
     """The job's wall-time limit in minutes (SLURM's -t)."""
-    return RUNTIME_MIN[stage][0 if PAPER_SCALE else 1]
+    return RUNTIME_MIN[stage][SCALE]

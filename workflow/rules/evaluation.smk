@@ -78,8 +78,8 @@ rule train_classifier:
         runtime=runtime_min("train_classifier"),
         gpu=gpus("train_classifier"),
     # On the CPU the augmented arms take one thread each (Snakemake sets OMP_NUM_THREADS): they become ready
-    # together and train side by side, 1.33x the throughput of one 2-thread run (22 vs 33 images/s per
-    # process, docs/benchmarks.md). The real arm has no partner with the same inputs, so it takes two.
+    # together and train side by side, more images/s than one 2-thread run (docs/benchmarks.md). The real arm
+    # has no partner with the same inputs, so it takes two.
     threads: lambda wildcards: threads_for("train_classifier", cpu=2 if wildcards.arm == "real" else 1)
     conda:
         CONDA_ENV
