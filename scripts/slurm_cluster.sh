@@ -168,7 +168,8 @@ cmd_stop() {
 }
 
 cmd_status() {
-    if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid" && node_ready; then
+    # Asks SLURM itself, not this shell's state dir: `sudo` may have started it with another environment.
+    if grep -qF "$MARKER" "$CONF" 2>/dev/null && node_ready; then
         sinfo
         return 0
     fi
