@@ -163,18 +163,19 @@ def classifier_synthetic(wildcards):
 # Column of the (paper, laptop-sized) pairs below: every profile but paper is sized for a 2-core laptop.
 SCALE = 0 if PROFILE == "paper" else 1
 # Host memory (MB) of one process at the profile's scale; each loader worker adds its share on top
-# (LOADER_MB), and a job with one process per GPU holds that much per process.
+# (LOADER_MB), and a job with one process per GPU holds that much per process. The laptop column is about
+# twice the largest peak a demo stage reached (docs/benchmarks.md), so a job fits an 8 GB machine.
 MEM_MB = {
     "download": (4000, 4000),
     "sections": (8000, 4000),
     "cohort": (8000, 4000),
-    "vqgan": (8000, 6000),
+    "vqgan": (8000, 4000),
     "tokenize": (8000, 4000),
-    "embed_text": (8000, 6000),
-    "train_decoder": (12000, 8000),
-    "synthesize": (8000, 8000),
-    "train_classifier": (24000, 8000),  # paper: every training image decoded once and kept in RAM (fp16, 512 px)
-    "evaluate": (24000, 8000),
+    "embed_text": (8000, 4000),
+    "train_decoder": (12000, 4000),
+    "synthesize": (8000, 4000),
+    "train_classifier": (24000, 4000),  # paper: every training image decoded once and kept in RAM (fp16, 512 px)
+    "evaluate": (24000, 4000),
     "tables": (1000, 1000),
 }
 LOADER_MB = (1000, 500)[SCALE]
