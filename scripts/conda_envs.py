@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Write the conda environments from requirements.lock: environment.yml (by hand) and workflow/envs/raygen.yaml
 (every rule under `snakemake --use-conda`). Run after changing the lock; tests/test_environment.py fails until
-the files match it. Usage: python scripts/conda_envs.py [--check]
+the files match it. Usage: python scripts/conda_envs.py [--check] [--lock PATH]
+(--check: exit 1 if a file differs from what the lock gives, writing nothing; --lock: another lock than
+requirements.lock, so tests can check the files against a changed lock without touching the real one).
 
 Every pin of the lock is written into the files rather than a `-r requirements.lock` line, because
-- Snakemake names a --use-conda environment after an MD5 of the env file's text (snakemake/deployment/conda.py,
-  Env._get_hash): with `-r` a new lock would leave the old environment in use;
+- Snakemake names a --use-conda environment after a hash of the env file's text, not of the files that text
+  points to: with `-r` a new lock would leave the old environment in use;
 - Snakemake copies the env file into its conda prefix (.snakemake/conda/<hash>.yaml) before `conda env create`,
   and conda runs pip from the env file's folder, so a relative `-r` path would point into the prefix, not here.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -64,21 +67,25 @@ def render(name: str, purpose: str, extra: list[str], pins: list[str]) -> str:
     return "".join(body)
 
 
-def expected() -> dict[Path, str]:
-    pins = lock_lines(LOCK.read_text())
+def expected(lock: Path = LOCK) -> dict[Path, str]:
+    pins = lock_lines(lock.read_text())
     return {REPO / path: render(name, purpose, extra, pins) for path, (name, purpose, extra) in ENVS.items()}
 
 
 def main(argv: list[str]) -> int:
-    stale = [path for path, text in expected().items() if not path.exists() or path.read_text() != text]
-    if "--check" in argv:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--lock", type=Path, default=LOCK)
+    args = parser.parse_args(argv)
+    wanted = expected(args.lock)
+    stale = {path: text for path, text in wanted.items() if not path.exists() or path.read_text() != text}
+    if args.check:
         for path in stale:
-            print(f"{path.relative_to(REPO)} does not match requirements.lock; run python scripts/conda_envs.py")
+            print(f"{path.relative_to(REPO)} does not match {args.lock.name}; run python scripts/conda_envs.py")
         return 1 if stale else 0
-    for path, text in expected().items():
-        if path in stale:
-            path.write_text(text)
-            print(f"wrote {path.relative_to(REPO)}")
+    for path, text in stale.items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(REPO)}")
     return 0
 
 

@@ -19,17 +19,24 @@ WORKFLOW_ENV = REPO / "workflow/envs/raygen.yaml"
 BY_HAND_ENV = REPO / "environment.yml"
 
 
+def generator():
+    spec = importlib.util.spec_from_file_location("conda_envs", REPO / "scripts/conda_envs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conda_envs = generator()
+
+
 def lock_lines() -> list[str]:
-    return [line for line in LOCK.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    """The script's own reading of the lock (it refuses any line that is not a PIN), so the tests and the
+    generated files cannot disagree about what the lock holds."""
+    return conda_envs.lock_lines(LOCK.read_text())
 
 
 def pins(lines) -> dict[str, str]:
-    out = {}
-    for line in lines:
-        line = line.split("#")[0].strip()
-        if m := re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line):
-            out[canonicalize_name(m.group(1))] = m.group(2)
-    return out
+    return {canonicalize_name(name): version for name, version in (line.split("==", 1) for line in lines)}
 
 
 def project() -> dict:
@@ -45,18 +52,10 @@ def conda_env(path: Path) -> tuple[list[str], list[str]]:
     return conda, pip
 
 
-def generator():
-    spec = importlib.util.spec_from_file_location("conda_envs", REPO / "scripts/conda_envs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_lock_is_plain_exact_pins_one_per_package():
     """What conda's pip and scripts/setup_env.sh both install as is: no options, hashes, URLs or editables."""
     lines = lock_lines()
-    odd = [line for line in lines if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*==[^\s;#]+", line)]
-    assert not odd, odd
+    assert all(conda_envs.PIN.fullmatch(line) for line in lines)
     names = [canonicalize_name(line.split("==")[0]) for line in lines]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
@@ -80,24 +79,26 @@ def test_conda_envs_install_exactly_the_lock():
         assert pip == [*lock_lines(), *extra], f"{path.name}: run python scripts/conda_envs.py"
 
 
-def test_a_new_lock_gives_snakemake_a_new_conda_env():
-    """Snakemake names a --use-conda env after the env file's text: the file must spell out every pin (no `-r`,
-    `-c` or path that the hash would not see) and match the current lock exactly."""
-    _, pip = conda_env(WORKFLOW_ENV)
-    assert not [line for line in pip if line.startswith("-")], "no pip options in the workflow env"
-    conda_envs = generator()
-    for path, text in conda_envs.expected().items():
-        assert path.read_text() == text, f"{path.relative_to(REPO)} is stale: run python scripts/conda_envs.py"
-    pins_now = conda_envs.lock_lines(LOCK.read_text())
-    bumped = [re.sub(r"^torch==.*", "torch==0.0.1", line) for line in pins_now]
-    name, purpose, extra = conda_envs.ENVS["workflow/envs/raygen.yaml"]
-    assert conda_envs.render(name, purpose, extra, bumped) != WORKFLOW_ENV.read_text()
+def test_conda_envs_check_passes_now_and_fails_for_a_new_lock(tmp_path, capsys):
+    """`scripts/conda_envs.py --check` is what says the env files are stale: it must pass on the checkout and
+    fail once one pin of the lock changes (Snakemake names a --use-conda env after the env file's text, so a
+    new lock that left the file alone would keep the old env in use)."""
+    assert conda_envs.main(["--check"]) == 0, capsys.readouterr().out
+    lines = lock_lines()
+    bumped = [re.sub(r"^torch==.*", "torch==0.0.1", line) for line in lines]
+    assert bumped != lines, "the lock pins torch"
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("\n".join(bumped) + "\n")
+    capsys.readouterr()
+    assert conda_envs.main(["--check", "--lock", str(lock)]) != 0
+    out = capsys.readouterr().out
+    assert "workflow/envs/raygen.yaml" in out and "environment.yml" in out, out
 
 
 def test_python_version_agrees_everywhere():
     allowed = SpecifierSet(project()["requires-python"])
     assert "3.11.7" in allowed and "3.12.0" not in allowed and "3.10.9" not in allowed
-    assert generator().PYTHON == "3.11"
+    assert conda_envs.PYTHON == "3.11"
     for path in (WORKFLOW_ENV, BY_HAND_ENV):
         assert "python=3.11" in conda_env(path)[0], path.name
     assert "sys.version_info[:2] != (3, 11)" in (REPO / "scripts/setup_env.sh").read_text()
