@@ -11,6 +11,7 @@ The real weights are only exercised by the ``weights`` test (RAYGEN_WEIGHTS_DIR/
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -246,6 +247,22 @@ def test_a_cxr_bert_folder_without_its_code_files_is_refused(tmp_path, missing, 
     (folder / missing).unlink()
     with pytest.raises(TextEncoderError, match=re.compile(says, re.S)):
         build_text_encoder("cxr-bert", model_dir=folder, max_length=12)
+
+
+@pytest.mark.parametrize(
+    "tokenizer_map",
+    [["tokenization_cxrbert.CXRBertTokenizer", None], [None, "tokenization_cxrbert.CXRBertTokenizerFast"]],
+)
+def test_auto_map_lists_name_their_code_files_too(tmp_path, tokenizer_map):
+    """A tokenizer's auto_map entry is a [slow, fast] list that may hold None: its file is checked like the rest."""
+    folder = write_tiny_cxr_bert(tmp_path / "cxr")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"]["AutoTokenizer"] = tokenizer_map
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TextEncoderError, match=re.compile(r"lacks tokenization_cxrbert\.py.*hf download", re.S)):
+        resolve_model_dir("cxr-bert", model_dir=folder)
+    (folder / "tokenization_cxrbert.py").write_text("")
+    assert resolve_model_dir("cxr-bert", model_dir=folder) == folder.resolve()
 
 
 def test_cxr_bert_hub_id_resolves_from_the_local_cache(tmp_path, monkeypatch):

@@ -310,6 +310,8 @@ def resolve_model_dir(
     else:
         raise TextEncoderError(f"unknown text encoder source {source!r}; choose one of {', '.join(SOURCES)}")
     check_model_dir(folder, hint)
+    if source == "cxr-bert":  # after check_model_dir, which makes sure config.json is there to read
+        check_remote_code_files(folder, hint)
     return folder.resolve()
 
 
@@ -322,19 +324,18 @@ def weights_sha256(folder: Path) -> str:
     return "missing"
 
 
-def check_remote_code_files(folder: Path) -> None:
+def check_remote_code_files(folder: Path, hint: str) -> None:
     """The code files ``config.json``'s ``auto_map`` names must be in the snapshot folder itself:
-    transformers would otherwise fall back, silently, to a copy cached from another folder of that name."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise TextEncoderError(f"{folder} has no config.json: it is not a CXR-BERT snapshot folder ({CXR_BERT_HUB_ID})")
-    auto_map = json.loads(config.read_text()).get("auto_map", {})
-    modules = sorted({f"{ref.split('--')[-1].rsplit('.', 1)[0]}.py" for ref in auto_map.values()})
+    transformers would otherwise fall back, silently, to a copy cached from another folder of that name.
+    An ``auto_map`` value is one ``module.Class`` or, for tokenizers, a [slow, fast] list that may hold None."""
+    auto_map = json.loads((folder / "config.json").read_text()).get("auto_map", {})
+    refs = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value]) if ref]
+    modules = sorted({f"{ref.split('--')[-1].rsplit('.', 1)[0]}.py" for ref in refs})
     missing = [name for name in modules if not (folder / name).is_file()]
-    if not auto_map or missing:
+    if not modules or missing:
         raise TextEncoderError(
             f"{folder} lacks {', '.join(missing) or 'an auto_map in config.json'}: CXR-BERT ships its model code "
-            f"with its weights; copy the whole hub snapshot folder of {CXR_BERT_HUB_ID} (every file) there"
+            f"with its weights; copy the whole hub snapshot folder of {CXR_BERT_HUB_ID} (every file) there. {hint}"
         )
 
 
@@ -359,8 +360,6 @@ def build_text_encoder(
 
     folder = resolve_model_dir(source, model_dir, hub_id, revision)
     remote = source == "cxr-bert"  # CXR-BERT's CXRBertConfig / CXRBertModel live in the snapshot
-    if remote:
-        check_remote_code_files(Path(folder))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=remote)
         model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=remote)
