@@ -41,4 +41,5 @@ def test_the_device_runner_fills_every_dvc_interpolation(tmp_path):
     ]
     augmented = [c for c in commands if "--arm real+" in c]
     assert len(augmented) == 2 and all("--synthetic results/synthesize/aug_100.csv" in c for c in augmented)
-    assert "--pretrained-ckpt weights/unixgen-vqgan/last.ckpt" in commands[3]
+    [vqgan] = [c for c in commands if c.split()[3] == "vqgan"]  # `python -m raygen vqgan ...`
+    assert "--pretrained-ckpt weights/unixgen-vqgan/last.ckpt" in vqgan
