@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from physionet_server import FakePhysioNet, build_release  # noqa: E402
-from workflow_copy import BIN, make_copy, set_params, tool  # noqa: E402
+from workflow_copy import BIN, expand_foreach, make_copy, set_params, tool  # noqa: E402
 
 USER, PASSWORD = "rehearsal-user", "rehearsal-Pa55word"
 PORT = 38917  # params.yaml: profiles.rehearsal.download.mimic.base_url
@@ -93,7 +93,8 @@ def on_device(wf: Path, device: str) -> None:
 
 def stage_commands(wf: Path) -> list[str]:
     """The DVC stages' commands in pipeline order, with DVC's ``${...}`` interpolation done the way DVC
-    does it: ``${key}`` of a foreach stage, anything else a dotted path into params.yaml."""
+    does it: ``${key}`` / ``${item.x}`` of a foreach stage (workflow_copy.expand_foreach), anything else a
+    dotted path into params.yaml."""
     stages = yaml.safe_load((wf / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((wf / "params.yaml").read_text())
 
@@ -106,14 +107,7 @@ def stage_commands(wf: Path) -> list[str]:
 
         return re.sub(r"\$\{([\w.]+)\}", lookup, " ".join(command.split()))
 
-    commands = []
-    for stage in stages.values():
-        if "foreach" in stage:  # a dict foreach: ${key} is the key, ${item.x} its value's fields
-            items = stage["foreach"] if isinstance(stage["foreach"], dict) else {k: {} for k in stage["foreach"]}
-            commands += [fill(stage["do"]["cmd"], {**params, "key": k, "item": v}) for k, v in items.items()]
-        else:
-            commands.append(fill(stage["cmd"], params))
-    return commands
+    return [fill(stage["cmd"], params) for stage in expand_foreach(stages).values()]
 
 
 def run_commands(wf: Path, env: dict[str, str]) -> None:

@@ -52,6 +52,33 @@ def tool(root: Path, *args: str, check: bool = True, env: dict | None = None) ->
     return proc
 
 
+def expand_foreach(stages: dict) -> dict[str, dict]:
+    """dvc.yaml's ``stages`` as DVC names and runs them: a foreach stage becomes one stage per key
+    (``train_classifier@real+50``), its ``do`` with ``${key}`` and ``${item.<field>}`` filled in everywhere
+    (commands, deps, outs, keys of outs with options). Other ``${...}`` (params.yaml paths) are left as they are."""
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        if not isinstance(stage["foreach"], dict):
+            raise ValueError(f"{name}: only a dict foreach (key: {{field: value}}) is expanded here")
+        for key, item in stage["foreach"].items():
+            scope = {"key": key, **{f"item.{field}": value for field, value in item.items()}}
+            out[f"{name}@{key}"] = _fill_foreach(stage["do"], scope)
+    return out
+
+
+def _fill_foreach(node, scope: dict):
+    if isinstance(node, str):
+        return re.sub(r"\$\{(key|item\.\w+)\}", lambda m: str(scope[m.group(1)]), node)
+    if isinstance(node, list):
+        return [_fill_foreach(value, scope) for value in node]
+    if isinstance(node, dict):
+        return {_fill_foreach(k, scope): _fill_foreach(v, scope) for k, v in node.items()}
+    return node
+
+
 def planned(root: Path, *args: str) -> set[str]:
     """Jobs a Snakemake dry run would run, named as DVC names them (``train_classifier@real+50``)."""
     out = tool(root, "snakemake", "-n", "--cores", "1", *args).stdout
