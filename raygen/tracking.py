@@ -10,12 +10,15 @@ Every pipeline invocation gets one id (:func:`pipeline_run_id`) and one parent r
 stage's params and the headline metrics; each stage run is nested under it (``mlflow.parentRunId``):
 
 * Snakemake draws the id once per invocation (``RAYGEN_PIPELINE_RUN``, which every job inherits, SLURM
-  jobs through ``sbatch --export=ALL``); its ``onstart`` creates the store, the experiment and the parent
-  run before any job starts (:func:`start_pipeline`), ``onsuccess`` / ``onerror`` end it.
+  jobs through ``sbatch --export=ALL``); its ``onstart`` creates a new parent run before any job looks for
+  one, ``onsuccess`` / ``onerror`` end it (:mod:`raygen.pipeline.tracking_hooks`, which no stage imports).
 * ``dvc exp run``: the experiment's name; plain ``dvc repro``: the DVC process (its pid and start time).
   DVC has no hook before its first stage, so the first stage's helper creates the parent, under a file
   lock that also keeps two helpers from creating a fresh store at once; each stage's end sets its status.
 * A stage run by hand is a pipeline of its own: a ``manual-...`` id and no parent run.
+
+A stage joins the newest parent with its invocation's id whose params hash is that of its own params file;
+when none has (an id reused with other params), it creates one, so a parent's params are never stale.
 
 Usage in a stage::
 
@@ -28,13 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
-import selectors
-import shutil
 import subprocess
 import sys
 import time
@@ -45,9 +45,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 300.0  # how long a finished stage waits for the MLflow helper
-READY_TIMEOUT_S = 120.0  # how long Snakemake's onstart waits for the store and the parent run
 PIPELINE_ENV = "RAYGEN_PIPELINE_RUN"
-READY = "raygen-tracking-ready"  # the helper's word that its start is done
 HELPER = "raygen.tracking_helper"  # the module the helper process runs; the only one that imports MLflow
 
 # Keys whose values must never reach MLflow, whatever a caller passes.
@@ -185,7 +183,7 @@ class Tracker:
             self._call("set_tags", self._mlflow.set_tags, tags)
 
 
-class _RunProcess:
+class RunProcess:
     """One MLflow run driven by a helper process (``python -m raygen.tracking_helper``), so that importing
     MLflow and opening the sqlite store (seconds each, docs/benchmarks.md) overlap the stage's own work
     instead of preceding it.
@@ -196,9 +194,9 @@ class _RunProcess:
     The helper reports problems on its stdout; :meth:`close` logs them as warnings.
     """
 
-    def __init__(self, python: str = sys.executable, **start: Any) -> None:
+    def __init__(self, **start: Any) -> None:
         self._proc = subprocess.Popen(
-            [python, "-m", HELPER],
+            [sys.executable, "-m", HELPER],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -229,25 +227,6 @@ class _RunProcess:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send("set_tags", tags)
 
-    def wait_ready(self, timeout: float) -> None:
-        """Wait until the helper says its start is done (or failed; it says why, logged as a warning).
-
-        Read from the raw pipe, not through the text wrapper, so that :meth:`close` later finds nothing
-        of the helper's output held in a buffer."""
-        fd, data, deadline = self._proc.stdout.fileno(), b"", time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while (READY.encode() + b"\n") not in data:
-                left = deadline - time.monotonic()
-                chunk = os.read(fd, 65536) if left > 0 and sel.select(left) else b""
-                if not chunk:
-                    log.warning("MLflow: no parent run after %.0f s (or the helper died); jobs make it", timeout)
-                    break
-                data += chunk
-        for line in data.decode(errors="replace").splitlines():
-            if line != READY:
-                log.warning("%s", line)
-
     def close(self, timeout: float = JOIN_TIMEOUT_S) -> None:
         """Send the end of the run (``self.status``), wait for the helper, log what it reported."""
         self._send("end_run", status=self.status)
@@ -269,30 +248,41 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
-def _pipeline(run_id: str, launcher: str, profile: str, owner: str, params_file: Path, commit: str) -> dict[str, Any]:
+def run_tags(run_id: str, profile: str, commit: str) -> dict[str, str]:
+    """The tags a stage's run and a parent run share: the invocation, the profile, the git commit."""
+    return {"raygen.pipeline_run": run_id, "raygen.profile": profile, "mlflow.source.git.commit": commit}
+
+
+def pipeline_spec(
+    run_id: str, launcher: str, profile: str, owner: str, params_file: str | Path, commit: str
+) -> dict[str, Any]:
     """What the helper needs to find the pipeline's parent run, or to create it: its id, its tags, and the
     params file whose every stage section it records. ``owner`` ends it: Snakemake's hooks, or the stages."""
-    tags = {
-        "raygen.pipeline_run": run_id,
-        "raygen.profile": profile,
-        "raygen.launcher": launcher,
-        "mlflow.source.git.commit": commit,
-    }
+    tags = {**run_tags(run_id, profile, commit), "raygen.launcher": launcher}
     for env, tag in (("DVC_EXP_NAME", "raygen.dvc_exp"), ("DVC_EXP_BASELINE_REV", "raygen.dvc_baseline")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    return {"id": run_id, "profile": profile, "owner": owner, "params_file": str(params_file), "tags": tags}
+    params_file = str(Path(params_file).resolve())
+    return {"id": run_id, "profile": profile, "owner": owner, "params_file": params_file, "tags": tags}
 
 
 @contextlib.contextmanager
 def start_run(
-    stage: str, profile: str, params: dict[str, Any] | None = None, enabled: bool = True, instance: str | None = None
+    stage: str,
+    profile: str,
+    params: dict[str, Any] | None = None,
+    enabled: bool = True,
+    instance: str | None = None,
+    params_file: str | Path = "params.yaml",
 ) -> Iterator[Tracker]:
     """Open an MLflow run for ``stage`` in experiment ``raygen-<profile>``, nested under this pipeline
     invocation's parent run; yield a :class:`Tracker`. ``instance`` names one of a stage's jobs (the
-    classifier's arm): the run is called ``stage[instance]``.
+    classifier's arm): the run is called ``stage[instance]``. ``params_file`` is the stage's ``--params``: the
+    whole pipeline's params, whose hash picks the parent to join and which a parent this stage creates records
+    (every stage command runs with ``--params params.yaml`` from its working directory: the experiment's copy
+    under ``dvc exp run --temp``).
 
-    The run lives in a helper process (:class:`_RunProcess`): the stage starts working at once, and
+    The run lives in a helper process (:class:`RunProcess`): the stage starts working at once, and
     leaving the block waits for the helper to finish the calls. Tracking problems (a locked database, a missing
     package) are logged and the stage goes on untracked: MLflow is never an input of the pipeline.
     """
@@ -302,24 +292,15 @@ def start_run(
         return
     run_id, launcher = pipeline_run_id()
     commit = git_commit()
-    tags = {
-        "raygen.stage": stage,
-        "raygen.profile": profile,
-        "raygen.pipeline_run": run_id or f"manual-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-        "raygen.params_hash": params_hash(params),
-        "mlflow.source.git.commit": commit,
-    }
+    tags = run_tags(run_id or f"manual-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", profile, commit)
+    tags.update({"raygen.stage": stage, "raygen.params_hash": params_hash(params)})
     if instance:
         tags["raygen.instance"] = instance
-    # Every stage command runs with `--params params.yaml` from the working directory (the experiment's
-    # copy under `dvc exp run --temp`), so that file holds the parameters of the whole pipeline.
-    params_file = Path("params.yaml").resolve()
-    pipeline = _pipeline(run_id, launcher, profile, "stages", params_file, commit) if run_id else None
-    run_name = f"{stage}[{instance}]" if instance else stage
-    run = _RunProcess(
+    pipeline = pipeline_spec(run_id, launcher, profile, "stages", params_file, commit) if run_id else None
+    run = RunProcess(
         role="stage",
         experiment=f"raygen-{profile}",
-        run_name=run_name,
+        run_name=f"{stage}[{instance}]" if instance else stage,
         tags=tags,
         params=flatten(params),
         pipeline=pipeline,
@@ -329,38 +310,3 @@ def start_run(
         run.status = "FINISHED"
     finally:
         run.close()
-
-
-def start_pipeline(run_id: str, profile: str, params_file: Path) -> _RunProcess | None:
-    """Snakemake's ``onstart``: create the store, the experiment and this invocation's parent run before any
-    job starts, so parallel jobs never race to create a fresh SQLite store. Returns the open parent run
-    (end it with :func:`end_pipeline`), or None when tracking is off. Never raises: a problem is a warning,
-    and the stages then create the parent themselves."""
-    if not enabled_by_env():
-        return None
-    try:
-        run = _RunProcess(
-            python=_helper_python(),
-            role="pipeline",
-            experiment=f"raygen-{profile}",
-            pipeline=_pipeline(_clean_id(run_id), "snakemake", profile, "snakemake", params_file, git_commit()),
-        )
-        run.wait_ready(READY_TIMEOUT_S)
-        return run
-    except Exception as err:  # noqa: BLE001 - tracking must never stop a pipeline
-        log.warning("MLflow: no parent run for this pipeline run: %s", err)
-        return None
-
-
-def end_pipeline(run: _RunProcess | None, status: str) -> None:
-    """Snakemake's ``onsuccess`` (``FINISHED``) / ``onerror`` (``FAILED``): end the parent run."""
-    if run is not None:
-        run.status = status
-        run.close()
-
-
-def _helper_python() -> str:
-    """Snakemake's own interpreter when it has MLflow, else the ``python`` the rules run (``PATH``)."""
-    if importlib.util.find_spec("mlflow") is not None:
-        return sys.executable
-    return shutil.which("python") or sys.executable

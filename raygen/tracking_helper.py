@@ -1,13 +1,15 @@
 """The MLflow side of :mod:`raygen.tracking`: the helper process that a tracked stage (and Snakemake's
-``onstart``) starts with ``python -m raygen.tracking_helper``. The only module that imports MLflow.
+``onstart``, :mod:`raygen.pipeline.tracking_hooks`) starts with ``python -m raygen.tracking_helper``. The only
+module that imports MLflow.
 
 It replays the JSON-line calls it reads on stdin on MLflow, and writes each problem as one line on stdout,
 which the caller logs as a warning. No stage imports this module, so it is in no stage's code deps:
 tracking never changes what a stage writes, and an edit here reruns nothing.
 
-What is created is created once, under a file lock: a fresh SQLite store (two processes creating its
-schema at the same moment is a known MLflow failure, and one of them loses its run), the experiment, and the
-pipeline's parent run, which every stage of one invocation finds by its ``raygen.pipeline_run`` tag.
+What is created is created under a file lock: a fresh SQLite store (two processes creating its schema at the
+same moment is a known MLflow failure, and one of them loses its run), the experiment, and the pipeline's
+parent run, which every stage of one invocation finds by its ``raygen.pipeline_run`` tag. Looking up what
+exists needs no lock: a stage's helper waits only for a creator that holds the lock at that moment.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,19 +27,25 @@ from typing import Any
 from raygen import tracking
 
 LOCK_WAIT_S = 120.0  # past this, a holder is taken to be stuck and the helper goes on without the lock
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # the UI's "machine learning" kind
+READY = "raygen-tracking-ready"  # the word a parent's helper says once it holds the lock (Snakemake waits for it)
 ROLE_TAG = "raygen.role"  # "pipeline" on a parent run
 OWNER_TAG = "raygen.parent_owner"  # who ends the parent: "snakemake" (its hooks) or "stages" (DVC, each stage)
+HASH_TAG = "raygen.params_hash"
 
 Report = Callable[[str], None]
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
 def lock_path(uri: str, root: Path) -> Path:
     """Beside a SQLite file (everyone who writes that store meets on one lock), else in the checkout."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        return db.with_name(db.name + ".lock")
-    return root / ".raygen" / "mlflow.lock"
+    db = sqlite_file(uri)
+    return db.with_name(db.name + ".lock") if db else root / ".raygen" / "mlflow.lock"
 
 
 @contextlib.contextmanager
@@ -68,15 +75,18 @@ def store_lock(path: Path, report: Report) -> Iterator[None]:
             handle.close()
 
 
-def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, created if missing, marked as a training-runs experiment for MLflow's UI."""
+def ensure_experiment(client: Any, name: str, root: Path, uri: str, create: bool) -> str | None:
+    """The experiment's id; created if missing and ``create``, else None. A local store's new experiment keeps
+    its artifacts in the repository's ``mlruns/`` (MLflow's default, ``./mlruns``, would follow the working
+    directory: a throw-away copy under ``dvc exp run --temp``); a tracking server chooses its own place."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name, tags={KIND_TAG: KIND})
+        if not create:
+            return None
+        server = uri.startswith(("http://", "https://", "databricks"))
+        return client.create_experiment(name, artifact_location=None if server else (root / "mlruns").as_uri())
     if exp.lifecycle_stage == "deleted":
         raise RuntimeError(f"experiment {name} is deleted: restore it (`mlflow experiments restore`) or purge it")
-    if KIND_TAG not in exp.tags:
-        client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
     return exp.experiment_id
 
 
@@ -95,25 +105,33 @@ def pipeline_params(params_file: str, profile: str, report: Report) -> dict[str,
         return {}
 
 
-def parent_run(client: Any, experiment_id: str, pipeline: dict[str, Any], report: Report) -> Any:
-    """This invocation's parent run: the run tagged with its id, or a new one holding every stage's params."""
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`raygen.pipeline_run` = '{pipeline['id']}' and tags.`{ROLE_TAG}` = 'pipeline'",
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    if found:
-        return found[0]
+def log_params(client: Any, run_id: str, flat: dict[str, str]) -> None:
     from mlflow.entities import Param
 
-    params = pipeline_params(pipeline["params_file"], pipeline["profile"], report)
+    items = [Param(key, value) for key, value in flat.items()]
+    for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def find_parent(client: Any, experiment_id: str, pipeline: dict[str, Any], params_hash: str) -> Any | None:
+    """The newest parent run of this invocation id that records these params. Only such a parent is reused:
+    an id used again with other params (a reused ``RAYGEN_PIPELINE_RUN`` or experiment name) gets a new one."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`raygen.pipeline_run` = '{pipeline['id']}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        f" and tags.`{HASH_TAG}` = '{params_hash}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return found[0] if found else None
+
+
+def create_parent(client: Any, experiment_id: str, pipeline: dict[str, Any], params: dict[str, Any]) -> Any:
+    """A new parent run for this invocation, holding every stage's params."""
     tags = {**pipeline["tags"], ROLE_TAG: "pipeline", OWNER_TAG: pipeline["owner"]}
-    tags["raygen.params_hash"] = tracking.params_hash(params)
+    tags[HASH_TAG] = tracking.params_hash(params)
     run = client.create_run(experiment_id, run_name=f"pipeline {pipeline['id']}", tags=tags)
-    flat = [Param(key, value) for key, value in tracking.flatten(params).items()]
-    for i in range(0, len(flat), 100):  # MLflow caps one batch at 100 params
-        client.log_batch(run.info.run_id, params=flat[i : i + 100])
+    log_params(client, run.info.run_id, tracking.flatten(params))
     return client.get_run(run.info.run_id)
 
 
@@ -144,40 +162,88 @@ class Session:
             self.client.set_terminated(self.parent_id, status)
 
 
-def start(kw: dict[str, Any], report: Report) -> Session | None:
-    """Open the store, the experiment and the parent run (under the lock), then the run itself: a stage's
-    run nested under the parent, or (``role="pipeline"``, Snakemake's onstart) the parent itself."""
-    mlflow = None
-    try:
-        import mlflow as module
+def _lookup(client: Any, kw: dict[str, Any], params: dict[str, Any], create: bool) -> tuple[str, Any] | None:
+    """(experiment id, parent run or None for a stage run by hand); what is missing is created with ``create``,
+    else the answer is None. Snakemake's onstart always creates a new parent, so its params are this call's."""
+    experiment_id = ensure_experiment(client, kw["experiment"], Path(kw["root"]), kw["uri"], create)
+    pipeline = kw.get("pipeline")
+    if experiment_id is None or not pipeline:
+        return (experiment_id, None) if experiment_id else None
+    parent = None
+    if kw["role"] != "pipeline":
+        parent = find_parent(client, experiment_id, pipeline, tracking.params_hash(params))
+    if parent is None and create:
+        parent = create_parent(client, experiment_id, pipeline, params)
+    return (experiment_id, parent) if parent else None
+
+
+def stage_store(kw: dict[str, Any], params: dict[str, Any], report: Report) -> tuple[Any, str, Any]:
+    """(client, experiment id, parent run) for a stage: looked up without the lock, since they mostly exist,
+    and looked up again under the lock, then created, only when the store is new or something is missing."""
+    from mlflow import MlflowClient
+
+    lock = lock_path(kw["uri"], Path(kw["root"]))
+    db = sqlite_file(kw["uri"])
+    # Looked at before waiting: whoever made the file holds the lock until the store is whole.
+    fresh = db is not None and not db.exists()
+    # Wait for a creator holding the lock now (Snakemake's onstart takes it before any job starts), so that
+    # what it makes is found: a reused invocation id must not lead a stage to an older parent.
+    with store_lock(lock, report):
+        pass
+    client = None if fresh else MlflowClient(kw["uri"])
+    found = None if fresh else _lookup(client, kw, params, create=False)
+    if found is None:
+        with store_lock(lock, report):
+            client = client or MlflowClient(kw["uri"])  # opens the store, creating a fresh one's schema
+            found = _lookup(client, kw, params, create=True)
+    return client, *found
+
+
+def start_parent(kw: dict[str, Any], report: Report) -> Session:
+    """Snakemake's onstart: a new parent run for this call. The lock is taken before MLflow is even imported and
+    READY said at once, so onstart waits only for this interpreter to start; every job's helper waits on the
+    lock until the parent exists."""
+    with store_lock(lock_path(kw["uri"], Path(kw["root"])), report):
+        report(READY)
+        import mlflow
         from mlflow import MlflowClient
 
-        root = Path(kw["root"])
-        os.chdir(root)  # MLflow puts a new experiment's artifacts in ./mlruns: the repository's, never a copy's
-        module.set_tracking_uri(kw["uri"])
-        pipeline = kw.get("pipeline")
-        with store_lock(lock_path(kw["uri"], root), report):
-            client = MlflowClient(kw["uri"])  # opens the store, creating a fresh one's schema
-            experiment_id = ensure_experiment(client, kw["experiment"])
-            parent = parent_run(client, experiment_id, pipeline, report) if pipeline else None
-        mlflow = module
-        if kw["role"] == "pipeline":
-            module.start_run(run_id=parent.info.run_id)
-            return Session(module, client, None, False)
-        parent_id = parent.info.run_id if parent else None
-        module.start_run(experiment_id=experiment_id, run_name=kw["run_name"], parent_run_id=parent_id, tags=kw["tags"])
-        items = list(kw["params"].items())
-        for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
-            module.log_params(dict(items[i : i + 100]))
-        owns = parent is not None and parent.data.tags.get(OWNER_TAG) == "stages"
-        if owns:
-            client.update_run(parent_id, status="RUNNING")
-        return Session(module, client, parent_id, owns)
+        params = pipeline_params(kw["pipeline"]["params_file"], kw["pipeline"]["profile"], report)
+        client = MlflowClient(kw["uri"])  # opens the store, creating a fresh one's schema
+        _, parent = _lookup(client, kw, params, create=True)
+    mlflow.set_tracking_uri(kw["uri"])
+    mlflow.start_run(run_id=parent.info.run_id)
+    return Session(mlflow, client, None, False)
+
+
+def start_stage(kw: dict[str, Any], report: Report) -> Session:
+    """A stage's run, nested under its invocation's parent run (found, or created by the first stage)."""
+    import mlflow
+
+    pipeline = kw.get("pipeline")
+    params = pipeline_params(pipeline["params_file"], pipeline["profile"], report) if pipeline else {}
+    client, experiment_id, parent = stage_store(kw, params, report)
+    parent_id = parent.info.run_id if parent else None
+    mlflow.set_tracking_uri(kw["uri"])
+    run = mlflow.start_run(
+        experiment_id=experiment_id, run_name=kw["run_name"], parent_run_id=parent_id, tags=kw["tags"]
+    )
+    log_params(client, run.info.run_id, kw["params"])
+    owns = parent is not None and parent.data.tags.get(OWNER_TAG) == "stages"
+    if owns:
+        client.update_run(parent_id, status="RUNNING")
+    return Session(mlflow, client, parent_id, owns)
+
+
+def start(kw: dict[str, Any], report: Report) -> Session | None:
+    """Open the run: Snakemake's parent run (``role="pipeline"``) or a stage's; None, said why, when it fails."""
+    try:
+        return (start_parent if kw["role"] == "pipeline" else start_stage)(kw, report)
     except Exception as err:  # noqa: BLE001 - tracking must never break a stage
         report(f"MLflow tracking disabled for this run: {err}")
-        if mlflow is not None:
+        if "mlflow" in sys.modules:  # a run started before the failure ends as failed
             with contextlib.suppress(Exception):
-                mlflow.end_run(status="FAILED")
+                sys.modules["mlflow"].end_run(status="FAILED")
         return None
 
 
@@ -193,8 +259,6 @@ def serve(lines: Iterator[str], out: Any) -> None:
         op, args, kwargs = msg["op"], msg["args"], msg["kwargs"]
         if op == "start":
             session = start(kwargs, report)
-            if kwargs.get("role") == "pipeline":
-                report(tracking.READY)
             continue
         if session is None:
             if op == "end_run":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from raygen import tracking
+from raygen.pipeline import tracking_hooks
 
 
 class FakeMlflow:
@@ -85,7 +87,7 @@ def test_an_unusable_store_is_a_warning_and_the_stage_goes_on(tmp_path, monkeypa
     assert "MLflow tracking disabled for this run" in caplog.text
 
 
-def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store, tmp_path, monkeypatch):
+def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store, tmp_path):
     import io
     import json
 
@@ -106,7 +108,6 @@ def test_the_helper_ends_a_run_killed_when_the_stage_vanishes(tracking_store, tm
     }
     metric = {"op": "log_metrics", "args": [{"loss": 1.5}], "kwargs": {"step": 3}}
     report = io.StringIO()
-    monkeypatch.chdir(tmp_path)  # the helper moves to the repository root; here it runs in the test's process
     tracking_helper.serve(iter([json.dumps(start), json.dumps(metric)]), report)  # no end_run: the stage was killed
     (run,) = _runs(tracking_store)
     assert run.info.status == "KILLED" and run.data.metrics == {"loss": 1.5} and report.getvalue() == ""
@@ -167,13 +168,24 @@ def test_under_dvc_the_store_is_the_repository_s_even_from_an_experiment_s_copy(
 
 
 def _all_runs(uri: str) -> dict[str, object]:
-    """Runs of raygen-smoke by name; the experiment's tags under the key ``experiment``."""
+    """Runs of raygen-smoke by name."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["raygen-smoke"], output_format="list")}
-    runs["experiment"] = mlflow.get_experiment_by_name("raygen-smoke")
-    return runs
+    return {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["raygen-smoke"], output_format="list")}
+
+
+def _parents(uri: str, stage: str | None = None) -> list:
+    """The parent runs of raygen-smoke, oldest first; with ``stage``, that stage's runs instead."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(
+        experiment_names=["raygen-smoke"],
+        filter_string=f"tags.`raygen.stage` = '{stage}'" if stage else "tags.`raygen.role` = 'pipeline'",
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+    )
 
 
 def test_snakemake_s_parent_run_holds_the_stages_params_and_headline_metrics(
@@ -181,27 +193,90 @@ def test_snakemake_s_parent_run_holds_the_stages_params_and_headline_metrics(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAYGEN_PIPELINE_RUN", "4f2a")
+    params = repo_root / "params.yaml"
     with caplog.at_level(logging.WARNING):
-        parent = tracking.start_pipeline("4f2a", "smoke", repo_root / "params.yaml")  # onstart
-        # Two jobs at once, as Snakemake runs them.
-        with tracking.start_run("train_classifier", "smoke", {"lr": 0.1}, instance="real+50") as arm:
-            with tracking.start_run("evaluate", "smoke") as evaluate:
+        parent = tracking_hooks.start_pipeline("smoke", params)  # onstart
+        # Two jobs at once, as Snakemake runs them, then a job that fails.
+        with tracking.start_run(
+            "train_classifier", "smoke", {"lr": 0.1}, instance="real+50", params_file=params
+        ) as arm:
+            with tracking.start_run("evaluate", "smoke", params_file=params) as evaluate:
                 arm.log_metrics({"val_auroc": 0.6})
                 evaluate.log_metrics({"real+50/macro_auroc": 0.7, "fid": 9.0}, headline=True)
-        tracking.end_pipeline(parent, "FINISHED")  # onsuccess
+        with pytest.raises(RuntimeError, match="boom"):
+            with tracking.start_run("tables", "smoke", params_file=params):
+                raise RuntimeError("boom")
+        # Snakemake's parent is its hooks' to end: no job's end touches it, a failed job's included.
+        assert [p.info.status for p in _parents(tracking_store)] == ["RUNNING"]
+        tracking_hooks.end_pipeline(parent, "FINISHED")  # the hook's status, whatever the jobs' were
     assert not caplog.records, caplog.text
     runs = _all_runs(tracking_store)
-    top = runs["pipeline 4f2a"]
-    assert top.info.status == "FINISHED" and top.data.tags["raygen.role"] == "pipeline"
+    (top,) = _parents(tracking_store)
+    assert top.info.run_name == "pipeline 4f2a" and top.info.status == "FINISHED"
+    assert top.data.tags["raygen.launcher"] == "snakemake"
     assert top.data.metrics == {"real_plus_50/macro_auroc": 0.7, "fid": 9.0}
     assert top.data.params["profile"] == "smoke" and "train_decoder.steps" in top.data.params
     assert top.data.params["inputs.chexnet"] == "weights/chexnet"
     arm = runs["train_classifier[real+50]"]
     assert arm.data.tags["raygen.instance"] == "real+50" and arm.data.tags["raygen.stage"] == "train_classifier"
-    for stage in (arm, runs["evaluate"]):
+    assert arm.info.status == runs["evaluate"].info.status == "FINISHED" and runs["tables"].info.status == "FAILED"
+    for stage in (arm, runs["evaluate"], runs["tables"]):
         assert stage.data.tags["mlflow.parentRunId"] == top.info.run_id
-        assert stage.data.tags["raygen.pipeline_run"] == "4f2a" and stage.info.status == "FINISHED"
-    assert runs["experiment"].tags["mlflow.experimentKind"] == "custom_model_development"
+        assert stage.data.tags["raygen.pipeline_run"] == "4f2a" and stage.data.tags["raygen.profile"] == "smoke"
+
+
+def test_a_reused_snakemake_pipeline_id_gets_a_new_parent_with_the_new_params(
+    tracking_store, no_pipeline, monkeypatch, repo_root, tmp_path
+):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYGEN_PIPELINE_RUN", "again")
+    old, new = repo_root / "params.yaml", tmp_path / "params.yaml"
+    raw = yaml.safe_load(old.read_text())
+    n_boot = raw["profiles"]["smoke"]["evaluate"]["n_boot"]
+    raw["profiles"]["smoke"]["evaluate"]["n_boot"] = n_boot + 1
+    new.write_text(yaml.safe_dump(raw))
+    for params in (old, new):
+        parent = tracking_hooks.start_pipeline("smoke", params)  # onstart
+        with tracking.start_run("tables", "smoke", params_file=params):  # a job starting at once
+            pass
+        tracking_hooks.end_pipeline(parent, "FINISHED")
+    parents = _parents(tracking_store)
+    assert [p.info.run_name for p in parents] == ["pipeline again"] * 2
+    assert [p.data.params["evaluate.n_boot"] for p in parents] == [str(n_boot), str(n_boot + 1)]
+    jobs = _parents(tracking_store, stage="tables")
+    assert [j.data.tags["mlflow.parentRunId"] for j in jobs] == [p.info.run_id for p in parents]
+
+
+def test_a_job_waits_for_the_parent_that_onstart_s_helper_creates_under_the_lock(
+    tracking_store, no_pipeline, monkeypatch, repo_root, tmp_path
+):
+    """onstart returns once its helper holds the store's lock, before the parent exists; a job's helper must
+    wait for it rather than take an older parent of the same id and params (a reused id)."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from raygen import tracking_helper
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYGEN_PIPELINE_RUN", "held")
+    params = repo_root / "params.yaml"
+    tracking_hooks.end_pipeline(tracking_hooks.start_pipeline("smoke", params), "FINISHED")  # an older call
+    client = MlflowClient(tracking_store)
+    experiment_id = client.get_experiment_by_name("raygen-smoke").experiment_id
+    spec = tracking.pipeline_spec("held", "snakemake", "smoke", "snakemake", params, "commit")
+    with contextlib.ExitStack() as stack:
+        with tracking_helper.store_lock(tracking_helper.lock_path(tracking_store, tmp_path), print):  # onstart's
+            stack.enter_context(tracking.start_run("tables", "smoke", params_file=params))  # a job starts
+            deadline = time.monotonic() + 8  # long enough for its helper to look, were it not waiting
+            while time.monotonic() < deadline and not _parents(tracking_store, stage="tables"):
+                time.sleep(0.2)
+            pipeline_params = tracking_helper.pipeline_params(str(params), "smoke", print)
+            new = tracking_helper.create_parent(client, experiment_id, spec, pipeline_params)
+    (job,) = _parents(tracking_store, stage="tables")
+    assert job.data.tags["mlflow.parentRunId"] == new.info.run_id
 
 
 def test_under_dvc_the_first_stage_creates_the_parent_and_each_stage_s_end_sets_its_status(
@@ -265,29 +340,35 @@ def test_two_stages_starting_together_on_a_fresh_store_both_land_under_one_paren
         assert runs[name].data.tags["mlflow.parentRunId"] == top.info.run_id and runs[name].data.metrics == {"x": 1.0}
         artifacts = Path(runs[name].info.artifact_uri.removeprefix("file://"))
         assert artifacts.is_relative_to(repo) and (artifacts / name).is_file()  # the repository's, not the copy's
-    assert len(runs) == 4  # the two stages, their one parent, and the experiment
+    assert len(runs) == 3 and len(_parents(f"sqlite:///{repo / 'mlflow.db'}")) == 1  # two stages, one parent
 
 
-# The submitting Snakemake parses the Snakefile, then starts a "job" that parses it again in the environment
-# it hands down, as a SLURM job does (the executor plugin submits with `sbatch --export=ALL`).
+# The submitting Snakemake parses the Snakefile, then starts "jobs" that parse it again: one in the environment
+# the submitting process has when it submits (what `sbatch --export=ALL` hands a SLURM job), one in the
+# environment it was started in.
 PARSE = """
-import subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ResourceSettings
 
+started_in = dict(os.environ)
 root = Path(sys.argv[1])
 with SnakemakeApi() as api:
     workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=root / "workflow/Snakefile",
                             workdir=root)._workflow
     print(workflow.globals["RUN_ID"], flush=True)
 if sys.argv[2:] != ["job"]:
-    subprocess.run([sys.executable, __file__, str(root), "job"], check=True)
+    for env in (dict(os.environ), started_in):
+        subprocess.run([sys.executable, __file__, str(root), "job"], env=env, check=True)
 """
 
 
 @pytest.mark.slow
 def test_a_cluster_job_keeps_the_pipeline_id_of_the_run_that_submitted_it(no_pipeline, tmp_path):
+    """A SLURM job gets the id of the Snakemake that submitted it only through its environment: parsing the
+    Snakefile puts the id into the process environment, and the plugin submits with ``--export=ALL``, which
+    hands the job that environment. A job given the environment Snakemake started in draws an id of its own."""
     import subprocess
     import sys
 
@@ -300,8 +381,8 @@ def test_a_cluster_job_keeps_the_pipeline_id_of_the_run_that_submitted_it(no_pip
     script.write_text(PARSE)
     out = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
-    submitter, job = out.stdout.split()
-    assert submitter == job and len(submitter) == 12
+    submitter, job, without = out.stdout.split()
+    assert submitter == job != without and len(submitter) == 12
     submitting_env_profile(root)  # no conda here
     options = sbatch_calls(root, "smoke")  # what the SLURM plugin hands to sbatch, job by job
     assert options and all(o.get("--export") == "ALL" for o in options.values()), options

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(params.device)
     configure_torch(device)
     # Opened first: the MLflow helper starts up while the encoder loads.
-    with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
+    with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         t0 = time.perf_counter()
         encoder = text_encoder_from_params(params, device, model_dir=args.model_dir, cxr_bert_dir=args.cxr_bert_dir)
         log.info("encoder loaded in %.1f s", time.perf_counter() - t0)

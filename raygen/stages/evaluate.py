@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     profile, params = load_stage_params(args.params, STAGE, EvaluateParams, args.profile)
     device = pick_device(params.device)
     configure_torch(device)
-    with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:  # first: MLflow starts meanwhile
+    # First: the MLflow helper starts up while the stage works.
+    with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         started = time.perf_counter()
         (args.out / "plots").mkdir(parents=True, exist_ok=True)
         (args.out / "roc").mkdir(parents=True, exist_ok=True)

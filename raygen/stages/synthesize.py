@@ -142,7 +142,9 @@ def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -
     from raygen.generation import synthetic_sets as sets
 
     # Opened first: the MLflow helper starts up while the models load.
-    with tracking.start_run(STAGE, profile, params=to_dict(params), enabled=ctx.main) as tracker:
+    with tracking.start_run(
+        STAGE, profile, params=to_dict(params), params_file=args.params, enabled=ctx.main
+    ) as tracker:
         runtime.configure_torch(ctx.device)
         config, started = params.sampler(), time.perf_counter()
         generator = sets.SetGenerator.load(args.checkpoint, args.vqgan, config, params.precision, args.out, ctx)

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, TablesParams, args.profile)
-    with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:  # first: MLflow starts meanwhile
+    # First: the MLflow helper starts up while the stage works.
+    with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         metrics = read_json_object(args.metrics)
         if metrics is None:
             raise ManifestError(f"{args.metrics}: missing or not a JSON object; the evaluate stage writes it")

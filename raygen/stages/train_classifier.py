@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     pw = training.pos_weights(data["train"].labels, params.pos_weight)
     pw = pw.to(device) if pw is not None else None
 
-    with tracking.start_run(STAGE, profile, {**to_dict(params), "arm": args.arm}, instance=args.arm) as tracker:
+    with tracking.start_run(
+        STAGE, profile, {**to_dict(params), "arm": args.arm}, instance=args.arm, params_file=args.params
+    ) as tracker:
         tracker.set_tags({"raygen.arm": args.arm})
         for row in state.history:  # a resumed run re-logs the curve so far
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -132,7 +132,9 @@ def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     vq = training.load_vqgan_or_none(args.vqgan, ctx.device) if ctx.main else None
     run = training.DecoderRun(params=params, ctx=ctx, config=config, null=null, out=args.out, vq=vq)
     prompts = val if len(val) else train
-    with tracking.start_run(STAGE, profile, params=to_dict(params), enabled=ctx.main) as tracker:
+    with tracking.start_run(
+        STAGE, profile, params=to_dict(params), params_file=args.params, enabled=ctx.main
+    ) as tracker:
         stats = training.train_loop(state, forward, loader, run, prompts, tracker)
         final = training.checkpoint_state(state, run)
         if ctx.main:

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch(device)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with tracking.start_run(STAGE, profile, params=to_dict(params)) as tracker:
+    with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         if params.source == "pretrained":
             model, extra = install_pretrained(args.pretrained_config, args.pretrained_ckpt, args.out, params)
         else:

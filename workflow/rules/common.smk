@@ -1,6 +1,6 @@
 # Shared helpers for the rules. They import only raygen modules that need nothing but the standard library and
-# PyYAML (stages, code_deps, config, check_params, run_lock, handover, tracking), so Snakemake itself runs in any
-# environment; jobs (conda ones too) import raygen from this checkout through PYTHONPATH.
+# PyYAML (stages, code_deps, config, check_params, run_lock, handover, tracking_hooks), so Snakemake itself runs
+# in any environment; jobs (conda ones too) import raygen from this checkout through PYTHONPATH.
 import os
 import re
 import shutil
@@ -22,7 +22,7 @@ from raygen.pipeline.code_deps import stage_code_deps  # noqa: E402
 from raygen.config import PROFILES, ConfigError, runtime_section, scientific_section  # noqa: E402
 from raygen.pipeline.check_params import check_params  # noqa: E402
 from raygen.stages import BY_NAME  # noqa: E402
-from raygen import tracking  # noqa: E402  (MLflow itself runs in a helper process)
+from raygen.pipeline import tracking_hooks  # noqa: E402  (MLflow itself runs in a helper process)
 
 PARAMS = "params.yaml"
 
@@ -124,29 +124,32 @@ def start_run():
         raise WorkflowError(str(err)) from None  # before any job starts; Snakemake releases its own locks
     # Records left by a killed run that had the same RAYGEN_PIPELINE_RUN are not this run's.
     shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
-    # The MLflow store, experiment and parent run exist before the first job: jobs starting together never
-    # race to create a fresh SQLite store. A --touch run runs no stage: no parent run for it.
+    # A new MLflow parent run for this call, whose helper holds the store's lock before the first job starts:
+    # jobs starting together never race to create a fresh SQLite store, and find this parent. A --touch run
+    # runs no stage: no parent run for it.
     global PIPELINE_RUN
     if not workflow.touch:
-        PIPELINE_RUN = tracking.start_pipeline(RUN_ID, PROFILE, Path(PARAMS).resolve())
+        PIPELINE_RUN = tracking_hooks.start_pipeline(PROFILE, PARAMS)
 
 
 def finish_run(status="FINISHED"):
     """onsuccess / onerror (status FAILED): record in dvc.lock what this run truly built, free the
-    checkout, end the MLflow parent run."""
-    tracking.end_pipeline(PIPELINE_RUN, status)
-    run_lock.release_dvc_lock(Path.cwd())
+    checkout, then end the MLflow parent run (last: waiting for MLflow must not keep the checkout held)."""
     try:
-        result = handover.handover(Path.cwd(), Path(HANDOVER_DIR), [DATA])
+        run_lock.release_dvc_lock(Path.cwd())
+        try:
+            result = handover.handover(Path.cwd(), Path(HANDOVER_DIR), [DATA])
+        finally:
+            run_lock.release(Path.cwd())
+            shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
+        for item in result.skipped:
+            logger.warning(f"DVC hand-over: not recorded: {item}")
+        if result.error:
+            logger.warning(f"DVC hand-over failed: {result.error}")
+        elif result.committed:
+            logger.info(f"DVC hand-over: recorded {', '.join(result.committed)} in dvc.lock")
     finally:
-        run_lock.release(Path.cwd())
-        shutil.rmtree(HANDOVER_DIR, ignore_errors=True)
-    for item in result.skipped:
-        logger.warning(f"DVC hand-over: not recorded: {item}")
-    if result.error:
-        logger.warning(f"DVC hand-over failed: {result.error}")
-    elif result.committed:
-        logger.info(f"DVC hand-over: recorded {', '.join(result.committed)} in dvc.lock")
+        tracking_hooks.end_pipeline(PIPELINE_RUN, status)
 
 
 def classifier_synthetic(wildcards):
