@@ -29,30 +29,23 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_local import POLLING, PROFILE, local_cluster, submitting_env_profile
-from workflow_copy import BIN, dvc_changed, lock_entries, make_copy, planned, set_params, tool
+from workflow_copy import BIN, dvc_changed, expand_foreach, lock_entries, make_copy, planned, set_params, tool
 
 from raygen.pipeline import handover
 from raygen.stages import BY_NAME, STAGE_NAMES
+from raygen.tracking import metric_name
 
 # The shared run goes through SLURM where it can: 13 sbatch jobs, one after another on 2 cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def stage_instances(root: Path) -> dict[str, dict]:
-    """dvc.yaml's stages, a foreach stage expanded per key (``train_classifier@real`` ...), with
-    ``${profile}`` / ``${key}`` filled in; value: (log path, benchmark path, stage definition)."""
+    """dvc.yaml's stages, a foreach stage expanded per key (``train_classifier@real`` ...) with ``${key}`` /
+    ``${item.x}`` filled in; value: (log path, benchmark path, stage definition)."""
     out = {}
-    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" in stage:
-            for key in stage["foreach"]:
-                text = yaml.safe_dump(stage["do"]).replace("${key}", key)
-                out[f"{name}@{key}"] = {
-                    "log": f"logs/{name}/{key}.log",
-                    "benchmark": f"benchmarks/{name}/{key}.tsv",
-                    "stage": yaml.safe_load(text),
-                }
-        else:
-            out[name] = {"log": f"logs/{name}.log", "benchmark": f"benchmarks/{name}.tsv", "stage": stage}
+    for name, stage in expand_foreach(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]).items():
+        stem = name.replace("@", "/")  # logs/train_classifier/real+50.log, as the stage's --log says
+        out[name] = {"log": f"logs/{stem}.log", "benchmark": f"benchmarks/{stem}.tsv", "stage": stage}
     return out
 
 
@@ -102,8 +95,9 @@ def finished(tmp_path_factory, cluster) -> tuple[Path, Path]:
     """One whole smoke run through Snakemake (MLflow on), shared by the tests below; (root, mlflow.db).
 
     It runs through the SLURM profile, every job an sbatch job on the local cluster, wherever that cluster
-    can run (CI runs as root, so there always); elsewhere on Snakemake's local executor, and the test of the
-    SLURM path says why it was skipped. One run serves both: a second whole pipeline would cost minutes."""
+    runs or can be started (as root: CI, where a failure to start it is a failure); without root and without a
+    running cluster on Snakemake's local executor, and the test of the SLURM path says why it was skipped. One
+    run serves both: a second whole pipeline would cost minutes."""
     base = tmp_path_factory.mktemp("smk")
     db = base / "mlflow.db"
     env = {
@@ -501,7 +495,8 @@ def assert_mlflow_ui_lists_runs(db: Path, expected: set[str], root: Path, tmp: P
         parent, stages = pipeline_runs(port, experiment)
     tags = [values(r["data"].get("tags", [])) for r in stages]
     assert expected <= {t["raygen.stage"] for t in tags}
-    assert {"raygen.stage", "raygen.params_hash", "raygen.pipeline_run", "mlflow.source.git.commit"} <= set(tags[0])
+    required = {"raygen.stage", "raygen.params_hash", "raygen.pipeline_run", "mlflow.source.git.commit"}
+    assert all(required <= set(t) for t in tags), [sorted(required - set(t)) for t in tags]
     assert all(t["mlflow.parentRunId"] == parent["info"]["run_id"] for t in tags)
     assert all(r["info"]["status"] == "FINISHED" for r in [parent, *stages])
     assert {f"train_classifier[{arm}]" for arm in ("real", "real+50", "real+100")} <= {
@@ -511,7 +506,7 @@ def assert_mlflow_ui_lists_runs(db: Path, expected: set[str], root: Path, tmp: P
     params = values(parent["data"]["params"])
     assert params["profile"] == "smoke" and {f"{s}.seed" for s in ("cohort", "vqgan", "train_decoder")} <= set(params)
     summary = json.loads((root / "results/evaluate/summary.json").read_text())
-    headline = {k.replace("+", "_plus_"): v for k, v in summary.items() if isinstance(v, float)}
+    headline = {metric_name(k): v for k, v in summary.items() if isinstance(v, float)}
     assert values(parent["data"]["metrics"]) == pytest.approx(headline)
 
 
