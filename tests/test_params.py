@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_are_valid():
     resolved = check_params(REPO / "params.yaml")
-    assert set(resolved) == {"demo", "smoke", "paper", "rehearsal"}
+    assert set(resolved) == {"demo", "smoke", "paper", "rehearsal", "demo_weights"}
     assert resolved["demo"]["download"].source == "demo"
     assert resolved["paper"]["download"].source == "mimic"
 
@@ -23,7 +23,7 @@ def test_repository_params_are_valid():
 def test_every_section_has_all_overlays():
     """DVC tracks profiles.<profile>.<section>: it must exist for every profile (`{}` when empty)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for profile in ("demo", "smoke", "paper", "rehearsal"):
+    for profile in raw["profiles"]:
         assert set(raw["profiles"][profile]) == {*STAGE_PARAMS, "runtime"}, profile
 
 
@@ -57,6 +57,28 @@ def test_the_rehearsal_differs_from_the_paper_profile_only_in_sizes():
         differ |= {key for key in paper.keys() | rehearsal.keys() if paper.get(key) != rehearsal.get(key)}
     assert differ <= REHEARSAL_SIZE_KEYS, sorted(differ - REHEARSAL_SIZE_KEYS)
     assert {"train_decoder.steps", "vqgan.resolution"} <= differ  # the check sees the overlays, not the base
+
+
+# What the demo_weights profile (the pinned demo parts' recipe) may change relative to the demo: the dataset
+# seed, training instead of installing, and how long the two networks train.
+DEMO_WEIGHTS_KEYS = {
+    "download.demo.seed",
+    *(f"vqgan.{k}" for k in ("source", "steps", "disc_start", "eval_images")),
+    *(f"train_classifier.{k}" for k in ("epochs", "patience")),
+}
+
+
+def test_the_pinned_parts_are_trained_with_the_demo_settings_on_another_dataset():
+    from raygen.config import scientific_section
+    from raygen.stages import STAGE_NAMES
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    differ = set()
+    for section in STAGE_NAMES:
+        demo = flatten(scientific_section(raw, section, "demo"), section)
+        recipe = flatten(scientific_section(raw, section, "demo_weights"), section)
+        differ |= {key for key in demo.keys() | recipe.keys() if demo.get(key) != recipe.get(key)}
+    assert "download.demo.seed" in differ and differ <= DEMO_WEIGHTS_KEYS, sorted(differ - DEMO_WEIGHTS_KEYS)
 
 
 def flatten(tree: dict, prefix: str) -> dict:

@@ -56,6 +56,7 @@ def fake_metrics() -> dict:
             "augmentation_prompts": {"macro": 0.55},
             "per_report_generated": {"macro": 0.66},
             "per_report_real": {"macro": 0.9},
+            "classifier": "raygen-demo-densenet121:0123456789ab",
         },
         "memorisation": {"share_below": 0.012, "n_below": 12, "n_synthetic": 1000},
         "extractor": "raygen-classifier-penultimate:abc123",
@@ -90,6 +91,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t2.loc[5, "UniXGen"] == "not measured"
     assert "0.012 (12 / 1000)" == t2.loc[4, "RayGen (ours)"] and t2.loc[4, "RoentGen"] == "not measured"
     assert "0.660 per-report vs 0.900" in t2.loc[3, "RayGen (ours)"]
+    assert t2.loc[3, "RayGen (ours)"].endswith("judge raygen-demo-densenet121:0123456789ab")
     t3 = pd.read_csv(tmp_path / "t" / "table3.csv")
     assert len(t3) == 10 and t3.set_index("class").loc["Fracture", "ours real"] == "no positives"
     assert t3.set_index("class").loc["Edema", "paper real+100"] == 0.8547

@@ -274,6 +274,7 @@ def make_cohort(root, n_train=10, n_val=4, corrupt=1, size=(24, 20)):
 
 
 TINY = {
+    "source": "train",
     "resolution": 32,  # the smallest a classifier (DenseNet-121: 32 px) can share with it
     "ch_mult": [1, 2],
     "z_channels": 4,
@@ -429,3 +430,48 @@ def test_a_pretrained_model_of_another_size_than_params_say_is_refused(tmp_path,
     with pytest.raises(ConfigError, match=r"disagree with the pretrained model's config \(resolution: params"):
         run_stage(tmp_path, tmp_path / "out", params, "--pretrained-config", str(cfg), "--pretrained-ckpt", str(ckpt))
     assert not (tmp_path / "out" / "model.ckpt").exists()
+
+
+def pack_tiny_pinned_weights(tmp_path, trained_vqgan):
+    """weights/demo as `raygen demo-weights` packs it, from a tiny trained VQ-GAN and a random classifier."""
+    from dataclasses import asdict
+
+    from raygen.checkpoint import save_checkpoint
+    from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+    from raygen.tools.demo_weights import pack
+
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    (work / "results" / "vqgan").symlink_to(trained_vqgan)
+    network = XrayDenseNet(ClassifierConfig())
+    save_checkpoint(
+        work / "results/train_classifier/real/model.ckpt",
+        {"model": network.state_dict(), "classifier": asdict(network.config), "config": {"params": {"resolution": 32}}},
+    )
+    pack(work, tmp_path / "pinned")
+    return tmp_path / "pinned"
+
+
+def test_stage_installs_the_pinned_demo_vqgan_as_packed_and_checks_its_hash(tmp_path, no_lpips):
+    from raygen.models import pinned
+    from raygen.models.pinned import PinnedHashError
+
+    trained = run_stage(tmp_path, tmp_path / "trained", write_params(tmp_path / "params.yaml"))
+    folder = pack_tiny_pinned_weights(tmp_path, trained)
+    assert sorted((folder / pinned.SUMS).read_text().split()[1::2]) == sorted(pinned.FILES)
+    params = write_params(tmp_path / "demo.yaml", source="demo")
+    out = run_stage(tmp_path, tmp_path / "out", params, "--demo-weights", str(folder))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["source"] == "demo" and metrics["pretrained"]["checkpoint"]["file"].endswith(pinned.VQGAN_CHECKPOINT)
+    sha = pinned.sha256_file(folder / pinned.FID_NETWORK)[:12]
+    assert metrics["fid_extractor"] == f"raygen-demo-densenet121:{sha}" and metrics["fid"] >= 0
+    # The installed model is the trained one in fp16: the same weights up to that rounding.
+    a = torch.load(trained / "model.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(out / "model.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k].half().to(b[k].dtype), b[k]) for k in a)
+
+    with (folder / pinned.VQGAN_CHECKPOINT).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PinnedHashError, match=r"last.ckpt: sha256 .*`raygen demo-weights"):
+        run_stage(tmp_path, tmp_path / "refused", params, "--demo-weights", str(folder))
+    assert not (tmp_path / "refused" / "model.ckpt").exists()

@@ -1,5 +1,6 @@
 """A throw-away copy of the pipeline (workflow, dvc.yaml, params, the package's source, the weights
-READMEs) in a fresh git + DVC repository, for tests that run Snakemake or DVC."""
+READMEs and the demo's committed pinned weights) in a fresh git + DVC repository, for tests that run
+Snakemake or DVC."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def make_copy(root: Path, profile: str, git: bool = True) -> Path:
     for readme in (REPO / "weights").glob("*/README.md"):
         (root / readme.parent.relative_to(REPO)).mkdir(parents=True, exist_ok=True)
         shutil.copy(readme, root / readme.relative_to(REPO))
+    shutil.copytree(REPO / "weights/demo", root / "weights/demo", dirs_exist_ok=True)
     set_params(root, lambda p: p.update(profile=profile))
     if git:
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)

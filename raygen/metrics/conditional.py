@@ -1,16 +1,17 @@
-"""The real-only classifier as a measuring instrument: conditional fidelity, and its penultimate
-features as the FID / memorisation feature space when the torchxrayvision weights are absent.
+"""Classifiers as measuring instruments: conditional fidelity, and penultimate features as the FID /
+memorisation feature space. The judge is the run's real-only classifier, or the demo's pinned network
+(``weights/demo``), which is the same in every demo run.
 
-Conditional fidelity is the real-only classifier's AUROC on synthetic images against the labels their
+Conditional fidelity is the judge's AUROC on synthetic images against the labels their
 prompts asked for (the augmentation set) and, where the held-out reports carry ground truth (the demo's
 ``true_*`` columns), on the per-report images against the truth of their reports, beside the same
-classifier on the real held-out images (the ceiling).
+judge on the real held-out images (the ceiling).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +22,62 @@ from torch import nn
 
 from raygen.checkpoint import load_checkpoint
 from raygen.data.labels import CLASSES
+from raygen.errors import UsageError
 from raygen.io import sha256_file
 from raygen.metrics.classification import auroc
 from raygen.metrics.features import FeatureExtractor, module_extractor
 from raygen.metrics.image_sets import EvaluationImages
 from raygen.metrics.xrv import xrv_densenet_extractor
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
+from raygen.models.pinned import FID_NETWORK, verified
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PENULTIMATE",
+    "PINNED",
+    "Judge",
     "classifier_probs",
     "conditional_fidelity",
     "conditional_fidelity_of_sets",
     "head_probabilities",
     "load_classifier",
-    "pick_extractor",
+    "load_pinned_network",
+    "pick_measures",
     "to_classifier_input",
 ]
 
 PENULTIMATE = "raygen-classifier-penultimate:"  # name prefix of the real-only classifier's features
+PINNED = "raygen-demo-densenet121:"  # name prefix of the demo's pinned FID network's features
 
 
-def load_classifier(path: Path, device: torch.device) -> tuple[XrayDenseNet, int, str]:
-    """The real-only classifier (eval mode), its input resolution and its weight hash."""
+@dataclass(frozen=True)
+class Judge:
+    """A classifier of the 10 findings used as a measuring instrument: its head judges conditional
+    fidelity, its penultimate features can be the FID / memorisation space. ``name`` (prefix + weight
+    hash) names both, so every number says which network measured it."""
+
+    model: XrayDenseNet
+    resolution: int
+    name: str
+
+    def extractor(self, device: str | torch.device) -> FeatureExtractor:
+        return module_extractor(_Penultimate(self.model, self.resolution), self.name, device=device)
+
+
+def load_classifier(path: Path, device: str | torch.device, prefix: str = PENULTIMATE) -> Judge:
+    """A RayGen classifier checkpoint (a stage's ``model.ckpt`` or the pinned demo network, which stores
+    fp16 weights and its ``resolution`` directly) as a :class:`Judge` in eval mode."""
     state = load_checkpoint(path)
     model = XrayDenseNet(ClassifierConfig(**state["classifier"]))
-    model.load_state_dict(state["model"])
-    return (
-        model.to(device).eval().requires_grad_(False),
-        int(state["config"]["params"]["resolution"]),
-        sha256_file(path)[:12],
-    )
+    model.load_state_dict(state["model"])  # fp16 weights are cast to the fp32 parameters
+    resolution = state["resolution"] if "resolution" in state else state["config"]["params"]["resolution"]
+    return Judge(model.to(device).eval().requires_grad_(False), int(resolution), prefix + sha256_file(path)[:12])
+
+
+def load_pinned_network(folder: Path, device: str | torch.device) -> Judge:
+    """The demo's pinned DenseNet-121 (``weights/demo``), after checking its hash against SHA256SUMS."""
+    return load_classifier(verified(folder, FID_NETWORK), device, PINNED)
 
 
 def to_classifier_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -74,20 +98,30 @@ class _Penultimate(nn.Module):
         return self.model.penultimate(to_classifier_input(x, self.resolution))
 
 
-def pick_extractor(
-    choice: str, xrv_weights: Path | None, model: XrayDenseNet, resolution: int, sha: str, device: torch.device
-) -> FeatureExtractor:
-    """The FID / memorisation feature extractor named by ``choice``: ``xrv`` needs the torchxrayvision
-    DenseNet-121 file ``xrv_weights``; ``classifier`` uses the real-only classifier's penultimate
-    features; ``auto`` takes xrv when the file exists, else the classifier."""
+def pick_measures(
+    choice: str, xrv_weights: Path | None, demo_weights: Path | None, real_only: Judge, device: str | torch.device
+) -> tuple[FeatureExtractor, Judge]:
+    """The FID / memorisation extractor named by ``choice``, and the judge of conditional fidelity.
+
+    ``xrv``: the torchxrayvision DenseNet-121 file ``xrv_weights`` (the paper's); ``demo``: the demo's
+    pinned network in ``demo_weights``, which then also judges, so that every demo run measures with the
+    same instrument; ``classifier``: the real-only classifier's penultimate features; ``auto``: xrv when
+    its file exists, else the classifier (never the demo network, which has only seen demo images).
+    The real-only classifier judges unless the pinned network does.
+    """
+    if choice == "demo":
+        if demo_weights is None:
+            raise UsageError("evaluate.extractor is 'demo' but --demo-weights was not given (params inputs.demo)")
+        pinned = load_pinned_network(demo_weights, device)
+        return pinned.extractor(device), pinned
     use_xrv = choice == "xrv" or (choice == "auto" and xrv_weights is not None and xrv_weights.is_file())
     if use_xrv:
-        return xrv_densenet_extractor(path=xrv_weights, device=device)  # raises naming the file when missing
+        return xrv_densenet_extractor(path=xrv_weights, device=device), real_only  # raises naming a missing file
     if choice == "auto":
         log.info(
             "no torchxrayvision weights at %s: FID uses the real-only classifier's penultimate features", xrv_weights
         )
-    return module_extractor(_Penultimate(model, resolution), f"{PENULTIMATE}{sha}", device=device)
+    return real_only.extractor(device), real_only
 
 
 @torch.no_grad()
@@ -115,9 +149,7 @@ def conditional_fidelity(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any
 
 
 def conditional_fidelity_of_sets(
-    model: XrayDenseNet,
-    resolution: int,
-    sha: str,
+    judge: Judge,
     images: EvaluationImages,
     feats: dict[str, np.ndarray],
     extractor: str,
@@ -126,15 +158,15 @@ def conditional_fidelity_of_sets(
     """Conditional fidelity of the augmentation set and, where the reports carry ``true_*`` labels, of
     the per-report generations beside the real held-out images (metrics.json ``conditional_fidelity``).
 
-    When the FID features (``feats``, from the extractor named ``extractor``) are the classifier's
+    When the FID features (``feats``, from the extractor named ``extractor``) are the judge's
     penultimate layer, its probabilities are its head on those features (the same numbers, one forward
     pass less).
     """
 
     def probs(name: str, x: torch.Tensor) -> np.ndarray:
-        if extractor.startswith(PENULTIMATE):
-            return head_probabilities(model, feats[name], device)
-        return classifier_probs(model, x, resolution, device)
+        if extractor == judge.name:
+            return head_probabilities(judge.model, feats[name], device)
+        return classifier_probs(judge.model, x, judge.resolution, device)
 
     prompted = images.augmentation[list(CLASSES)].to_numpy(np.int64)
     cond = {"augmentation_prompts": conditional_fidelity(prompted, probs("aug", images.augmentation_images))}
@@ -143,7 +175,7 @@ def conditional_fidelity_of_sets(
         y = images.per_report[truth].fillna(0).to_numpy(np.int64)
         cond["per_report_generated"] = conditional_fidelity(y, probs("gen0", images.generated[0]))
         cond["per_report_real"] = conditional_fidelity(y, probs("real", images.real))
-    cond["classifier"] = f"real-only DenseNet-121:{sha}"
+    cond["classifier"] = judge.name
     log.info(
         "conditional fidelity: macro AUROC %.4f on %d augmentation images%s",
         cond["augmentation_prompts"]["macro"],

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 STAGE_PARAMS: dict[str, str] = {stage.name: f"raygen.stages.{stage.name}:{stage.params_class}" for stage in STAGES}
 
 # Where the pretrained parts live (folders; see params.yaml). The Snakefile and dvc.yaml read them.
-INPUTS = ("unixgen_vqgan", "lpips", "cxr_bert", "chexnet", "torchxrayvision")
+INPUTS = ("unixgen_vqgan", "lpips", "cxr_bert", "chexnet", "torchxrayvision", "demo")
 
 TOP_LEVEL = {"profile", "profiles", "inputs", "runtime", *STAGE_PARAMS}
 

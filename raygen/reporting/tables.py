@@ -155,6 +155,7 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
             f"; {_fmt(cond['per_report_generated']['macro'], style.decimals)} per-report vs "
             f"{_fmt(cond['per_report_real']['macro'], style.decimals)} on the real images"
         )
+    cond_text += f"; judge {cond['classifier']}"
     ours = {
         "FID": (fid["fid"] if isinstance(fid["fid"], str) else f"{_fmt(fid['fid']['fid'], 2)}")
         + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",

@@ -4,7 +4,8 @@ Command line::
 
     raygen evaluate --synthetic results/synthesize --classifiers results/train_classifier \\
         --generator results/cohort/generator.csv --jpg-root data/demo/mimic-cxr-jpg/2.0.0 \\
-        --xrv-weights weights/torchxrayvision/densenet121-res224-chex.pth --out results/evaluate
+        --xrv-weights weights/torchxrayvision/densenet121-res224-chex.pth --demo-weights weights/demo \\
+        --out results/evaluate
 
 What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/``):
 
@@ -24,12 +25,15 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
   generated from its report, and MS-SSIM between the two generations of each report (kernel size and
   scales stated).
 - **Feature extractor**: ``xrv`` = the torchxrayvision DenseNet-121 file (``--xrv-weights``, the paper's),
-  ``classifier`` = the real-only classifier's 1024-d penultimate features, ``auto`` = xrv when the file
-  exists. Its name and weight hash are written beside every FID.
-- **Conditional fidelity**: the real-only classifier's AUROC on synthetic images against the labels
-  their prompts asked for (augmentation set), and, where the held-out reports carry ground truth (the
-  demo's ``true_*`` columns), on the per-report images against the truth of their reports, beside the
-  same classifier on the real held-out images (the ceiling).
+  ``demo`` = the demo's pinned DenseNet-121 (``--demo-weights``, trained once on a demo dataset of another
+  seed, checked by hash), ``classifier`` = the real-only classifier's 1024-d penultimate features,
+  ``auto`` = xrv when the file exists, else classifier. Its name and weight hash are written beside
+  every FID.
+- **Conditional fidelity**: the judge's AUROC on synthetic images against the labels their prompts
+  asked for (augmentation set), and, where the held-out reports carry ground truth (the demo's
+  ``true_*`` columns), on the per-report images against the truth of their reports, beside the same
+  judge on the real held-out images (the ceiling). The judge is the pinned demo network with
+  ``extractor: demo``, else the real-only classifier; its name is in ``conditional_fidelity.classifier``.
 - **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
   feature space against the same distance for real held-out images; the share closer than the real
   baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
@@ -52,6 +56,7 @@ from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.io import write_csv, write_json
+from raygen.models.pinned import FID_NETWORK
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
 log = logging.getLogger(__name__)
@@ -63,7 +68,8 @@ STAGE = "evaluate"
 class EvaluateParams:
     """The ``evaluate`` section of params.yaml (defaults = the demo profile)."""
 
-    extractor: Literal["auto", "xrv", "classifier"] = "auto"  # FID / memorisation feature space
+    # FID / memorisation feature space: auto | xrv (paper) | demo (the pinned network) | classifier
+    extractor: Literal["auto", "xrv", "demo", "classifier"] = "auto"
     n_boot: int = 1000  # bootstrap resamples (of test patients) for the 95% intervals
     ci_level: float = 0.95
     kid_subsets: int = 100
@@ -99,6 +105,12 @@ def build_parser():
         type=Path,
         default=None,
         help="torchxrayvision densenet121-res224-chex weight file (extractor: xrv / auto)",
+    )
+    parser.add_argument(
+        "--demo-weights",
+        type=Path,
+        default=None,
+        help=f"the demo's pinned weights folder holding {FID_NETWORK} (extractor: demo)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
@@ -153,7 +165,7 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
     """Fidelity and diversity of the per-report set, conditional fidelity, memorisation."""
     import numpy as np
 
-    from raygen.metrics.conditional import conditional_fidelity_of_sets, load_classifier, pick_extractor
+    from raygen.metrics.conditional import conditional_fidelity_of_sets, load_classifier, pick_measures
     from raygen.metrics.fidelity import fidelity
     from raygen.metrics.image_sets import load_evaluation_images, save_closest_pairs, set_features
     from raygen.metrics.memorisation import memorisation
@@ -166,14 +178,14 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
     plot_real_beside_generated(
         images.per_report, images.real, images.generated, args.out / "plots" / "real_vs_generated.png"
     )
-    model, resolution, sha = load_classifier(args.classifiers / "real" / "model.ckpt", device)
-    extractor = pick_extractor(params.extractor, args.xrv_weights, model, resolution, sha, device)
+    real_only = load_classifier(args.classifiers / "real" / "model.ckpt", device)
+    extractor, judge = pick_measures(params.extractor, args.xrv_weights, args.demo_weights, real_only, device)
     feats, images = set_features(extractor, images, params.workers)
     kid = {"kid_subsets": params.kid_subsets, "kid_subset_size": params.kid_subset_size, "seed": params.seed}
     msssim = {"msssim_kernel": params.msssim_kernel or None, "msssim_scales": params.msssim_scales or None}
     fidelity_section = fidelity(images, feats, extractor.name, **kid, **msssim)
-    # Conditional fidelity: the real-only classifier judges whether each image shows its prompt.
-    cond = conditional_fidelity_of_sets(model, resolution, sha, images, feats, extractor.name, device)
+    # Conditional fidelity: the judge says whether each image shows what its prompt asked for.
+    cond = conditional_fidelity_of_sets(judge, images, feats, extractor.name, device)
     synthetic = np.concatenate([feats["gen0"], feats["aug"]])
     mem = memorisation(
         synthetic,
@@ -192,7 +204,7 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
         "unreadable": images.unreadable,
         "counts": images.counts(),
         "extractor": extractor.name,
-        "classifier_resolution": resolution,
+        "classifier_resolution": real_only.resolution,
     }
 
 

@@ -51,11 +51,11 @@ class TrainDecoderParams:
     """The ``train_decoder`` section of params.yaml (defaults = the demo profile)."""
 
     preset: str = "demo"  # network shape from DECODER_PRESETS; grid/codebook/text width come from the caches
-    steps: int = 300  # optimizer steps
+    steps: int = 500  # optimizer steps
     batch_size: int = 16  # global batch (split across processes): demo CPU sweet spot
     lr: float = 1e-3  # AdamW peak learning rate; small transformers tolerate 1e-3 (paper scale: 3e-4)
     weight_decay: float = 0.05  # decoupled decay on matrices only (not norms, biases)
-    warmup_steps: int = 30  # linear warm-up (~10% of a short run): Adam's second moments start cold
+    warmup_steps: int = 50  # linear warm-up (~10% of a short run): Adam's second moments start cold
     grad_clip: float = 1.0  # global gradient-norm clip (MaskGIT / MUSE)
     cond_dropout: float = 0.1  # share of samples trained on the null prompt, enables CFG (MUSE: 10%)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU (runtime.autocast_dtype)

@@ -3,13 +3,15 @@
     raygen vqgan --manifest results/cohort/generator.csv --jpg-root DATA/mimic-cxr-jpg/2.0.0 \\
         --out results/vqgan --params params.yaml --log logs/vqgan.log \\
         [--pretrained-config 2021-12-17T08-58-54-project.yaml --pretrained-ckpt last.ckpt] \\
-        [--lpips-dir DIR] [--fid-weights densenet121-a639ec97.pth]
+        [--lpips-dir DIR] [--fid-weights densenet121-a639ec97.pth] [--demo-weights weights/demo]
 
 ``source: pretrained`` (paper profile) installs UniXGen's MIMIC VQ-GAN: the yaml is copied, the
 Lightning ``last.ckpt`` becomes a plain ``{"state_dict": ...}`` without optimizer or loss state.
-``source: train`` (demo) trains a taming-style VQ-GAN on the manifest's ``train`` rows: L1
-reconstruction, codebook + commitment losses, a PatchGAN hinge loss with taming's adaptive weight
-from ``disc_start`` on, LPIPS only when ``--lpips-dir`` holds its weights. It checkpoints
+``source: demo`` (demo profile) installs the demo's pinned VQ-GAN from ``--demo-weights`` the same way,
+after checking both files against the folder's SHA256SUMS.
+``source: train`` (smoke profile; ``raygen demo-weights``) trains a taming-style VQ-GAN on the
+manifest's ``train`` rows: L1 reconstruction, codebook + commitment losses, a PatchGAN hinge loss with
+taming's adaptive weight from ``disc_start`` on, LPIPS only when ``--lpips-dir`` holds its weights. It checkpoints
 ``train_state.pt`` every ``checkpoint_every`` steps (atomically) and resumes from it when killed.
 
 Either way the model is evaluated on held-out ``val`` rows (ids -> pixels, as the pipeline uses
@@ -31,6 +33,7 @@ from raygen import tracking
 from raygen.cli import stage_parser
 from raygen.config import load_stage_params, to_dict
 from raygen.io import write_json
+from raygen.models.pinned import FID_NETWORK, VQGAN_CHECKPOINT, VQGAN_CONFIG, pinned_vqgan
 from raygen.models.releases import LPIPS_FILES, TORCHVISION_DENSENET121
 from raygen.models.taming_config import VQGANConfig
 from raygen.runtime import configure_torch, pick_device, setup_logging
@@ -42,10 +45,12 @@ STAGE = "vqgan"
 
 @dataclass(frozen=True)
 class VqganParams:
-    """The ``vqgan`` section of params.yaml (defaults = demo profile)."""
+    """The ``vqgan`` section of params.yaml (defaults = the demo's training recipe; the demo profile itself
+    installs the pinned VQ-GAN those settings describe, trained longer by profile ``demo_weights``)."""
 
-    source: Literal["train", "pretrained"] = "train"  # pretrained = UniXGen's MIMIC model (paper)
-    # --- architecture (source=train; a pretrained model brings its own yaml) ---
+    # train here | pretrained = UniXGen's MIMIC model (paper) | demo = the demo's pinned one (weights/demo)
+    source: Literal["train", "pretrained", "demo"] = "train"
+    # --- architecture (source=train; a pretrained or demo model brings its own yaml, checked against these) ---
     embed_dim: int = 64  # codebook vector size (UniXGen: 256)
     n_embed: int = 512  # codebook entries (UniXGen: 1024); demo images are one CT's DRRs, 512 suffice
     z_channels: int = 64  # encoder output channels (UniXGen: 256)
@@ -87,7 +92,7 @@ class VqganParams:
                 f"vqgan.resolution {self.resolution} must be a multiple of {factor}, the downsampling "
                 f"of ch_mult {list(self.ch_mult)}"
             )
-        if self.source == "train" and self.steps < 1:
+        if self.steps < 1:  # checked whatever the source: a nonsense value is never kept for later
             raise ValueError(f"vqgan.steps must be >= 1 to train a VQ-GAN, got {self.steps}")
         if min(self.batch_size, self.eval_batch_size, self.checkpoint_every, self.log_every) < 1:
             raise ValueError("vqgan.batch_size, eval_batch_size, checkpoint_every and log_every must be >= 1")
@@ -135,12 +140,19 @@ def build_parser():
         help="torchvision DenseNet-121 state dict for the reconstruction FID "
         f"(default: {TORCHVISION_DENSENET121} in the torch hub cache if present)",
     )
+    parser.add_argument(
+        "--demo-weights",
+        type=Path,
+        default=None,
+        help=f"the demo's pinned weights folder (source=demo: {VQGAN_CONFIG}, {VQGAN_CHECKPOINT}; "
+        f"its {FID_NETWORK} measures the reconstruction FID)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from raygen.training.vqgan import STATE_FILE, evaluate, install_pretrained, train
+    from raygen.training.vqgan import STATE_FILE, evaluate, install_pretrained, reconstruction_extractor, train
 
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, VqganParams, args.profile)
@@ -151,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         if params.source == "pretrained":
             model, extra = install_pretrained(args.pretrained_config, args.pretrained_ckpt, args.out, params)
+        elif params.source == "demo":
+            model, extra = install_pretrained(*pinned_vqgan(args.demo_weights), args.out, params)
         else:
             model, extra = train(params, args.manifest, args.jpg_root, args.out, args.lpips_dir, device, tracker)
-        metrics = evaluate(model.to(device), params, args.manifest, args.jpg_root, args.fid_weights, args.out, device)
+        fid = reconstruction_extractor(params, args.fid_weights, args.demo_weights, device)
+        metrics = evaluate(model.to(device), params, args.manifest, args.jpg_root, fid, args.out, device)
         metrics.update(extra, source=params.source, seconds=round(time.perf_counter() - start, 1))
         write_json(args.out / "metrics.json", metrics)
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})

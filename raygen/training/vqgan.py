@@ -1,6 +1,8 @@
-"""The VQ-GAN tokenizer's two sources and its evaluation.
+"""The VQ-GAN tokenizer's three sources and its evaluation.
 
 ``pretrained``: UniXGen's taming files, checked against the params and rewritten in our plain format.
+``demo``: the demo's pinned VQ-GAN (``weights/demo/vqgan``, in UniXGen's layout), checked by hash, then
+installed exactly as UniXGen's.
 ``train``: a taming-style VQ-GAN trained here (L1 reconstruction, codebook + commitment losses, a
 PatchGAN hinge loss with taming's adaptive weight from ``disc_start`` on, LPIPS only from local files),
 checkpointed to ``train_state.pt`` and resumed from it. Batches and dead-code restarts are functions of
@@ -29,7 +31,7 @@ from raygen.data.datasets import CohortImages, LoadedImages, load_all, read_mani
 from raygen.data.images import save_grid, signed_to_unit
 from raygen.errors import MissingFileError
 from raygen.io import file_record, write_csv, write_text
-from raygen.metrics.features import densenet121_extractor, find_densenet121_weights
+from raygen.metrics.features import FeatureExtractor, densenet121_extractor, find_densenet121_weights
 from raygen.metrics.fid import frechet_distance
 from raygen.metrics.image_similarity import ssim
 from raygen.metrics.reconstruction import codebook_usage, psnr
@@ -61,7 +63,8 @@ RESUME_FREE = ("steps", "eval_images", "grid_images", "workers", "checkpoint_eve
 def install_pretrained(
     config: Path | None, checkpoint: Path | None, out: Path, params: VqganParams
 ) -> tuple[VQGAN, dict[str, Any]]:
-    """Validate UniXGen's files by loading them strictly, then write them to ``out`` in our format."""
+    """Validate taming files (UniXGen's, or the demo's pinned ones) by loading them strictly, then write
+    them to ``out`` in our format."""
     for flag, path in (("--pretrained-config", config), ("--pretrained-ckpt", checkpoint)):
         if path is None:
             raise MissingFileError(f"vqgan.source is 'pretrained' but {flag} was not given; {UNIXGEN_HINT}")
@@ -71,8 +74,8 @@ def install_pretrained(
     model = load_taming(config, checkpoint)
     write_text(out / "config.yaml", config.read_text())  # verbatim: its lossconfig is never built
     origin = {"config": file_record(config), "checkpoint": file_record(checkpoint)}
-    save_checkpoint(out / "model.ckpt", {"state_dict": model_state(model), "source": "pretrained", "origin": origin})
-    log.info("installed pretrained VQ-GAN %s -> %s", checkpoint, out / "model.ckpt")
+    save_checkpoint(out / "model.ckpt", {"state_dict": model_state(model), "source": params.source, "origin": origin})
+    log.info("installed %s VQ-GAN %s -> %s", params.source, checkpoint, out / "model.ckpt")
     return model, {"pretrained": origin}
 
 
@@ -380,11 +383,12 @@ def evaluate(
     params: VqganParams,
     manifest: Path,
     jpg_root: Path,
-    fid_weights: Path | None,
+    fid: FeatureExtractor | str,
     out: Path,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Reconstruct held-out images through token ids; SSIM, PSNR, FID, codebook usage, grid."""
+    """Reconstruct held-out images through token ids; SSIM, PSNR, FID (on the extractor ``fid``, or null
+    with ``fid`` as the reason), codebook usage, grid."""
     cfg = model.config
     images, split = _evaluation_images(model, params, manifest, jpg_root)
     model.eval()
@@ -411,22 +415,34 @@ def evaluate(
         "eval_split": split,
         "unreadable_eval": len(images.unreadable),
     }
-    metrics.update(_fid(real, fake, fid_weights, device))
+    metrics.update(_fid(real, fake, fid))
     _write_grid(real, fake, params.grid_images, out / "reconstructions.png")
     return metrics
 
 
-def _fid(real: torch.Tensor, fake: torch.Tensor, weights: Path | None, device: torch.device) -> dict[str, Any]:
-    """Reconstruction FID on a named local extractor, or null with the reason."""
-    found = find_densenet121_weights(weights)
+def reconstruction_extractor(
+    params: VqganParams, fid_weights: Path | None, demo_weights: Path | None, device: torch.device
+) -> FeatureExtractor | str:
+    """The reconstruction FID's extractor, or why there is none: the demo's pinned network for the demo's
+    pinned VQ-GAN (both trained on demo images), else torchvision's ImageNet DenseNet-121 from a local file."""
+    if params.source == "demo":
+        from raygen.metrics.conditional import load_pinned_network
+
+        return load_pinned_network(demo_weights, device).extractor(device)
+    found = find_densenet121_weights(fid_weights)
     if found is None:
-        reason = (
+        return (
             f"unavailable: no local DenseNet-121 weights (pass --fid-weights, or place torchvision's "
             f"{TORCHVISION_DENSENET121} in {Path(torch.hub.get_dir()) / 'checkpoints'})"
         )
-        log.warning("reconstruction FID %s", reason)
-        return {"fid": None, "fid_extractor": reason, "fid_images": 0}
-    extractor = densenet121_extractor(found, device)
+    return densenet121_extractor(found, device)
+
+
+def _fid(real: torch.Tensor, fake: torch.Tensor, extractor: FeatureExtractor | str) -> dict[str, Any]:
+    """Reconstruction FID on a named local extractor, or null with the reason."""
+    if isinstance(extractor, str):
+        log.warning("reconstruction FID %s", extractor)
+        return {"fid": None, "fid_extractor": extractor, "fid_images": 0}
     feats_real = torch.cat([extractor(b) for b in real.split(32)])
     feats_fake = torch.cat([extractor(b) for b in fake.split(32)])
     fid = frechet_distance(feats_real.numpy(), feats_fake.numpy())

@@ -101,7 +101,7 @@ rule evaluate:
         data=rules.download.output.complete,
         classifiers=expand("results/train_classifier/{arm}/{name}", arm=ARMS,
                            name=("model.ckpt", "val_predictions.csv", "test_predictions.csv", "metrics.json")),
-        weights=weights("torchxrayvision"),
+        weights=weights("torchxrayvision", "demo"),
         code=code("evaluate"),
     output:
         metrics="results/evaluate/metrics.json",
@@ -117,6 +117,7 @@ rule evaluate:
         synthetic=lambda wildcards, input: os.path.dirname(input.per_report),
         jpg=JPG_ROOT,
         xrv=XRV_FILE,
+        demo=INPUTS["demo"],
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "logs/evaluate.log",
@@ -133,7 +134,7 @@ rule evaluate:
         stage_cmd(
             "evaluate",
             "--synthetic {params.synthetic} --classifiers results/train_classifier --generator {input.generator}"
-            " --jpg-root {params.jpg} --xrv-weights {params.xrv} --out {params.out}",
+            " --jpg-root {params.jpg} --xrv-weights {params.xrv} --demo-weights {params.demo} --out {params.out}",
         )
 
 

@@ -1,13 +1,13 @@
-# Image-token phase: the VQ-GAN (trained here, or the paper's pretrained one), then token ids of every
-# cohort image. UniXGen's files live in params inputs.unixgen_vqgan (used only with
-# vqgan.source: pretrained; see README "The paper profile").
+# Image-token phase: the VQ-GAN (the demo's pinned one, the paper's pretrained one, or trained here), then
+# token ids of every cohort image. UniXGen's files live in params inputs.unixgen_vqgan (used only with
+# vqgan.source: pretrained; see README "The paper profile"), the demo's in inputs.demo (vqgan.source: demo).
 
 
 rule vqgan:
     input:
         generator=rules.cohort.output.generator,
         data=rules.download.output.complete,
-        weights=weights("unixgen_vqgan", "lpips"),
+        weights=weights("unixgen_vqgan", "lpips", "demo"),
         code=code("vqgan"),
     output:
         model="results/vqgan/model.ckpt",
@@ -19,6 +19,7 @@ rule vqgan:
         jpg=JPG_ROOT,
         pretrained=INPUTS["unixgen_vqgan"],
         lpips=INPUTS["lpips"],
+        demo=INPUTS["demo"],
         out=lambda wildcards, output: os.path.dirname(output.model),
     log:
         "logs/vqgan.log",
@@ -35,7 +36,8 @@ rule vqgan:
         stage_cmd(
             "vqgan",
             "--manifest {input.generator} --jpg-root {params.jpg} --pretrained-config {params.pretrained}/project.yaml"
-            " --pretrained-ckpt {params.pretrained}/last.ckpt --lpips-dir {params.lpips} --out {params.out}",
+            " --pretrained-ckpt {params.pretrained}/last.ckpt --lpips-dir {params.lpips} --demo-weights {params.demo}"
+            " --out {params.out}",
         )
 
 

@@ -163,12 +163,8 @@ def _move_into_place(staging: Path, out: Path) -> None:
         os.replace(staging / name, target)
 
 
-def build_demo_dataset(out: Path, params: DemoParams, workers: int = 2) -> dict[str, Any]:
-    """Render the demo dataset into ``out`` (see the module docstring); returns summary counts."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).unlink(missing_ok=True)  # whatever was there is no longer known to be complete
-    start = time.perf_counter()
+def demo_plans(params: DemoParams) -> list[StudyPlan]:
+    """Every study the dataset will hold (ids, views, findings), drawn without rendering anything."""
     rates = PlanRates(
         params.normal_rate,
         params.ap_rate,
@@ -177,7 +173,16 @@ def build_demo_dataset(out: Path, params: DemoParams, workers: int = 2) -> dict[
         params.test_fraction,
         tuple(params.groups),
     )
-    plans = plan_studies(params.studies, params.patients, params.seed, rates)
+    return plan_studies(params.studies, params.patients, params.seed, rates)
+
+
+def build_demo_dataset(out: Path, params: DemoParams, workers: int = 2) -> dict[str, Any]:
+    """Render the demo dataset into ``out`` (see the module docstring); returns summary counts."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).unlink(missing_ok=True)  # whatever was there is no longer known to be complete
+    start = time.perf_counter()
+    plans = demo_plans(params)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # no OpenMP pool in the parent before fork (children would deadlock)
     try:

@@ -1,0 +1,99 @@
+"""Re-make the demo classifier's settings on validation data only: one real-only run per variant.
+
+    python bench/tune_classifier.py --out /tmp/tune \\
+        --variant batch_size=16 --variant augment.enabled=true --variant lr=1.0e-3   # after `make demo`
+
+Each variant is the active profile's ``train_classifier`` section with one or more ``key=value``
+overrides (dotted keys reach into ``augment``); the baseline is the section as it is. Every run is the
+``train_classifier`` stage's own command on the pipeline's ``results/cohort/classifier.csv`` (real
+arm, fresh, tracking off). The table shows each run's best validation macro AUROC, its epoch and wall
+time. It never reads or shows a test number, so that nothing here can be chosen on test data (the
+stage itself still writes its test AUROC to ``<out>/<variant>/``; do not look). The stage's console
+output goes to ``<out>/<variant>/console.txt``. Writes ``<out>/tuning.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raygen.config import read_params, resolve_profile  # noqa: E402
+
+
+def parse_variant(text: str) -> dict[str, object]:
+    """``"batch_size=16,augment.enabled=true"`` -> ``{"batch_size": 16, "augment.enabled": True}``."""
+    out = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if not key or not _:
+            raise SystemExit(f"--variant {text!r}: expected key=value[,key=value]")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def variant_params(raw: dict, profile: str, overrides: dict[str, object]) -> dict:
+    """A params copy whose profile overlay of train_classifier carries ``overrides``."""
+    copy = json.loads(json.dumps(raw))
+    section = copy.setdefault("profiles", {}).setdefault(profile, {}).setdefault("train_classifier", {}) or {}
+    copy["profiles"][profile]["train_classifier"] = section
+    for key, value in overrides.items():
+        node = section
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return copy
+
+
+def run_variant(name: str, params: dict, profile: str, out: Path) -> dict[str, object]:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    command = [
+        sys.executable,
+        "-m",
+        "raygen.stages.train_classifier",
+        *("--params", str(folder / "params.yaml"), "--profile", profile, "--log", str(folder / "stage.log")),
+        *("--manifest", "results/cohort/classifier.csv", "--jpg-root", f"data/{profile}/mimic-cxr-jpg/2.0.0"),
+        *("--arm", "real", "--out", str(folder / "real"), "--no-resume"),
+    ]
+    with (folder / "console.txt").open("w") as console:  # the stage logs its test AUROC: keep it off screen
+        env = {**os.environ, "RAYGEN_TRACKING": "off"}
+        subprocess.run(command, check=True, env=env, stdout=console, stderr=subprocess.STDOUT)
+    metrics = json.loads((folder / "real" / "metrics.json").read_text())
+    return {
+        "variant": name,
+        "val_macro_auroc": metrics["val_macro_auroc"],
+        "best_epoch": metrics["best_epoch"],
+        "wall_s": round(metrics["wall_s"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--variant", action="append", default=[], help="key=value[,key=value] (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/raygen-tune"))
+    args = parser.parse_args()
+    raw = read_params(args.params)
+    profile = resolve_profile(raw)
+    rows = [run_variant("baseline", raw, profile, args.out)]
+    for text in args.variant:
+        name = text.replace("=", "-").replace(",", "_")
+        rows.append(run_variant(name, variant_params(raw, profile, parse_variant(text)), profile, args.out))
+    (args.out / "tuning.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("| variant | val macro AUROC | best epoch | wall |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['val_macro_auroc']:.3f} | {r['best_epoch']} | {r['wall_s']} s |")
+
+
+if __name__ == "__main__":
+    main()

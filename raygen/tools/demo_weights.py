@@ -1,0 +1,245 @@
+"""``raygen demo-weights``: re-create the demo's pinned VQ-GAN and FID network in ``weights/demo/``.
+
+Command line::
+
+    raygen demo-weights --out weights/demo [--work .demo-weights] [--params params.yaml]
+
+It runs the pipeline's own stage commands under the ``demo_weights`` profile (the demo's params with
+another dataset seed and longer training), in a work folder of its own:
+
+1. ``download``: the demo dataset rendered with ``download.demo.seed`` of that profile; its patients
+   and images must share nothing with the demo's (checked on the two datasets' plans first);
+2. ``sections``, ``cohort``: the same cohort rules as the demo;
+3. ``vqgan`` (``source: train``) on the generator-train images;
+4. ``train_classifier --arm real`` on the classifier-train images: the FID network;
+
+then packs them into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), writes ``SHA256SUMS``
+and ``provenance.json`` (commit, params, the held-out metrics each stage measured). A killed run
+resumes: each finished stage is skipped and the VQ-GAN resumes from its training state. A work folder
+made with other params or other code is refused, never reused. Training on a CPU is not
+bit-reproducible across machines, so a re-created file has another hash: commit the new SHA256SUMS
+with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from raygen.models import pinned
+from raygen.runtime import setup_logging
+
+log = logging.getLogger(__name__)
+
+PROFILE = "demo_weights"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raygen demo-weights",
+        description="Re-create the demo's pinned VQ-GAN and FID network (weights/demo/) with the pipeline's stages.",
+        epilog="\n\n".join(__doc__.split("\n\n")[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=Path("weights/demo"), help="where to write (default: %(default)s)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(".demo-weights"),
+        help="dataset and stage outputs; kept for resuming and inspection (default: %(default)s)",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
+    return parser
+
+
+def stage_commands(params: Path, work: Path) -> list[tuple[str, Path, list[str]]]:
+    """(stage, the file that marks it done, its command line), in order."""
+    data, results, logs = work / "data", work / "results", work / "logs"
+    jpg = data / "mimic-cxr-jpg/2.0.0"
+
+    def cmd(stage: str, *args: Any) -> list[str]:
+        head = [sys.executable, "-m", "raygen", stage, "--params", str(params), "--profile", PROFILE]
+        return [*head, "--log", str(logs / f"{stage}.log"), *map(str, args)]
+
+    return [
+        ("download", data / "download-complete.json", cmd("download", "--out", data)),
+        (
+            "sections",
+            results / "sections/prompts.csv",
+            cmd(
+                "sections",
+                *("--reports-root", data / "mimic-cxr/2.0.0"),
+                *("--out", results / "sections/mimic_cxr_sectioned.csv", "--prompts", results / "sections/prompts.csv"),
+            ),
+        ),
+        (
+            "cohort",
+            results / "cohort/counts.json",
+            cmd(
+                "cohort",
+                *("--jpg-root", jpg, "--sections", results / "sections/prompts.csv"),
+                *("--ground-truth", data / "demo-ground-truth.csv", "--out", results / "cohort"),
+            ),
+        ),
+        (
+            "vqgan",
+            results / "vqgan/metrics.json",
+            cmd("vqgan", "--manifest", results / "cohort/generator.csv", "--jpg-root", jpg, "--out", results / "vqgan"),
+        ),
+        (
+            "train_classifier",
+            results / "train_classifier/real/metrics.json",
+            cmd(
+                "train_classifier",
+                *("--manifest", results / "cohort/classifier.csv", "--jpg-root", jpg),
+                *("--arm", "real", "--out", results / "train_classifier/real"),
+            ),
+        ),
+    ]
+
+
+def claim_work_folder(params: Path, work: Path) -> None:
+    """Tie ``work`` to this recipe (the profile's result-shaping params and the package's source): a
+    folder left by another recipe would hand stale stages to the skip-if-done loop, so it is refused."""
+    import hashlib
+
+    from raygen.config import read_params, scientific_section
+    from raygen.stages import STAGE_NAMES
+
+    raw = read_params(params)
+    source = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        source.update(path.read_bytes())
+    recipe = {
+        "params": {name: scientific_section(raw, name, PROFILE) for name in STAGE_NAMES},
+        "code_sha256": source.hexdigest(),
+    }
+    record = work / "recipe.json"
+    if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(recipe)):
+        raise SystemExit(
+            f"raygen demo-weights: error: {work} was made with other params or code than now; "
+            "remove it (or pass another --work) to start afresh"
+        )
+    from raygen.io import write_json
+
+    write_json(record, recipe)
+
+
+def check_disjoint(params: Path) -> dict[str, int]:
+    """The demo_weights dataset and the demo's share no patient, study or image (from their plans, before
+    anything is rendered): weights trained on one must never have seen the other."""
+    from raygen.config import from_dict, load_section
+    from raygen.data.demo.build import demo_plans
+    from raygen.data.demo.params import DemoParams
+    from raygen.stages.download import DownloadParams
+
+    ids = {}
+    for profile in ("demo", PROFILE):
+        demo = load_section(params, "download", DownloadParams, profile).demo
+        plans = demo_plans(from_dict(DemoParams, demo, prefix="download.demo"))
+        ids[profile] = {
+            "patients": {p.subject_id for p in plans},
+            "studies": {p.study_id for p in plans},
+            "images": {im.dicom_id for p in plans for im in p.images},
+        }
+    shared = {kind: len(ids["demo"][kind] & ids[PROFILE][kind]) for kind in ids["demo"]}
+    if any(shared.values()):
+        raise SystemExit(
+            f"raygen demo-weights: error: the {PROFILE} dataset shares ids with the demo's ({shared}); "
+            f"change profiles.{PROFILE}.download.demo.seed"
+        )
+    return {kind: len(values) for kind, values in ids[PROFILE].items()}
+
+
+def pack(work: Path, out: Path) -> None:
+    """fp16 copies of the trained VQ-GAN and classifier in ``out``, then SHA256SUMS."""
+    import torch
+
+    from raygen.checkpoint import load_checkpoint
+    from raygen.io import atomic_path, write_text
+
+    results = work / "results"
+    write_text(out / pinned.VQGAN_CONFIG, (results / "vqgan/config.yaml").read_text())
+    vqgan = load_checkpoint(results / "vqgan/model.ckpt")
+    with atomic_path(out / pinned.VQGAN_CHECKPOINT) as tmp:
+        torch.save({"state_dict": _half(vqgan["state_dict"])}, tmp)
+    classifier = load_checkpoint(results / "train_classifier/real/model.ckpt")
+    network = {
+        "model": _half(classifier["model"]),
+        "classifier": classifier["classifier"],
+        "resolution": int(classifier["config"]["params"]["resolution"]),
+    }
+    with atomic_path(out / pinned.FID_NETWORK) as tmp:
+        torch.save(network, tmp)
+    write_text(out / pinned.SUMS, pinned.write_sums(out))
+
+
+def _half(state: dict[str, Any]) -> dict[str, Any]:
+    """Floating tensors to fp16 (halves the files; the loaders cast back to fp32), others unchanged."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def provenance(params: Path, work: Path, dataset: dict[str, int]) -> dict[str, Any]:
+    """What the pinned files are: the commit and params that made them, and what they measured."""
+    from raygen.config import load_section
+    from raygen.stages.download import DownloadParams
+    from raygen.stages.train_classifier import TrainClassifierParams
+    from raygen.stages.vqgan import VqganParams
+
+    results = work / "results"
+    vqgan_metrics = json.loads((results / "vqgan/metrics.json").read_text())
+    classifier_metrics = json.loads((results / "train_classifier/real/metrics.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "command": pinned.RECREATE,
+        "profile": PROFILE,
+        "commit": commit or None,
+        "dataset": {"seed": load_section(params, "download", DownloadParams, PROFILE).demo.seed, **dataset},
+        "vqgan": {
+            "params": _plain(load_section(params, "vqgan", VqganParams, PROFILE)),
+            "held_out": {k: vqgan_metrics.get(k) for k in ("ssim", "psnr", "eval_images", "codebook_perplexity")},
+        },
+        "fid_network": {
+            "params": _plain(load_section(params, "train_classifier", TrainClassifierParams, PROFILE)),
+            "held_out": {k: classifier_metrics.get(k) for k in ("val_macro_auroc", "test_macro_auroc", "epochs_run")},
+        },
+    }
+
+
+def _plain(section: Any) -> dict[str, Any]:
+    from raygen.config import to_dict
+
+    return to_dict(section)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    dataset = check_disjoint(args.params)
+    log.info("the %s dataset shares no patient, study or image with the demo's: %s", PROFILE, dataset)
+    claim_work_folder(args.params, args.work)
+    for stage, done, command in stage_commands(args.params, args.work):
+        if done.is_file():
+            log.info("%s: done before (%s), skipped", stage, done)
+            continue
+        log.info("%s: %s", stage, " ".join(command))
+        if subprocess.run(command).returncode:
+            log.error("%s failed; see %s. Run the same command again to resume.", stage, args.work / "logs")
+            return 1
+    pack(args.work, args.out)
+    from raygen.io import write_json
+
+    write_json(args.out / pinned.PROVENANCE, provenance(args.params, args.work, dataset))
+    for line in (args.out / pinned.SUMS).read_text().splitlines():
+        log.info("pinned %s", line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
