@@ -13,6 +13,7 @@ from raygen.data.classifier_config import AugmentConfig
 from raygen.data.classifier_data import (
     augment_batch,
     build_splits,
+    loss_mask,
     read_classifier_manifest,
     read_synthetic_manifest,
     synthetic_for_arm,
@@ -142,6 +143,23 @@ def test_synthetic_rows_join_training_only_for_augmented_arms(tmp_path):
     # A subset of the real training set shrinks the synthetic share by the same fraction.
     assert build_splits(manifest, "real+100", synthetic, max_train_images=4).n_synthetic == 2 + 1 + 1
     assert len(synthetic_for_arm(synthetic, "real")) == 0
+
+
+def test_prompted_synthetic_labels_count_only_the_prompts_class(tmp_path):
+    manifest_path = tmp_path / "classifier.csv"
+    cohort_frame().to_csv(manifest_path, index=False)
+    synthetic = synthetic_frame(tmp_path)
+    synthetic["prompt_class"] = [CLASSES[3]] * len(synthetic)
+    synthetic.loc[0, "prompt_class"] = None  # generated for no class (e.g. a normal impression)
+    train = build_splits(read_classifier_manifest(manifest_path), "real+100", synthetic).train.reset_index(drop=True)
+    real = (train["source"] == "real").to_numpy()
+    assert (loss_mask(train, "all") == 1).all()
+    mask = loss_mask(train, "prompted")
+    assert (mask[real] == 1).all()  # real images: every label counts
+    first = train.index[train["dicom_id"] == "syn-000000"][0]
+    assert (mask[first] == 1).all()  # no prompt class: its labels stand
+    others = [i for i in train.index[~real] if i != first]
+    assert (mask[others][:, 3] == 1).all() and mask[others].sum(1).eq(1).all()  # only the prompted class
 
 
 def test_patients_crossing_splits_are_rejected(tmp_path):

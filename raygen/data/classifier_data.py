@@ -16,6 +16,9 @@ way); only a manifest without that column falls back to the first positive label
 thing for one-hot class-name images but not for impression prompts, whose rows keep the source
 study's labels. Validation and test are real only, and patients never cross splits (checked).
 
+Which labels of a synthetic row train the classifier: all of them (the paper), or only the class it
+was generated for (``train_classifier.synthetic_labels: prompted``, :func:`loss_mask`).
+
 Augmentation (training only, seeded by an explicit ``torch.Generator``): a small random affine map
 (rotation, translation, isotropic scale; its determinant is always positive, so it never mirrors)
 and brightness / contrast. No flips, ever: a flipped chest X-ray puts the heart on the wrong side.
@@ -50,6 +53,7 @@ __all__ = [
     "build_splits",
     "check_patient_disjoint",
     "load_images",
+    "loss_mask",
     "read_classifier_manifest",
     "read_synthetic_manifest",
     "synthetic_for_arm",
@@ -214,18 +218,47 @@ def build_splits(
 @dataclass(frozen=True)
 class ClassifierImages:
     """Decoded images of one split. pixels: (N, C, R, R) in ``pixels.dtype`` (fp16 in RAM), values in
-    [-1, 1]; labels: (N, K) float32 0/1; frame: the N readable rows (unreadable ones dropped)."""
+    [-1, 1]; labels: (N, K) float32 0/1; frame: the N readable rows (unreadable ones dropped);
+    loss_mask: (N, K) float32, which labels a row's loss counts (:func:`loss_mask`)."""
 
     pixels: torch.Tensor
     labels: torch.Tensor
     frame: pd.DataFrame
+    loss_mask: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.frame)
 
 
+def loss_mask(frame: pd.DataFrame, synthetic_labels: str) -> torch.Tensor:
+    """(N, K) 0/1: which of a row's labels train the classifier.
+
+    ``all`` (the paper): every label of every row. ``prompted``: a synthetic row counts only for the class
+    it was generated for (:func:`arm_groups`); its other labels are not known to be true (an image asked
+    to show an effusion may show a cardiomegaly too, and a class-name prompt says nothing of the rest),
+    so they give no loss either way. Real rows always count on every label.
+    """
+    mask = np.ones((len(frame), len(CLASSES)), dtype=np.float32)
+    if synthetic_labels == "prompted" and "source" in frame.columns:
+        synthetic = (frame["source"] == "synthetic").to_numpy()
+        if synthetic.any():
+            group = arm_groups(frame[synthetic])
+            rows = np.zeros((len(group), len(CLASSES)), dtype=np.float32)
+            for k, name in enumerate(CLASSES):
+                rows[group == name, k] = 1.0
+            rows[group == ""] = 1.0  # a row generated for no class (a normal impression) keeps its labels
+            mask[synthetic] = rows
+    return torch.from_numpy(mask)
+
+
 def load_images(
-    frame: pd.DataFrame, jpg_root: str | Path, resolution: int, channels: int, workers: int, progress: bool = True
+    frame: pd.DataFrame,
+    jpg_root: str | Path,
+    resolution: int,
+    channels: int,
+    workers: int,
+    progress: bool = True,
+    synthetic_labels: str = "all",
 ) -> ClassifierImages:
     """Decode and preprocess (raygen.data.images.preprocess: shortest side to R, centre crop) every row
     once into RAM. Real ``path`` values are relative to ``jpg_root``; synthetic ones are absolute.
@@ -236,7 +269,7 @@ def load_images(
         log.warning("dropped %d unreadable image(s) of %d", len(loaded.unreadable), len(frame))
     kept = frame.iloc[loaded.rows].reset_index(drop=True)
     labels = torch.from_numpy(kept[list(CLASSES)].to_numpy(dtype=np.float32))
-    return ClassifierImages(pixels=loaded.pixels, labels=labels, frame=kept)
+    return ClassifierImages(loaded.pixels, labels, kept, loss_mask(kept, synthetic_labels))
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ class TrainClassifierParams:
     warmup_steps: int = 20  # linear warm-up; then cosine decay to 0 at the last step
     patience: int = 2  # epochs without a better val macro AUROC before stopping
     pos_weight: Literal["none", "balanced"] = "none"  # balanced = neg/pos per class (capped); paper: none
+    # Which labels of a synthetic image give loss: all (paper) | prompted (only the class it was generated for)
+    synthetic_labels: Literal["all", "prompted"] = "all"
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))  # train-time only, never
     # flips; off in the demo's 3-epoch runs (it slowed learning), on in the paper profile's 30
     init: Literal["scratch", "chexnet", "xrv"] = "scratch"  # paper: CheXNet; demo: no weights offline

@@ -71,7 +71,9 @@ def load_arm(
         len(splits.test),
     )
     data = {
-        name: load_images(rows, jpg_root, params.resolution, params.channels, params.workers)
+        name: load_images(
+            rows, jpg_root, params.resolution, params.channels, params.workers, synthetic_labels=params.synthetic_labels
+        )
         for name, rows in (("train", splits.train), ("val", splits.val), ("test", splits.test))
     }
     log.info(
@@ -240,10 +242,12 @@ def train_epoch(
         idx = order[i * params.batch_size : (i + 1) * params.batch_size]
         x = augment_batch(data.pixels[idx].float(), generator, params.augment)  # augmentation on the CPU generator
         x = _to_device(x, device, params.channels_last)
-        y = data.labels[idx].to(device)
+        y, counted = data.labels[idx].to(device), data.loss_mask[idx].to(device)
         with autocast(device, amp):
             logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
+        # Mean over the labels that count (all of them unless synthetic_labels: prompted masks some out).
+        losses = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight, reduction="none")
+        loss = (losses * counted).sum() / counted.sum().clamp_min(1.0)
         loss.backward()
         optimizer.step()
         scheduler.step()
