@@ -1,13 +1,16 @@
-"""Re-make the demo classifier's settings on validation data only: one real-only run per variant.
+"""Re-make the demo classifier's settings on validation data only: one run of an arm per variant.
 
     python bench/tune_classifier.py --out /tmp/tune \\
         --variant batch_size=16 --variant augment.enabled=true --variant lr=1.0e-3   # after `make demo`
+    python bench/tune_classifier.py --arm real+50 --synthetic results/synthesize/aug_100.csv \\
+        --variant synthetic_labels=prompted --out /tmp/tune50
 
 Each variant is the active profile's ``train_classifier`` section with one or more ``key=value``
 overrides (dotted keys reach into ``augment``); the baseline is the section as it is. Every run is the
-``train_classifier`` stage's own command on the pipeline's ``results/cohort/classifier.csv`` (real
-arm, fresh, tracking off). The table shows each run's best validation macro AUROC, its epoch and wall
-time. It never reads or shows a test number, so that nothing here can be chosen on test data (the
+``train_classifier`` stage's own command on the pipeline's ``results/cohort/classifier.csv`` (the
+``--arm``, real by default, with ``--synthetic`` for an augmented one; fresh, tracking off). The
+table shows each run's best validation macro AUROC, its epoch and wall time. It never reads or shows
+a test number, so that nothing here can be chosen on test data (the
 stage itself still writes its test AUROC to ``<out>/<variant>/``; do not look). The stage's console
 output goes to ``<out>/<variant>/console.txt``. Writes ``<out>/tuning.json``.
 """
@@ -53,7 +56,9 @@ def variant_params(raw: dict, profile: str, overrides: dict[str, object]) -> dic
     return copy
 
 
-def run_variant(name: str, params: dict, profile: str, out: Path) -> dict[str, object]:
+def run_variant(
+    name: str, params: dict, profile: str, out: Path, arm: str, synthetic: Path | None
+) -> dict[str, object]:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -63,12 +68,13 @@ def run_variant(name: str, params: dict, profile: str, out: Path) -> dict[str, o
         "raygen.stages.train_classifier",
         *("--params", str(folder / "params.yaml"), "--profile", profile, "--log", str(folder / "stage.log")),
         *("--manifest", "results/cohort/classifier.csv", "--jpg-root", f"data/{profile}/mimic-cxr-jpg/2.0.0"),
-        *("--arm", "real", "--out", str(folder / "real"), "--no-resume"),
+        *("--arm", arm, "--out", str(folder / arm), "--no-resume"),
+        *(["--synthetic", str(synthetic)] if synthetic else []),
     ]
     with (folder / "console.txt").open("w") as console:  # the stage logs its test AUROC: keep it off screen
         env = {**os.environ, "RAYGEN_TRACKING": "off"}
         subprocess.run(command, check=True, env=env, stdout=console, stderr=subprocess.STDOUT)
-    metrics = json.loads((folder / "real" / "metrics.json").read_text())
+    metrics = json.loads((folder / arm / "metrics.json").read_text())
     return {
         "variant": name,
         "val_macro_auroc": metrics["val_macro_auroc"],
@@ -82,13 +88,16 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--variant", action="append", default=[], help="key=value[,key=value] (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/raygen-tune"))
+    parser.add_argument("--arm", default="real", help="real | real+50 | real+100 (default: real)")
+    parser.add_argument("--synthetic", type=Path, default=None, help="the 100%% synthetic manifest (augmented arms)")
     args = parser.parse_args()
     raw = read_params(args.params)
     profile = resolve_profile(raw)
-    rows = [run_variant("baseline", raw, profile, args.out)]
+    rows = [run_variant("baseline", raw, profile, args.out, args.arm, args.synthetic)]
     for text in args.variant:
         name = text.replace("=", "-").replace(",", "_")
-        rows.append(run_variant(name, variant_params(raw, profile, parse_variant(text)), profile, args.out))
+        variant = variant_params(raw, profile, parse_variant(text))
+        rows.append(run_variant(name, variant, profile, args.out, args.arm, args.synthetic))
     (args.out / "tuning.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| variant | val macro AUROC | best epoch | wall |\n|---|---:|---:|---:|")
     for r in rows:

@@ -55,18 +55,56 @@ def test_the_recipe_dataset_shares_no_patient_study_or_image_with_the_demo(tmp_p
 
 def test_the_recipe_runs_the_pipelines_own_stages_under_its_profile(tmp_path):
     steps = tool.stage_commands(Path("params.yaml"), tmp_path)
-    assert [stage for stage, _, _ in steps] == ["download", "sections", "cohort", "vqgan", "train_classifier"]
-    for stage, _, command in steps:
-        assert command[2:5] == ["raygen", stage, "--params"] and command[6:8] == ["--profile", tool.PROFILE]
+    assert [step.stage for step in steps] == ["download", "sections", "cohort", "vqgan", "train_classifier"]
+    for step in steps:
+        assert step.command[2:5] == ["raygen", step.stage, "--params"]
+        assert step.command[6:8] == ["--profile", tool.PROFILE] and step.done.is_relative_to(step.out)
 
 
-def test_a_work_folder_of_another_recipe_is_refused_not_reused(tmp_path):
+REAL_STAGE_COMMANDS = tool.stage_commands
+
+
+def fake_steps(work, fail=()):
+    """The recipe's steps with commands that only record that they ran (and write their done file)."""
+    import sys
+
+    steps = []
+    for step in REAL_STAGE_COMMANDS(Path("params.yaml"), work):
+        code = (
+            f"import pathlib, sys; p = pathlib.Path({str(step.done)!r}); p.parent.mkdir(parents=True, exist_ok=True);"
+            f"open({str(work / 'ran.txt')!r}, 'a').write({step.stage!r} + '\\n');"
+            f"sys.exit(1) if {step.stage in fail} else p.write_text('done')"
+        )
+        steps.append(tool.Step(step.stage, step.done, step.out, [sys.executable, "-c", code]))
+    return steps
+
+
+def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, monkeypatch):
+    work = tmp_path / "work"
     params = tmp_path / "params.yaml"
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.write_text(yaml.safe_dump(raw))
-    tool.claim_work_folder(params, tmp_path / "work")
-    tool.claim_work_folder(params, tmp_path / "work")  # the same recipe resumes
-    raw["profiles"][tool.PROFILE]["vqgan"]["steps"] += 1
-    params.write_text(yaml.safe_dump(raw))
-    with pytest.raises(SystemExit, match="other params or code"):
-        tool.claim_work_folder(params, tmp_path / "work")
+
+    def run(edit=None, fail=()):
+        if edit:
+            edit(raw["profiles"][tool.PROFILE])
+        params.write_text(yaml.safe_dump(raw))
+        (work / "ran.txt").unlink(missing_ok=True)
+        monkeypatch.setattr(tool, "stage_commands", lambda p, w: fake_steps(w, fail))
+        ok = tool.run_steps(params, work)
+        return ok, (work / "ran.txt").read_text().split() if (work / "ran.txt").exists() else []
+
+    everything = ["download", "sections", "cohort", "vqgan", "train_classifier"]
+    assert run() == (True, everything)
+    assert run() == (True, [])  # same params, same code: nothing runs
+    assert run(lambda p: p["train_classifier"].update(epochs=9)) == (True, ["train_classifier"])
+    assert run(lambda p: p["cohort"].update(seed=5)) == (True, ["cohort", "vqgan", "train_classifier"])
+    # A step that fails keeps its folder; run again with the same recipe, it resumes there.
+    marker = work / "results/vqgan/train_state.pt"
+    assert run(lambda p: p["vqgan"].update(steps=7), fail=("vqgan",)) == (False, ["vqgan"])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("state")
+    assert run() == (True, ["vqgan"]) and marker.exists()
+    # Another recipe for a killed step starts afresh: its folder is removed first.
+    assert run(lambda p: p["vqgan"].update(steps=8), fail=("vqgan",)) == (False, ["vqgan"])
+    marker.write_text("state")
+    assert run(lambda p: p["vqgan"].update(steps=9)) == (True, ["vqgan"]) and not marker.exists()

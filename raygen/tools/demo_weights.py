@@ -15,8 +15,9 @@ another dataset seed and longer training), in a work folder of its own:
 
 then packs them into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), writes ``SHA256SUMS``
 and ``provenance.json`` (commit, params, the held-out metrics each stage measured). A killed run
-resumes: each finished stage is skipped and the VQ-GAN resumes from its training state. A work folder
-made with other params or other code is refused, never reused. Training on a CPU is not
+resumes: a finished stage is skipped, and the VQ-GAN resumes from its training state. A stage whose
+params section or source files changed since it ran is run again from scratch, with every stage after
+it that depends on it; nothing made by another recipe is reused. Training on a CPU is not
 bit-reproducible across machines, so a re-created file has another hash: commit the new SHA256SUMS
 with it.
 """
@@ -26,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stage_commands(params: Path, work: Path) -> list[tuple[str, Path, list[str]]]:
-    """(stage, the file that marks it done, its command line), in order."""
+# Each step's upstream steps: a step runs again when its own recipe changed or an upstream step ran.
+UPSTREAM = {
+    "download": (),
+    "sections": ("download",),
+    "cohort": ("download", "sections"),
+    "vqgan": ("download", "sections", "cohort"),
+    "train_classifier": ("download", "sections", "cohort"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+    done: Path  # written last by the stage: the step finished
+    out: Path  # everything the step writes, removed before it runs on another recipe
+    command: list[str]
+
+
+def stage_commands(params: Path, work: Path) -> list[Step]:
+    """The recipe's steps, in order."""
     data, results, logs = work / "data", work / "results", work / "logs"
     jpg = data / "mimic-cxr-jpg/2.0.0"
 
@@ -67,34 +88,39 @@ def stage_commands(params: Path, work: Path) -> list[tuple[str, Path, list[str]]
         head = [sys.executable, "-m", "raygen", stage, "--params", str(params), "--profile", PROFILE]
         return [*head, "--log", str(logs / f"{stage}.log"), *map(str, args)]
 
+    sections = results / "sections"
     return [
-        ("download", data / "download-complete.json", cmd("download", "--out", data)),
-        (
+        Step("download", data / "download-complete.json", data, cmd("download", "--out", data)),
+        Step(
             "sections",
-            results / "sections/prompts.csv",
+            sections / "prompts.csv",
+            sections,
             cmd(
                 "sections",
                 *("--reports-root", data / "mimic-cxr/2.0.0"),
-                *("--out", results / "sections/mimic_cxr_sectioned.csv", "--prompts", results / "sections/prompts.csv"),
+                *("--out", sections / "mimic_cxr_sectioned.csv", "--prompts", sections / "prompts.csv"),
             ),
         ),
-        (
+        Step(
             "cohort",
             results / "cohort/counts.json",
+            results / "cohort",
             cmd(
                 "cohort",
-                *("--jpg-root", jpg, "--sections", results / "sections/prompts.csv"),
+                *("--jpg-root", jpg, "--sections", sections / "prompts.csv"),
                 *("--ground-truth", data / "demo-ground-truth.csv", "--out", results / "cohort"),
             ),
         ),
-        (
+        Step(
             "vqgan",
             results / "vqgan/metrics.json",
+            results / "vqgan",
             cmd("vqgan", "--manifest", results / "cohort/generator.csv", "--jpg-root", jpg, "--out", results / "vqgan"),
         ),
-        (
+        Step(
             "train_classifier",
             results / "train_classifier/real/metrics.json",
+            results / "train_classifier/real",
             cmd(
                 "train_classifier",
                 *("--manifest", results / "cohort/classifier.csv", "--jpg-root", jpg),
@@ -104,31 +130,48 @@ def stage_commands(params: Path, work: Path) -> list[tuple[str, Path, list[str]]
     ]
 
 
-def claim_work_folder(params: Path, work: Path) -> None:
-    """Tie ``work`` to this recipe (the profile's result-shaping params and the package's source): a
-    folder left by another recipe would hand stale stages to the skip-if-done loop, so it is refused."""
+def stage_recipe(raw: dict[str, Any], stage: str) -> dict[str, Any]:
+    """What a step's result depends on: its params section under the profile, and its source files."""
     import hashlib
 
-    from raygen.config import read_params, scientific_section
-    from raygen.stages import STAGE_NAMES
+    from raygen.config import scientific_section
+    from raygen.pipeline.code_deps import REPO, stage_code_deps
 
-    raw = read_params(params)
-    source = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
-        source.update(path.read_bytes())
-    recipe = {
-        "params": {name: scientific_section(raw, name, PROFILE) for name in STAGE_NAMES},
-        "code_sha256": source.hexdigest(),
-    }
-    record = work / "recipe.json"
-    if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(recipe)):
-        raise SystemExit(
-            f"raygen demo-weights: error: {work} was made with other params or code than now; "
-            "remove it (or pass another --work) to start afresh"
-        )
+    code = hashlib.sha256()
+    for path in stage_code_deps(stage):
+        code.update(path.encode() + b"\0" + (REPO / path).read_bytes())
+    return json.loads(json.dumps({"params": scientific_section(raw, stage, PROFILE), "code": code.hexdigest()}))
+
+
+def run_steps(params: Path, work: Path) -> bool:
+    """Run each step whose recipe (params, code) changed, that never finished, or whose upstream ran;
+    skip the others. A step of another recipe is removed first, so nothing stale is ever reused; a step
+    killed under the same recipe keeps its folder and resumes. Returns False when a step failed."""
+    from raygen.config import read_params
     from raygen.io import write_json
 
-    write_json(record, recipe)
+    raw = read_params(params)
+    record_path = work / "recipes.json"
+    recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    ran: set[str] = set()
+    for step in stage_commands(params, work):
+        recipe = stage_recipe(raw, step.stage)
+        same = recorded.get(step.stage, {}).get("recipe") == recipe and not ran & set(UPSTREAM[step.stage])
+        if same and recorded[step.stage]["finished"] and step.done.is_file():
+            log.info("%s: done before with the same params and code, skipped", step.stage)
+            continue
+        if not same:  # another recipe's output, or a killed run of one: start afresh
+            shutil.rmtree(step.out, ignore_errors=True)
+        recorded[step.stage] = {"recipe": recipe, "finished": False}
+        write_json(record_path, recorded)
+        log.info("%s: %s", step.stage, " ".join(step.command))
+        if subprocess.run(step.command).returncode:
+            log.error("%s failed; see %s. Run the same command again to resume.", step.stage, work / "logs")
+            return False
+        recorded[step.stage]["finished"] = True
+        write_json(record_path, recorded)
+        ran.add(step.stage)
+    return True
 
 
 def check_disjoint(params: Path) -> dict[str, int]:
@@ -187,11 +230,13 @@ def _half(state: dict[str, Any]) -> dict[str, Any]:
 
 def provenance(params: Path, work: Path, dataset: dict[str, int]) -> dict[str, Any]:
     """What the pinned files are: the commit and params that made them, and what they measured."""
-    from raygen.config import load_section
+    from raygen.config import from_dict, load_section
+    from raygen.data.demo.params import DemoParams
     from raygen.stages.download import DownloadParams
     from raygen.stages.train_classifier import TrainClassifierParams
     from raygen.stages.vqgan import VqganParams
 
+    demo = load_section(params, "download", DownloadParams, PROFILE).demo
     results = work / "results"
     vqgan_metrics = json.loads((results / "vqgan/metrics.json").read_text())
     classifier_metrics = json.loads((results / "train_classifier/real/metrics.json").read_text())
@@ -200,7 +245,7 @@ def provenance(params: Path, work: Path, dataset: dict[str, int]) -> dict[str, A
         "command": pinned.RECREATE,
         "profile": PROFILE,
         "commit": commit or None,
-        "dataset": {"seed": load_section(params, "download", DownloadParams, PROFILE).demo.seed, **dataset},
+        "dataset": {"seed": from_dict(DemoParams, demo, prefix="download.demo").seed, **dataset},
         "vqgan": {
             "params": _plain(load_section(params, "vqgan", VqganParams, PROFILE)),
             "held_out": {k: vqgan_metrics.get(k) for k in ("ssim", "psnr", "eval_images", "codebook_perplexity")},
@@ -223,15 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     dataset = check_disjoint(args.params)
     log.info("the %s dataset shares no patient, study or image with the demo's: %s", PROFILE, dataset)
-    claim_work_folder(args.params, args.work)
-    for stage, done, command in stage_commands(args.params, args.work):
-        if done.is_file():
-            log.info("%s: done before (%s), skipped", stage, done)
-            continue
-        log.info("%s: %s", stage, " ".join(command))
-        if subprocess.run(command).returncode:
-            log.error("%s failed; see %s. Run the same command again to resume.", stage, args.work / "logs")
-            return 1
+    if not run_steps(args.params, args.work):
+        return 1
     pack(args.work, args.out)
     from raygen.io import write_json
 
