@@ -7,6 +7,7 @@ plain containers are unpickled, so a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,19 @@ from raygen.io import atomic_path
 log = logging.getLogger(__name__)
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """Atomically write ``obj`` with ``torch.save``, the same bytes for the same content: saved to a file,
+    torch names the archive's top folder after the file, and an atomic write's file has a random name."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Atomically write ``state`` (a killed run never leaves a truncated checkpoint)."""
     state = {"version": __version__, **state}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     log.info("saved checkpoint %s (step %s)", path, state.get("step"))
 
 

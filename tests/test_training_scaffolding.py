@@ -102,3 +102,14 @@ def test_rng_state_round_trips_in_one_process():
     before = generator.get_state()
     restore_rng({key: value * 2 for key, value in state.items()}, generator, ctx)  # two processes wrote it
     assert torch.equal(generator.get_state(), before)  # another world size keeps this run's fresh seeds
+
+
+def test_the_same_checkpoint_is_the_same_bytes(tmp_path):
+    """DVC and the pinned weights' SHA256SUMS hash checkpoints: saving the same state twice must give
+    the same file, whatever temporary name the atomic write used."""
+    from raygen.checkpoint import save_checkpoint
+
+    state = {"model": {"w": torch.arange(6.0).view(2, 3)}, "step": 3}
+    save_checkpoint(tmp_path / "a.ckpt", state)
+    save_checkpoint(tmp_path / "b" / "other-name.ckpt", state)
+    assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b" / "other-name.ckpt").read_bytes()

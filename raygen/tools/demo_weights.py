@@ -202,24 +202,20 @@ def check_disjoint(params: Path) -> dict[str, int]:
 
 def pack(work: Path, out: Path) -> None:
     """fp16 copies of the trained VQ-GAN and classifier in ``out``, then SHA256SUMS."""
-    import torch
-
-    from raygen.checkpoint import load_checkpoint
-    from raygen.io import atomic_path, write_text
+    from raygen.checkpoint import load_checkpoint, save_torch
+    from raygen.io import write_text
 
     results = work / "results"
     write_text(out / pinned.VQGAN_CONFIG, (results / "vqgan/config.yaml").read_text())
     vqgan = load_checkpoint(results / "vqgan/model.ckpt")
-    with atomic_path(out / pinned.VQGAN_CHECKPOINT) as tmp:
-        torch.save({"state_dict": _half(vqgan["state_dict"])}, tmp)
+    save_torch({"state_dict": _half(vqgan["state_dict"])}, out / pinned.VQGAN_CHECKPOINT)
     classifier = load_checkpoint(results / "train_classifier/real/model.ckpt")
     network = {
         "model": _half(classifier["model"]),
         "classifier": classifier["classifier"],
         "resolution": int(classifier["config"]["params"]["resolution"]),
     }
-    with atomic_path(out / pinned.FID_NETWORK) as tmp:
-        torch.save(network, tmp)
+    save_torch(network, out / pinned.FID_NETWORK)
     write_text(out / pinned.SUMS, pinned.write_sums(out))
 
 
