@@ -286,3 +286,32 @@ def test_real_beside_generated_takes_the_first_report_of_each_finding(tmp_path):
     with Image.open(tmp_path / "figure.png") as figure:
         width, height = figure.size
     assert width > height, "two finding rows, three image columns"
+
+
+def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
+    from raygen.metrics.fidelity import fidelity, patient_halves
+    from raygen.metrics.image_similarity import ms_ssim
+    from raygen.metrics.image_sets import EvaluationImages
+
+    torch.manual_seed(0)
+    per_report = pd.DataFrame({"subject_id": np.repeat(np.arange(12), 2)})
+    real = torch.rand(24, 1, 32, 32)
+    generated = [real.clone(), real.clone()]  # two identical generations: MS-SSIM between seeds is 1
+    images = EvaluationImages(32, per_report, real, generated, per_report.iloc[:0], torch.zeros(0, 1, 32, 32), [], {})
+    feats = {
+        "real": np.random.default_rng(0).normal(size=(24, 4)),
+        "gen0": np.random.default_rng(1).normal(size=(24, 4)),
+    }
+    result = fidelity(images, feats, "toy", 2, 100, seed=0, msssim_kernel=3, msssim_scales=2)
+    _, groups, a, b = patient_halves(per_report, seed=0)
+    assert not set(groups[a]) & set(groups[b])
+    assert result["ms_ssim_between_seeds"]["value"] == pytest.approx(1.0, abs=1e-4)
+    pairs = result["ms_ssim_real_pairs"]
+    assert pairs["n"] == len(a) == result["fid_equal_n"]["n_per_half"]
+    assert pairs["value"] == pytest.approx(ms_ssim(real[a], real[b], 3, 2).value) and pairs["value"] < 0.5
+    assert summary_of_fidelity(result)["ms_ssim_real_pairs"] == pairs["value"]
+
+
+def summary_of_fidelity(fidelity_section):
+    metrics = fake_metrics({}, {})
+    return summary(metrics | {"fidelity": {**metrics["fidelity"], **fidelity_section}})

@@ -31,6 +31,7 @@ import yaml
 from slurm_local import POLLING, PROFILE, local_cluster, submitting_env_profile
 from workflow_copy import BIN, dvc_changed, expand_foreach, lock_entries, make_copy, planned, set_params, tool
 
+from raygen.io import sha256_file
 from raygen.pipeline import handover
 from raygen.stages import BY_NAME, STAGE_NAMES
 from raygen.tracking import metric_name
@@ -417,8 +418,11 @@ def assert_results_are_complete(root: Path) -> None:
     """The tables and metrics hold what the paper reports, for every arm and class."""
     metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
     assert set(metrics["classifier"]) == {"real", "real+50", "real+100"}
-    assert metrics["fidelity"]["fid"]["extractor"].startswith("raygen-classifier-penultimate:")
+    # The demo's pinned network measures FID and judges conditional fidelity, named by its hash.
+    pinned = f"raygen-demo-densenet121:{sha256_file(root / 'weights/demo/fid-densenet121.ckpt')[:12]}"
+    assert metrics["fidelity"]["fid"]["extractor"] == metrics["conditional_fidelity"]["classifier"] == pinned
     assert metrics["fidelity"]["ms_ssim_between_seeds"]["n"] == metrics["counts"]["real_heldout"]
+    assert metrics["fidelity"]["ms_ssim_real_pairs"]["n"] == metrics["fidelity"]["fid_equal_n"]["n_per_half"]
     table3 = (root / "results/tables/table3.csv").read_text().splitlines()
     assert len(table3) == 1 + 10 and "Pleural Effusion" in "".join(table3)
     tables = (root / "results/tables/tables.md").read_text()

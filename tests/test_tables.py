@@ -50,6 +50,7 @@ def fake_metrics() -> dict:
                 "real_a_vs_real_b": {"fid": 6.25},
             },
             "ms_ssim_between_seeds": {"value": 0.61, "kernel_size": 7, "scales": 4},
+            "ms_ssim_real_pairs": {"value": 0.42, "kernel_size": 7, "scales": 4},
             "resolution": 128,
         },
         "conditional_fidelity": {
@@ -91,6 +92,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t2.loc[5, "UniXGen"] == "not measured"
     assert "0.012 (12 / 1000)" == t2.loc[4, "RayGen (ours)"] and t2.loc[4, "RoentGen"] == "not measured"
     assert "0.660 per-report vs 0.900" in t2.loc[3, "RayGen (ours)"]
+    assert t2.loc[1, "RayGen (ours)"].endswith("real pairs of different patients 0.420")
     assert t2.loc[3, "RayGen (ours)"].endswith("judge raygen-demo-densenet121:0123456789ab")
     t3 = pd.read_csv(tmp_path / "t" / "table3.csv")
     assert len(t3) == 10 and t3.set_index("class").loc["Fracture", "ours real"] == "no positives"

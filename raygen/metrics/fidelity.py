@@ -6,7 +6,9 @@
   FID(real A, generated for B's reports) beside FID(real A, real B), the value a perfect generator
   would reach at that n;
 - SSIM between each real image and the image generated from its report, and MS-SSIM between the two
-  generations of each report (kernel size and scales stated).
+  generations of each report (kernel size and scales stated), beside MS-SSIM between the real images
+  of the floor's halves, pair by pair (A_i with B_i: two real images of different patients), the
+  diversity of real data.
 
 A set too small for FID/KID gives ``"not computed: <reason>"`` in place of the numbers, never a crash.
 """
@@ -28,7 +30,7 @@ from raygen.metrics.resampling import disjoint_halves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FID_DEFINITIONS", "equal_n_floor", "fidelity", "mean_std"]
+__all__ = ["FID_DEFINITIONS", "equal_n_floor", "fidelity", "mean_std", "patient_halves"]
 
 FID_DEFINITIONS = {
     "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
@@ -42,6 +44,15 @@ FID_DEFINITIONS = {
 def _split_column(per_report: pd.DataFrame) -> str:
     """The finest id that keeps a patient's images together: subject_id, else study_id, else dicom_id."""
     return next(c for c in ("subject_id", "study_id", "dicom_id") if c in per_report.columns)
+
+
+def patient_halves(per_report: pd.DataFrame, seed: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(id column, its values, rows of half A, rows of half B): two seeded halves of equal size that share
+    no patient (no ``column`` value)."""
+    column = _split_column(per_report)
+    groups = per_report[column].to_numpy()
+    a, b = disjoint_halves(groups, seed)
+    return column, groups, a, b
 
 
 def equal_n_floor(
@@ -59,9 +70,7 @@ def equal_n_floor(
     ``seed`` draws the halves and the KID subsets. A half too small to score gives
     ``"not computed: <reason>"`` in place of the FID result.
     """
-    column = _split_column(per_report)
-    groups = per_report[column].to_numpy()
-    a, b = disjoint_halves(groups, seed)
+    column, groups, a, b = patient_halves(per_report, seed)
     result: dict[str, Any] = {
         "split_by": column,
         "n_per_half": len(a),
@@ -108,6 +117,9 @@ def fidelity(
     }
     if len(gen) > 1:
         result["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], msssim_kernel, msssim_scales))
+    _, _, a, b = patient_halves(images.per_report, seed)
+    if len(a):  # the real reference: how alike two real images of different patients are
+        result["ms_ssim_real_pairs"] = asdict(ms_ssim(real[a], real[b], msssim_kernel, msssim_scales))
     _log_fidelity(result, extractor)
     return result
 
@@ -115,7 +127,7 @@ def fidelity(
 def _log_fidelity(result: dict[str, Any], extractor: str) -> None:
     floor = result["fid_equal_n"]
     log.info(
-        "FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; SSIM %.3f%s [%s]",
+        "FID %s (%d vs %d), KID %s; equal-N (n = %d per half): generated %s vs real floor %s; SSIM %.3f%s%s [%s]",
         _fid_text(result["fid"]),
         result["n_real"],
         result["n_generated"],
@@ -125,6 +137,7 @@ def _log_fidelity(result: dict[str, Any], extractor: str) -> None:
         _fid_text(floor["real_a_vs_real_b"]),
         result["ssim_real_vs_generated"]["mean"],
         f", MS-SSIM {result['ms_ssim_between_seeds']['value']:.3f}" if "ms_ssim_between_seeds" in result else "",
+        f" (real pairs {result['ms_ssim_real_pairs']['value']:.3f})" if "ms_ssim_real_pairs" in result else "",
         extractor,
     )
 

@@ -28,6 +28,8 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     out["ssim"] = fid["ssim_real_vs_generated"]["mean"]
     if "ms_ssim_between_seeds" in fid:
         out["ms_ssim"] = fid["ms_ssim_between_seeds"]["value"]
+    if "ms_ssim_real_pairs" in fid:
+        out["ms_ssim_real_pairs"] = fid["ms_ssim_real_pairs"]["value"]
     cond = metrics["conditional_fidelity"]
     out["conditional_fidelity/augmentation"] = cond["augmentation_prompts"]["macro"]
     if "per_report_generated" in cond:

@@ -159,11 +159,7 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
     ours = {
         "FID": (fid["fid"] if isinstance(fid["fid"], str) else f"{_fmt(fid['fid']['fid'], 2)}")
         + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
-        "MS-SSIM (lower = more diverse)": (
-            f"{_fmt(ms['value'], style.decimals)} ({ms['kernel_size']} px window, {ms['scales']} scales)"
-        )
-        if ms
-        else "n/a",
+        "MS-SSIM (lower = more diverse)": _ms_ssim_text(ms, fid.get("ms_ssim_real_pairs"), style),
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, style.decimals),
         "conditional fidelity (macro AUROC)": cond_text,
         "memorisation (share closer than real p1)": (
@@ -181,6 +177,16 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
         row["RayGen (ours)"] = ours[metric]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _ms_ssim_text(ms: dict[str, Any] | None, real: dict[str, Any] | None, style: TableStyle) -> str:
+    """MS-SSIM between a report's two generations, beside the same measure between real images."""
+    if not ms:
+        return "n/a"
+    text = f"{_fmt(ms['value'], style.decimals)} ({ms['kernel_size']} px window, {ms['scales']} scales)"
+    if real:
+        text += f"; real pairs of different patients {_fmt(real['value'], style.decimals)}"
+    return text
 
 
 def _equal_n_text(floor: dict[str, Any] | None) -> str:
