@@ -290,8 +290,8 @@ def test_real_beside_generated_takes_the_first_report_of_each_finding(tmp_path):
 
 def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
     from raygen.metrics.fidelity import fidelity, patient_halves
-    from raygen.metrics.image_similarity import ms_ssim
     from raygen.metrics.image_sets import EvaluationImages
+    from raygen.metrics.image_similarity import ms_ssim
 
     torch.manual_seed(0)
     per_report = pd.DataFrame({"subject_id": np.repeat(np.arange(12), 2)})
