@@ -12,7 +12,8 @@ overrides (dotted keys reach into ``augment``); the baseline is the section as i
 table shows each run's best validation macro AUROC, its epoch and wall time. It never reads or shows
 a test number, so that nothing here can be chosen on test data (the
 stage itself still writes its test AUROC to ``<out>/<variant>/``; do not look). The stage's console
-output goes to ``<out>/<variant>/console.txt``. Writes ``<out>/tuning.json``.
+output goes to ``<out>/<variant>/console.txt``. A variant already trained in ``--out`` with the same
+params is reused, not retrained. Writes ``<out>/tuning.json``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,16 @@ def run_variant(
 ) -> dict[str, object]:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    text = yaml.safe_dump(params, sort_keys=False)
+    done = folder / arm / "metrics.json"
+    if not (done.is_file() and (folder / "params.yaml").is_file() and (folder / "params.yaml").read_text() == text):
+        done.unlink(missing_ok=True)
+        (folder / "params.yaml").write_text(text)
+        _train(folder, profile, arm, synthetic)
+    return _row(name, json.loads(done.read_text()))
+
+
+def _train(folder: Path, profile: str, arm: str, synthetic: Path | None) -> None:
     command = [
         sys.executable,
         "-m",
@@ -74,7 +84,9 @@ def run_variant(
     with (folder / "console.txt").open("w") as console:  # the stage logs its test AUROC: keep it off screen
         env = {**os.environ, "RAYGEN_TRACKING": "off"}
         subprocess.run(command, check=True, env=env, stdout=console, stderr=subprocess.STDOUT)
-    metrics = json.loads((folder / arm / "metrics.json").read_text())
+
+
+def _row(name: str, metrics: dict[str, object]) -> dict[str, object]:
     return {
         "variant": name,
         "val_macro_auroc": metrics["val_macro_auroc"],
