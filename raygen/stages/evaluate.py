@@ -9,39 +9,26 @@ Command line::
 
 What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/``):
 
-- **Classifier arms** (real, real+50, real+100): per-class and macro AUROC on the real test patients
-  (classes without positives left out and listed), F1 at thresholds chosen on validation, percentile
-  bootstrap 95% intervals that resample test *patients* (``subject_id``) with all their images
-  (:mod:`raygen.metrics.classification`); ROC curves per class (``plots/roc.png``) and each arm's
-  macro-average ROC (``roc/<arm>.csv``, a DVC plot). The arms' test predictions are aligned by
-  ``dicom_id`` (differing test sets are an error), so every resample draws the same patients for every
-  arm, and each augmented arm's macro AUROC minus the real-only arm's (``delta_auroc``) gets a paired
-  interval from those shared resamples.
-- **Fidelity and diversity** of the per-report set: the headline FID and KID between every held-out
-  real image (N) and the first generation of its own report (N); the equal-N floor on two
-  patient-disjoint halves A and B of the held-out set (same size n): FID(real A, generated for B's
-  reports) beside FID(real A, real B), the value a perfect generator would reach at that n (a half too
-  small to score is recorded as "not computed: <reason>"); SSIM between each real image and the image
-  generated from its report, and MS-SSIM between the two generations of each report (kernel size and
-  scales stated).
-- **Feature extractor**: ``xrv`` = the torchxrayvision DenseNet-121 file (``--xrv-weights``, the paper's),
-  ``demo`` = the demo's pinned DenseNet-121 (``--demo-weights``, trained once on a demo dataset of another
-  seed, checked by hash), ``classifier`` = the real-only classifier's 1024-d penultimate features,
-  ``auto`` = xrv when the file exists, else classifier. Its name and weight hash are written beside
-  every FID.
-- **Conditional fidelity**: the judge's AUROC on synthetic images against the labels their prompts
-  asked for (augmentation set), and, where the held-out reports carry ground truth (the demo's
-  ``true_*`` columns), on the per-report images against the truth of their reports, beside the same
-  judge on the real held-out images (the ceiling). The judge is the pinned demo network with
-  ``extractor: demo``, else the real-only classifier; its name is in ``conditional_fidelity.classifier``.
+- **Classifier arms** (real, real+50, real+100): per-class and macro AUROC on the real test patients,
+  F1 at thresholds chosen on validation, bootstrap 95% intervals over test *patients*
+  (:mod:`raygen.metrics.classification`), ROC curves (``plots/roc.png``, ``roc/<arm>.csv``). The arms
+  are aligned by ``dicom_id``, so every resample draws the same patients for every arm, and each
+  augmented arm's difference from the real-only arm (``delta_auroc``) gets a paired interval.
+- **Fidelity and diversity** of the per-report set (:mod:`raygen.metrics.fidelity`, docs/statistics.md):
+  the headline FID / KID, the equal-N floor on patient-disjoint halves, SSIM to the real image, MS-SSIM
+  between a report's two generations beside MS-SSIM between real images of different patients.
+- **Feature extractor**: ``xrv`` (``--xrv-weights``, the paper's), ``demo`` (the pinned network in
+  ``--demo-weights``, checked by hash), ``classifier`` (the real-only classifier's penultimate layer),
+  ``auto`` (xrv if its file exists, else classifier); named with its weight hash beside every FID.
+- **Conditional fidelity** (:mod:`raygen.metrics.conditional`): a judge's AUROC on synthetic images
+  against what their prompts asked for, beside the same judge on the real held-out images. The judge
+  is the pinned network with ``extractor: demo``, else the real-only classifier.
 - **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
   feature space against the same distance for real held-out images; the share closer than the real
   baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
-- **A look**: per finding, the first held-out real image whose report has it beside the images generated
-  from that report (``plots/real_vs_generated.png``).
+- **A look** (``plots/real_vs_generated.png``): per finding, a held-out real image and its report's generations.
 
-An unreadable or missing image is skipped and counted (``metrics.json`` -> ``unreadable``); a per-report
-pair counts only when the real image and every generation of it can be read.
+Unreadable images are skipped and counted (``unreadable``); a report counts only when all its images read.
 """
 
 from __future__ import annotations

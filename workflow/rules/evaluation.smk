@@ -102,6 +102,7 @@ rule evaluate:
         classifiers=expand("results/train_classifier/{arm}/{name}", arm=ARMS,
                            name=("model.ckpt", "val_predictions.csv", "test_predictions.csv", "metrics.json")),
         weights=weights("torchxrayvision", "demo"),
+        demo_sums=f"{INPUTS['demo']}/SHA256SUMS",
         code=code("evaluate"),
     output:
         metrics="results/evaluate/metrics.json",
@@ -117,7 +118,7 @@ rule evaluate:
         synthetic=lambda wildcards, input: os.path.dirname(input.per_report),
         jpg=JPG_ROOT,
         xrv=XRV_FILE,
-        demo=INPUTS["demo"],
+        demo=lambda wildcards, input: os.path.dirname(input.demo_sums),
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "logs/evaluate.log",

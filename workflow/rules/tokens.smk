@@ -8,6 +8,7 @@ rule vqgan:
         generator=rules.cohort.output.generator,
         data=rules.download.output.complete,
         weights=weights("unixgen_vqgan", "lpips", "demo"),
+        demo_sums=f"{INPUTS['demo']}/SHA256SUMS",
         code=code("vqgan"),
     output:
         model="results/vqgan/model.ckpt",
@@ -19,7 +20,7 @@ rule vqgan:
         jpg=JPG_ROOT,
         pretrained=INPUTS["unixgen_vqgan"],
         lpips=INPUTS["lpips"],
-        demo=INPUTS["demo"],
+        demo=lambda wildcards, input: os.path.dirname(input.demo_sums),
         out=lambda wildcards, output: os.path.dirname(output.model),
     log:
         "logs/vqgan.log",
