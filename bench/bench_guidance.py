@@ -48,7 +48,7 @@ def main() -> None:
     configure_torch(device)
     trained = load_decoder_checkpoint(args.checkpoint, device)
     vq = load_vqgan(args.vqgan, device).to(memory_format=torch.channels_last)
-    judge = load_classifier(args.classifier, device)
+    real_only = load_classifier(args.classifier, device)  # never the judge evaluate reports with
     base = syn.SynthesizeParams()
     texts = [class_prompt(base.class_template, c) for c in CLASSES]
     text_params = load_section(args.params, "embed_text", EmbedTextParams)
@@ -64,7 +64,7 @@ def main() -> None:
                 trained, vq, states[k : k + 1], lengths[k : k + 1], group, config, base.seed, 100 + k, None, name
             )
             paths += group
-        probs = classifier_probs(judge.model, load_pngs(paths), judge.resolution, device)
+        probs = classifier_probs(real_only.model, load_pngs(paths), real_only.resolution, device)
         score = conditional_fidelity(labels, probs)
         print(
             json.dumps(

@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+from copy import deepcopy
 from pathlib import Path
 
 import yaml
@@ -36,8 +37,8 @@ def parse_variant(text: str) -> dict[str, object]:
     """``"batch_size=16,augment.enabled=true"`` -> ``{"batch_size": 16, "augment.enabled": True}``."""
     out = {}
     for item in text.split(","):
-        key, _, value = item.partition("=")
-        if not key or not _:
+        key, equals, value = item.partition("=")
+        if not key or not equals:
             raise SystemExit(f"--variant {text!r}: expected key=value[,key=value]")
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -45,9 +46,9 @@ def parse_variant(text: str) -> dict[str, object]:
 
 def variant_params(raw: dict, profile: str, overrides: dict[str, object]) -> dict:
     """A params copy whose profile overlay of train_classifier carries ``overrides``."""
-    copy = json.loads(json.dumps(raw))
-    section = copy.setdefault("profiles", {}).setdefault(profile, {}).setdefault("train_classifier", {}) or {}
-    copy["profiles"][profile]["train_classifier"] = section
+    copy = deepcopy(raw)
+    overlay = copy.setdefault("profiles", {}).setdefault(profile, {})
+    section = overlay["train_classifier"] = overlay.get("train_classifier") or {}
     for key, value in overrides.items():
         node = section
         *parents, leaf = key.split(".")

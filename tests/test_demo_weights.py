@@ -7,6 +7,7 @@ tests/test_evaluate.py (the FID network); here, the committed files themselves.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def test_provenance_names_the_recipe_and_a_disjoint_dataset():
     record = json.loads((FOLDER / pinned.PROVENANCE).read_text())
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert record["command"] == pinned.RECREATE and record["profile"] == tool.PROFILE
+    for stage in ("vqgan", "train_classifier"):  # the commit each part was trained at, dirty or not
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record["commit"][stage]), record["commit"]
     assert record["dataset"]["seed"] == raw["profiles"][tool.PROFILE]["download"]["demo"]["seed"]
     assert record["dataset"]["seed"] != raw["download"]["demo"]["seed"]
     assert record["vqgan"]["held_out"]["ssim"] > 0 and record["fid_network"]["held_out"]["val_macro_auroc"] > 0.5
@@ -96,6 +99,8 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
     everything = ["download", "sections", "cohort", "vqgan", "train_classifier"]
     assert run() == (True, everything)
     assert run() == (True, [])  # same params, same code: nothing runs
+    records = json.loads((work / "recipes.json").read_text())
+    assert all(r["finished"] and r["commit"] for r in records.values())  # each step says where it ran
     assert run(lambda p: p["train_classifier"].update(epochs=9)) == (True, ["train_classifier"])
     assert run(lambda p: p["cohort"].update(seed=5)) == (True, ["cohort", "vqgan", "train_classifier"])
     # A step that fails keeps its folder; run again with the same recipe, it resumes there.

@@ -239,7 +239,7 @@ def loss_mask(frame: pd.DataFrame, synthetic_labels: str) -> torch.Tensor:
     so they give no loss either way. Real rows always count on every label.
     """
     mask = np.ones((len(frame), len(CLASSES)), dtype=np.float32)
-    if synthetic_labels == "prompted" and "source" in frame.columns:
+    if synthetic_labels == "prompted":
         synthetic = (frame["source"] == "synthetic").to_numpy()
         if synthetic.any():
             group = arm_groups(frame[synthetic])

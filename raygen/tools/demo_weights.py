@@ -14,7 +14,7 @@ another dataset seed and longer training), in a work folder of its own:
 4. ``train_classifier --arm real`` on the classifier-train images: the FID network;
 
 then packs them into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), writes ``SHA256SUMS``
-and ``provenance.json`` (commit, params, the held-out metrics each stage measured). A killed run
+and ``provenance.json`` (the commit each stage ran at, params, the held-out metrics each measured). A killed run
 resumes: a finished stage is skipped, and the VQ-GAN resumes from its training state. A stage whose
 params section or source files changed since it ran is run again from scratch, with every stage after
 it that depends on it; nothing made by another recipe is reused. Training on a CPU is not
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raygen.io import write_json
 from raygen.models import pinned
 from raygen.runtime import setup_logging
 
@@ -148,7 +149,6 @@ def run_steps(params: Path, work: Path) -> bool:
     skip the others. A step of another recipe is removed first, so nothing stale is ever reused; a step
     killed under the same recipe keeps its folder and resumes. Returns False when a step failed."""
     from raygen.config import read_params
-    from raygen.io import write_json
 
     raw = read_params(params)
     record_path = work / "recipes.json"
@@ -168,10 +168,18 @@ def run_steps(params: Path, work: Path) -> bool:
         if subprocess.run(step.command).returncode:
             log.error("%s failed; see %s. Run the same command again to resume.", step.stage, work / "logs")
             return False
-        recorded[step.stage]["finished"] = True
+        recorded[step.stage] |= {"finished": True, "commit": _commit()}
         write_json(record_path, recorded)
         ran.add(step.stage)
     return True
+
+
+def _commit() -> str | None:
+    """HEAD, marked ``-dirty`` when tracked files differ from it (the recipe's source hash says exactly
+    which files a stage ran with; the commit says where to find them)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True).returncode != 0
+    return f"{head}-dirty" if head and dirty else head or None
 
 
 def check_disjoint(params: Path) -> dict[str, int]:
@@ -225,8 +233,8 @@ def _half(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def provenance(params: Path, work: Path, dataset: dict[str, int]) -> dict[str, Any]:
-    """What the pinned files are: the commit and params that made them, and what they measured."""
-    from raygen.config import from_dict, load_section
+    """What the pinned files are: the commit each was trained at, their params, and what they measured."""
+    from raygen.config import from_dict, load_section, to_dict
     from raygen.data.demo.params import DemoParams
     from raygen.stages.download import DownloadParams
     from raygen.stages.train_classifier import TrainClassifierParams
@@ -236,27 +244,21 @@ def provenance(params: Path, work: Path, dataset: dict[str, int]) -> dict[str, A
     results = work / "results"
     vqgan_metrics = json.loads((results / "vqgan/metrics.json").read_text())
     classifier_metrics = json.loads((results / "train_classifier/real/metrics.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    trained_at = {stage: r.get("commit") for stage, r in json.loads((work / "recipes.json").read_text()).items()}
     return {
         "command": pinned.RECREATE,
         "profile": PROFILE,
-        "commit": commit or None,
+        "commit": trained_at,
         "dataset": {"seed": from_dict(DemoParams, demo, prefix="download.demo").seed, **dataset},
         "vqgan": {
-            "params": _plain(load_section(params, "vqgan", VqganParams, PROFILE)),
+            "params": to_dict(load_section(params, "vqgan", VqganParams, PROFILE)),
             "held_out": {k: vqgan_metrics.get(k) for k in ("ssim", "psnr", "eval_images", "codebook_perplexity")},
         },
         "fid_network": {
-            "params": _plain(load_section(params, "train_classifier", TrainClassifierParams, PROFILE)),
+            "params": to_dict(load_section(params, "train_classifier", TrainClassifierParams, PROFILE)),
             "held_out": {k: classifier_metrics.get(k) for k in ("val_macro_auroc", "test_macro_auroc", "epochs_run")},
         },
     }
-
-
-def _plain(section: Any) -> dict[str, Any]:
-    from raygen.config import to_dict
-
-    return to_dict(section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,8 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if not run_steps(args.params, args.work):
         return 1
     pack(args.work, args.out)
-    from raygen.io import write_json
-
     write_json(args.out / pinned.PROVENANCE, provenance(args.params, args.work, dataset))
     for line in (args.out / pinned.SUMS).read_text().splitlines():
         log.info("pinned %s", line)
