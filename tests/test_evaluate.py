@@ -22,7 +22,7 @@ from raygen.io import sha256_file
 from raygen.metrics import conditional, image_sets, plots
 from raygen.metrics.arms import align_test_predictions, score_arms
 from raygen.metrics.classification import ROC_GRID, macro_roc
-from raygen.metrics.fidelity import equal_n_floor
+from raygen.metrics.fidelity import equal_n_floor, patient_halves
 from raygen.metrics.summary import finite, summary
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.models.pinned import FID_NETWORK, PinnedHashError
@@ -248,7 +248,9 @@ def test_fid_floor_halves_are_equal_in_size_and_disjoint_by_patient():
     rng = np.random.default_rng(1)
     per_report = pd.DataFrame({"subject_id": groups, "study_id": np.arange(len(groups))})
     real, generated = rng.normal(size=(len(groups), 8)), rng.normal(size=(len(groups), 8)) + 0.5
-    floor = equal_n_floor(real, generated, per_report, "toy", kid_subsets=2, kid_subset_size=100, seed=0)
+    floor = equal_n_floor(
+        real, generated, patient_halves(per_report, 0), "toy", kid_subsets=2, kid_subset_size=100, seed=0
+    )
     assert floor["split_by"] == "subject_id" and floor["n_per_half"] == len(a)
     for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
         assert floor[key]["n_real"] == floor[key]["n_fake"] == len(a)
@@ -259,7 +261,9 @@ def test_fid_floor_halves_are_equal_in_size_and_disjoint_by_patient():
 def test_fid_floor_too_small_is_recorded_not_raised(subjects, reason):
     per_report = pd.DataFrame({"subject_id": subjects})
     feats = np.random.default_rng(0).normal(size=(len(subjects), 4))
-    floor = equal_n_floor(feats, feats, per_report, "toy", kid_subsets=2, kid_subset_size=100, seed=0)
+    floor = equal_n_floor(
+        feats, feats, patient_halves(per_report, 0), "toy", kid_subsets=2, kid_subset_size=100, seed=0
+    )
     for key in ("real_a_vs_generated_b", "real_a_vs_real_b"):
         assert floor[key].startswith("not computed: ") and reason in floor[key]
     assert (
@@ -289,7 +293,7 @@ def test_real_beside_generated_takes_the_first_report_of_each_finding(tmp_path):
 
 
 def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
-    from raygen.metrics.fidelity import fidelity, patient_halves
+    from raygen.metrics.fidelity import fidelity
     from raygen.metrics.image_sets import EvaluationImages
     from raygen.metrics.image_similarity import ms_ssim
 
@@ -303,8 +307,9 @@ def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
         "gen0": np.random.default_rng(1).normal(size=(24, 4)),
     }
     result = fidelity(images, feats, "toy", 2, 100, seed=0, msssim_kernel=3, msssim_scales=2)
-    _, groups, a, b = patient_halves(per_report, seed=0)
-    assert not set(groups[a]) & set(groups[b])
+    halves = patient_halves(per_report, seed=0)
+    a, b = halves.a, halves.b
+    assert not set(halves.groups[a]) & set(halves.groups[b])
     assert result["ms_ssim_between_seeds"]["value"] == pytest.approx(1.0, abs=1e-4)
     pairs = result["ms_ssim_real_pairs"]
     assert pairs["n"] == len(a) == result["fid_equal_n"]["n_per_half"]

@@ -16,7 +16,7 @@ A set too small for FID/KID gives ``"not computed: <reason>"`` in place of the n
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from raygen.metrics.resampling import disjoint_halves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FID_DEFINITIONS", "equal_n_floor", "fidelity", "mean_std", "patient_halves"]
+__all__ = ["FID_DEFINITIONS", "Halves", "equal_n_floor", "fidelity", "mean_std", "patient_halves"]
 
 FID_DEFINITIONS = {
     "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
@@ -46,19 +46,27 @@ def _split_column(per_report: pd.DataFrame) -> str:
     return next(c for c in ("subject_id", "study_id", "dicom_id") if c in per_report.columns)
 
 
-def patient_halves(per_report: pd.DataFrame, seed: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """(id column, its values, rows of half A, rows of half B): two seeded halves of equal size that share
-    no patient (no ``column`` value)."""
+@dataclass(frozen=True)
+class Halves:
+    """Two seeded halves of the held-out rows, of equal size, that share no ``column`` value (patient)."""
+
+    column: str
+    groups: np.ndarray  # (N,) the column's values
+    a: np.ndarray  # row indices of half A
+    b: np.ndarray  # row indices of half B
+
+
+def patient_halves(per_report: pd.DataFrame, seed: int) -> Halves:
+    """The floor's halves: by subject_id (else the finest id that keeps a patient's images together)."""
     column = _split_column(per_report)
     groups = per_report[column].to_numpy()
-    a, b = disjoint_halves(groups, seed)
-    return column, groups, a, b
+    return Halves(column, groups, *disjoint_halves(groups, seed))
 
 
 def equal_n_floor(
     real: np.ndarray,
     generated: np.ndarray,
-    per_report: pd.DataFrame,
+    halves: Halves,
     extractor: str,
     kid_subsets: int,
     kid_subset_size: int,
@@ -66,11 +74,11 @@ def equal_n_floor(
 ) -> dict[str, Any]:
     """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n.
 
-    real, generated: (N, F) features, row i = per_report row i (real image, its report's generation).
-    ``seed`` draws the halves and the KID subsets. A half too small to score gives
+    real, generated: (N, F) features, row i = per_report row i (real image, its report's generation);
+    ``halves`` from :func:`patient_halves`. ``seed`` draws the KID subsets. A half too small to score gives
     ``"not computed: <reason>"`` in place of the FID result.
     """
-    column, groups, a, b = patient_halves(per_report, seed)
+    column, groups, a, b = halves.column, halves.groups, halves.a, halves.b
     result: dict[str, Any] = {
         "split_by": column,
         "n_per_half": len(a),
@@ -103,13 +111,14 @@ def fidelity(
     """The fidelity section from the ``real`` and ``gen0`` features and the images themselves;
     MS-SSIM only when there are two generations per report (settings by resolution unless given)."""
     real, gen = images.real, images.generated
+    halves = patient_halves(images.per_report, seed)
     fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor, kid_subsets, kid_subset_size, seed)
     result = {
         "fid": fid if isinstance(fid, str) else asdict(fid),
         "n_real": len(feats["real"]),
         "n_generated": len(feats["gen0"]),
         "fid_equal_n": equal_n_floor(
-            feats["real"], feats["gen0"], images.per_report, extractor, kid_subsets, kid_subset_size, seed
+            feats["real"], feats["gen0"], halves, extractor, kid_subsets, kid_subset_size, seed
         ),
         "definitions": FID_DEFINITIONS,
         "ssim_real_vs_generated": mean_std(ssim(real, gen[0])),
@@ -117,9 +126,9 @@ def fidelity(
     }
     if len(gen) > 1:
         result["ms_ssim_between_seeds"] = asdict(ms_ssim(gen[0], gen[1], msssim_kernel, msssim_scales))
-    _, _, a, b = patient_halves(images.per_report, seed)
-    if len(a):  # the real reference: how alike two real images of different patients are
-        result["ms_ssim_real_pairs"] = asdict(ms_ssim(real[a], real[b], msssim_kernel, msssim_scales))
+    if len(halves.a):  # the real reference: how alike two real images of different patients are
+        pairs = ms_ssim(real[halves.a], real[halves.b], msssim_kernel, msssim_scales)
+        result["ms_ssim_real_pairs"] = asdict(pairs)
     _log_fidelity(result, extractor)
     return result
 
