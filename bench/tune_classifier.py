@@ -23,39 +23,16 @@ import json
 import os
 import subprocess
 import sys
-from copy import deepcopy
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from variants import parse_variant, variant_name, variant_params  # noqa: E402
 
 from raygen.config import read_params, resolve_profile  # noqa: E402
-
-
-def parse_variant(text: str) -> dict[str, object]:
-    """``"batch_size=16,augment.enabled=true"`` -> ``{"batch_size": 16, "augment.enabled": True}``."""
-    out = {}
-    for item in text.split(","):
-        key, equals, value = item.partition("=")
-        if not key or not equals:
-            raise SystemExit(f"--variant {text!r}: expected key=value[,key=value]")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def variant_params(raw: dict, profile: str, overrides: dict[str, object]) -> dict:
-    """A params copy whose profile overlay of train_classifier carries ``overrides``."""
-    copy = deepcopy(raw)
-    overlay = copy.setdefault("profiles", {}).setdefault(profile, {})
-    section = overlay["train_classifier"] = overlay.get("train_classifier") or {}
-    for key, value in overrides.items():
-        node = section
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return copy
 
 
 def run_variant(
@@ -108,9 +85,8 @@ def main() -> None:
     profile = resolve_profile(raw)
     rows = [run_variant("baseline", raw, profile, args.out, args.arm, args.synthetic)]
     for text in args.variant:
-        name = text.replace("=", "-").replace(",", "_")
-        variant = variant_params(raw, profile, parse_variant(text))
-        rows.append(run_variant(name, variant, profile, args.out, args.arm, args.synthetic))
+        variant = variant_params(raw, profile, "train_classifier", parse_variant(text))
+        rows.append(run_variant(variant_name(text), variant, profile, args.out, args.arm, args.synthetic))
     (args.out / "tuning.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| variant | val macro AUROC | best epoch | wall |\n|---|---:|---:|---:|")
     for r in rows:

@@ -17,6 +17,7 @@ from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.stages import train_classifier as tc
 from raygen.training import classifier as training
+from raygen.training import synthetic_pretrain as pretraining
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,7 +98,8 @@ def run(dataset, out, params, arm="real", synthetic=False):
 
 def test_smoke_run_writes_every_output(dataset, tmp_path):
     out = tmp_path / "real+100"
-    params = write_params(tmp_path / "p.yaml", augment={"enabled": True})  # the demo turns it off; exercise it here
+    # augment: the demo turns it off, exercise it here; mixed: the paper's one training set of real and synthetic
+    params = write_params(tmp_path / "p.yaml", augment={"enabled": True}, synthetic_use="mixed")
     assert run(dataset, out, params, arm="real+100", synthetic=True) == 0
     for name in ("model.ckpt", "history.csv", "test_predictions.csv", "val_predictions.csv", "metrics.json"):
         assert (out / name).is_file(), name
@@ -144,7 +146,8 @@ def test_real_arm_trains_on_real_images_only(dataset, tmp_path):
 
 def test_epoch_size_arm_makes_an_epoch_one_pass_over_the_arms_images(dataset, tmp_path):
     out = tmp_path / "arm"
-    run(dataset, out, write_params(tmp_path / "p.yaml", epoch_size="arm"), arm="real+100", synthetic=True)
+    params = write_params(tmp_path / "p.yaml", epoch_size="arm", synthetic_use="mixed")
+    run(dataset, out, params, arm="real+100", synthetic=True)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps_per_epoch"] == 3 and metrics["optimizer_steps"] == 6  # 22 images: 8 + 8 + 6
 
@@ -188,7 +191,8 @@ def test_early_stopping_rules():
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(dataset, tmp_path, monkeypatch):
-    params = write_params(tmp_path / "p.yaml", epochs=2)  # real+100 at epoch_size real: epochs cut passes
+    # real+100 mixed at epoch_size real: epochs cut passes
+    params = write_params(tmp_path / "p.yaml", epochs=2, synthetic_use="mixed")
     run(dataset, tmp_path / "straight", params, arm="real+100", synthetic=True)
 
     def crash(epoch):
@@ -240,3 +244,49 @@ def test_params_choose_the_init_file_and_a_missing_one_is_named(dataset, tmp_pat
                 str(write_params(tmp_path / "q.yaml", init="chexnet")),
             ]
         )
+
+
+def test_synthetic_pretraining_precedes_the_real_arms_recipe(dataset, tmp_path, monkeypatch):
+    """synthetic_use: pretrain trains on the synthetic images alone, then runs the real recipe on the real
+    images from those weights; a run killed in the real phase resumes without pre-training again."""
+    calls = []
+    real_epoch = training.train_epoch
+
+    def recording(model, optimizer, scheduler, data, epoch, params, device, pw):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        calls.append((len(data), bool(data.frame["synthetic"].all()), params.epoch_size, start))
+        return real_epoch(model, optimizer, scheduler, data, epoch, params, device, pw)
+
+    def crash(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(training, "train_epoch", recording)
+    real_save = pretraining.save_checkpoint
+    saved = {}
+    monkeypatch.setattr(
+        pretraining, "save_checkpoint", lambda path, state: saved.update(state) or real_save(path, state)
+    )
+    params = write_params(tmp_path / "p.yaml", epochs=2, synthetic_use="pretrain", pretrain_epochs=2)
+    run(dataset, tmp_path / "straight", params, arm="real+100", synthetic=True)
+    assert [c[:3] for c in calls] == [(6, True, "arm"), (6, True, "arm"), (16, False, "real"), (16, False, "real")]
+    assert all(torch.equal(calls[2][3][k], saved["model"][k]) for k in saved["model"])  # the real phase starts there
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert metrics["synthetic_train_images"] == 6 and metrics["train_images"] == 22 and metrics["pretrain_images"] == 6
+    assert metrics["steps_per_epoch"] == 2 and metrics["synthetic_use"] == "pretrain"  # the real arm's steps
+    assert not (tmp_path / "straight" / "pretrained.ckpt").exists()  # gone with last.ckpt at the end
+
+    monkeypatch.setattr(training, "_on_epoch_end", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
+    assert (tmp_path / "resumed" / "pretrained.ckpt").is_file()
+    monkeypatch.setattr(training, "_on_epoch_end", lambda epoch: None)
+    calls.clear()
+    run(dataset, tmp_path / "resumed", params, arm="real+100", synthetic=True)
+    assert [c[:3] for c in calls] == [(16, False, "real")]  # neither pre-training nor epoch 1 again
+    a, b = (load_checkpoint(tmp_path / name / "model.ckpt")["model"] for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    calls.clear()
+    run(dataset, tmp_path / "real", params, arm="real", synthetic=True)
+    assert [c[:3] for c in calls] == [(16, False, "real"), (16, False, "real")]  # nothing to pre-train on

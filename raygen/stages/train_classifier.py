@@ -26,6 +26,8 @@ params, best epoch), ``history.csv`` (epoch, train_loss, val_macro_auroc, lr, se
 written atomically after every epoch; a killed run started again with the same arguments resumes from
 it (weights, optimizer, scheduler, best so far, patience counter, RNG) and removes it at the end. Data
 order and augmentation are pure functions of (seed, epoch), so a resumed run equals an uninterrupted one.
+``synthetic_use: pretrain`` first trains an augmented arm on its synthetic images alone, then runs the
+real recipe on the real images from those weights (:mod:`raygen.training.synthetic_pretrain`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class TrainClassifierParams:
     pos_weight: Literal["none", "balanced"] = "none"  # balanced = neg/pos per class (capped); paper: none
     # Which labels of a synthetic image give loss: all (paper) | prompted (only the class it was generated for)
     synthetic_labels: Literal["all", "prompted"] = "all"
+    # How an augmented arm uses its synthetic images: pretrain (demo: alone for pretrain_epochs passes, then the
+    # real arm's recipe on real images from those weights) | mixed (paper: one training set with the real ones)
+    synthetic_use: Literal["mixed", "pretrain"] = "pretrain"
+    pretrain_epochs: int = 1  # passes over the synthetic images before the real phase (synthetic_use: pretrain)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))  # train-time only, never
     # flips; off in the demo's 3-epoch runs (it slowed learning), on in the paper profile's 30
     init: Literal["scratch", "chexnet", "xrv"] = "scratch"  # paper: CheXNet; demo: no weights offline
@@ -83,8 +89,10 @@ class TrainClassifierParams:
             raise ValueError("train_classifier.resolution must be >= 32 (DenseNet-121 downsamples 32x)")
         if self.channels not in (1, 3):
             raise ValueError("train_classifier.channels must be 1 or 3")
-        if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size) < 1:
-            raise ValueError("train_classifier.epochs, batch_size, patience, eval_batch_size must be >= 1")
+        if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size, self.pretrain_epochs) < 1:
+            raise ValueError(
+                "train_classifier.epochs, batch_size, patience, eval_batch_size, pretrain_epochs must be >= 1"
+            )
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("train_classifier.lr must be > 0; weight_decay and warmup_steps >= 0")
 
@@ -95,22 +103,12 @@ def build_parser():
     parser.add_argument("--jpg-root", type=Path, required=True, help="JPG root the manifest's paths are relative to")
     parser.add_argument("--arm", choices=list(ARMS), required=True, help="real | real+50 | real+100")
     parser.add_argument("--synthetic", type=Path, default=None, help="the 100%% synthetic manifest (path + 10 labels)")
-    parser.add_argument(
-        "--synthetic-root",
-        type=Path,
-        default=None,
-        help="folder relative synthetic paths start from (default: the manifest's folder)",
-    )
+    parser.add_argument("--synthetic-root", type=Path, help="where relative synthetic paths start (default: its dir)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--init-chexnet", type=Path, default=None, help="local CheXNet checkpoint, used when params say init: chexnet"
     )
-    parser.add_argument(
-        "--init-xrv",
-        type=Path,
-        default=None,
-        help="local torchxrayvision DenseNet-121 weights, used when params say init: xrv",
-    )
+    parser.add_argument("--init-xrv", type=Path, help="local torchxrayvision DenseNet-121 weights (init: xrv)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
     return parser
 
@@ -139,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_ids_n": len(data["val"]),
         "weights": str(weights) if weights else None,
     }
-    epoch_steps = training.steps_per_epoch(data["train"], params)
-    state = training.new_state(params, weights, device, epoch_steps)
+    state, epoch_steps = _initial_state(args, params, data, weights, device, config)
     last_path = args.out / "last.ckpt"
     if not args.no_resume:
         training.resume(state, last_path, config)
@@ -165,12 +162,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _initial_state(args: Any, params: TrainClassifierParams, data: dict, weights: Any, device: Any, config: dict):
+    """The fresh training state and optimizer steps per epoch; under ``synthetic_use: pretrain`` an augmented
+    arm's synthetic rows leave ``data["train"]`` and first train the weights it starts from."""
+    from raygen.training import classifier as training
+    from raygen.training import synthetic_pretrain as pre
+
+    use = params.synthetic_use if args.arm != "real" else "mixed"
+    reuse = not args.no_resume
+    data["train"], data["pretrain"], start = pre.pretrained(
+        data["train"], use, params, weights, device, args.out, config, reuse
+    )
+    epoch_steps = training.steps_per_epoch(data["train"], params)
+    state = training.new_state(params, weights, device, epoch_steps)
+    pre.start_from(state, start)
+    return state, epoch_steps
+
+
 def _write_metrics(out: Path, metrics: dict[str, Any], tracker: tracking.Tracker) -> None:
-    """metrics.json and MLflow; the finished run no longer needs last.ckpt."""
+    """metrics.json and MLflow; the finished run no longer needs last.ckpt or pretrained.ckpt."""
     from raygen.training import classifier as training
 
     write_json(out / "metrics.json", metrics)
-    (out / "last.ckpt").unlink(missing_ok=True)
+    for name in ("last.ckpt", "pretrained.ckpt"):
+        (out / name).unlink(missing_ok=True)
     tracker.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     for name in ("metrics.json", "history.csv"):
         tracker.log_artifact(out / name)

@@ -455,7 +455,9 @@ def final_metrics(
     params: TrainClassifierParams,
     started: float,
 ) -> dict[str, Any]:
-    """metrics.json: the best epoch's val and test macro AUROC, the run's counts, seed and wall time."""
+    """metrics.json: the best epoch's val and test macro AUROC, the run's counts, seed and wall time.
+    ``train_images`` counts every training image of the arm, synthetic ones pre-trained on included."""
+    pretrained_on = len(data["pretrain"]) if data.get("pretrain") is not None else 0
     return {
         "arm": arm,
         "best_epoch": state.stopper.best_epoch + 1,
@@ -465,7 +467,9 @@ def final_metrics(
         "optimizer_steps": epoch_steps * state.epoch,
         "val_macro_auroc": _macro_auroc(data["val"].labels.numpy(), probs["val"]),
         "test_macro_auroc": _macro_auroc(data["test"].labels.numpy(), probs["test"]),
-        "train_images": len(data["train"]),
+        "train_images": len(data["train"]) + pretrained_on,
+        "synthetic_use": params.synthetic_use if splits.n_synthetic else "none",
+        "pretrain_images": pretrained_on,
         "real_train_images": splits.n_real_train,
         "synthetic_train_images": splits.n_synthetic,
         "val_images": len(data["val"]),
