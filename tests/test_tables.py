@@ -30,6 +30,7 @@ def fake_metrics() -> dict:
             "train_images": 874 + synthetic,
             "synthetic_train_images": synthetic,
             "optimizer_steps": 165 if synthetic < 500 else 1650,
+            "synthetic_use": "pretrain" if synthetic > 500 else "mixed",
             "train_seeds": [0],
         }
 
@@ -78,6 +79,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert (
         t1.loc[2, "our training images"] == "874 real + 432 synthetic" and t1.loc[0, "classes left out"] == "Fracture"
     )
+    assert t1.loc[1, "our training images"] == "874 real + 868 synthetic (synthetic first, then real)"
     assert list(t1["our optimizer steps"]) == ["165", "1,650", "165"]
     assert list(t1["our AUROC difference vs real only [95% CI]"]) == [
         "reference",

@@ -274,6 +274,7 @@ def test_synthetic_pretraining_precedes_the_real_arms_recipe(dataset, tmp_path, 
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert metrics["synthetic_train_images"] == 6 and metrics["train_images"] == 22 and metrics["pretrain_images"] == 6
     assert metrics["steps_per_epoch"] == 2 and metrics["synthetic_use"] == "pretrain"  # the real arm's steps
+    assert metrics["pretrain_steps"] == 2 and metrics["optimizer_steps"] == 2 * 2 + 2  # 2 passes of one batch
     assert not (tmp_path / "straight" / "pretrained.ckpt").exists()  # gone with last.ckpt at the end
 
     monkeypatch.setattr(training, "_on_epoch_end", crash)

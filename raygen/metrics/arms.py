@@ -121,6 +121,7 @@ def training_facts(folder: Path) -> dict[str, Any]:
         "synthetic_train_images": trained["synthetic_train_images"],
         "best_epoch": trained["best_epoch"],
         "optimizer_steps": trained.get("optimizer_steps"),
+        "synthetic_use": trained.get("synthetic_use", "mixed"),  # runs before the option mixed their images
         "train_seeds": [trained["seed"]] if "seed" in trained else None,
     }
 

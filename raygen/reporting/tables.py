@@ -86,8 +86,7 @@ def table1(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
                 "arm": ARM_NAMES[arm],
                 "paper training images": PAPER_ARM_SIZES[arm],
                 "paper avg AUROC": PAPER_TABLE1[arm],
-                "our training images": f"{real:,} real"
-                + (f" + {r['synthetic_train_images']:,} synthetic" if r["synthetic_train_images"] else ""),
+                "our training images": _images_text(real, r),
                 "our optimizer steps": f"{r['optimizer_steps']:,}" if r.get("optimizer_steps") is not None else "n/a",
                 "our avg AUROC [95% CI]": _with_ci(r["auroc"]["macro"], r["auroc_ci"]["macro"], style),
                 "our AUROC difference vs real only [95% CI]": _delta_text(
@@ -98,6 +97,14 @@ def table1(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _images_text(real: int, r: dict[str, Any]) -> str:
+    """``874 real + 432 synthetic``, and how the synthetic ones were used when they were not mixed in."""
+    if not r["synthetic_train_images"]:
+        return f"{real:,} real"
+    text = f"{real:,} real + {r['synthetic_train_images']:,} synthetic"
+    return text + (" (synthetic first, then real)" if r.get("synthetic_use") == "pretrain" else "")
 
 
 def _delta_text(delta: dict[str, Any] | None, arm: str, style: TableStyle) -> str:

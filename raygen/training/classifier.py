@@ -456,15 +456,18 @@ def final_metrics(
     started: float,
 ) -> dict[str, Any]:
     """metrics.json: the best epoch's val and test macro AUROC, the run's counts, seed and wall time.
-    ``train_images`` counts every training image of the arm, synthetic ones pre-trained on included."""
+    ``train_images`` and ``optimizer_steps`` count every training image and step of the arm, synthetic
+    pre-training (``synthetic_use: pretrain``) included."""
     pretrained_on = len(data["pretrain"]) if data.get("pretrain") is not None else 0
+    pretrain_steps = batches_per_epoch(pretrained_on, params.batch_size) * params.pretrain_epochs
     return {
         "arm": arm,
         "best_epoch": state.stopper.best_epoch + 1,
         "epochs_run": state.epoch,
         "epoch_size": params.epoch_size,
         "steps_per_epoch": epoch_steps,
-        "optimizer_steps": epoch_steps * state.epoch,
+        "optimizer_steps": epoch_steps * state.epoch + pretrain_steps,
+        "pretrain_steps": pretrain_steps,
         "val_macro_auroc": _macro_auroc(data["val"].labels.numpy(), probs["val"]),
         "test_macro_auroc": _macro_auroc(data["test"].labels.numpy(), probs["test"]),
         "train_images": len(data["train"]) + pretrained_on,
