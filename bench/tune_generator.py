@@ -70,10 +70,10 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return signed_to_uint8(images).float() / 255.0
 
 
-def train_decoder(raw: dict, profile: str, text: str, out: Path) -> Path:
-    """The ``train_decoder`` stage's own command with ``text``'s overrides; returns its model.ckpt
-    (an existing one trained with the same params is reused)."""
-    folder = out / variant_name(text)
+def train_decoder(raw: dict, profile: str, text: str, args: argparse.Namespace) -> Path:
+    """The ``train_decoder`` stage's own command with ``text``'s overrides on the pipeline's caches, into
+    ``<out>/<variant>/``; returns its model.ckpt (an existing one trained with the same params is reused)."""
+    folder = args.out / variant_name(text)
     folder.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_dump(variant_params(raw, profile, "train_decoder", parse_variant(text)), sort_keys=False)
     done = folder / "model.ckpt"
@@ -84,7 +84,7 @@ def train_decoder(raw: dict, profile: str, text: str, out: Path) -> Path:
     stamp.write_text(params)
     command = [
         *(sys.executable, "-m", "raygen.stages.train_decoder", "--params", str(stamp), "--profile", profile),
-        *("--tokens", "results/tokenize", "--text", "results/embed_text", "--manifest", "results/cohort/generator.csv"),
+        *("--tokens", str(args.tokens), "--text", str(args.text), "--manifest", str(args.generator)),
         *("--out", str(folder), "--log", str(folder / "stage.log"), "--no-resume"),
     ]
     with (folder / "console.txt").open("w") as console:
@@ -106,8 +106,9 @@ class Bench:
         halves = patient_halves(frame, args.seed)
         n = min(args.per_half, len(halves.a))
         self.a, self.b = frame.iloc[halves.a[:n]], frame.iloc[halves.b[:n]]
-        real_a = self._real(args.jpg_root, self.a)
-        self.real_b = self._real(args.jpg_root, self.b)
+        side = json.loads((args.tokens / "meta.json").read_text())["resolution"]  # the images the decoder makes
+        real_a = self._real(args.jpg_root, self.a, side)
+        self.real_b = self._real(args.jpg_root, self.b, side)
         self.feats_a = self.features(real_a).numpy()
         cache = TextCache(args.text)
         batch = cache.get(cache.rows_for(self.b["study_id"]))
@@ -124,8 +125,8 @@ class Bench:
         }
 
     @staticmethod
-    def _real(root: Path, rows: pd.DataFrame) -> torch.Tensor:
-        images, ok = load_images_checked([root / p for p in rows["path"]], 96, workers=2)
+    def _real(root: Path, rows: pd.DataFrame, side: int) -> torch.Tensor:
+        images, ok = load_images_checked([root / p for p in rows["path"]], side, workers=2)
         if not ok.all():
             raise SystemExit(f"{int((~ok).sum())} real images unreadable under {root}")
         return images
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("results/train_decoder/model.ckpt"))
     parser.add_argument("--vqgan", type=Path, default=Path("results/vqgan"))
     parser.add_argument("--text", type=Path, default=Path("results/embed_text"))
+    parser.add_argument("--tokens", type=Path, default=Path("results/tokenize"))
     parser.add_argument("--generator", type=Path, default=Path("results/cohort/generator.csv"))
     parser.add_argument("--jpg-root", type=Path, default=Path("data/demo/mimic-cxr-jpg/2.0.0"))
     parser.add_argument("--demo-weights", type=Path, default=Path("weights/demo"))
@@ -188,7 +190,7 @@ def main() -> None:
     _, base = load_stage_params(args.params, "synthesize", SynthesizeParams, profile)
     bench = Bench(args, device)
     print(json.dumps({"reference": bench.reference}), flush=True)
-    decoders = {text: train_decoder(raw, profile, text, args.out) for text in args.decoder}
+    decoders = {text: train_decoder(raw, profile, text, args) for text in args.decoder}
     if not decoders:
         decoders = {"pipeline": args.checkpoint}
     for name, checkpoint in decoders.items():
