@@ -13,6 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from raygen.checkpoint import load_checkpoint
+from raygen.data.classifier_data import ClassifierImages
 from raygen.data.labels import CLASSES
 from raygen.models.classifier import ClassifierConfig, XrayDenseNet
 from raygen.stages import train_classifier as tc
@@ -291,3 +292,13 @@ def test_synthetic_pretraining_precedes_the_real_arms_recipe(dataset, tmp_path, 
     calls.clear()
     run(dataset, tmp_path / "real", params, arm="real", synthetic=True)
     assert [c[:3] for c in calls] == [(16, False, "real"), (16, False, "real")]  # nothing to pre-train on
+
+
+def test_pretraining_on_too_few_synthetic_images_is_skipped_with_a_warning(tmp_path, caplog):
+    frame = pd.DataFrame({"synthetic": [True]})
+    one = ClassifierImages(torch.zeros(1, 1, 32, 32), torch.zeros(1, len(CLASSES)), frame, torch.ones(1, len(CLASSES)))
+    params = tc.TrainClassifierParams(resolution=32, device="cpu")
+    with caplog.at_level("WARNING"):
+        assert pretraining.pretrain(one, params, None, torch.device("cpu"), tmp_path, {}, reuse=False) is None
+    assert "pre-training skipped: 1 synthetic image(s)" in caplog.text
+    assert not (tmp_path / "pretrained.ckpt").exists()

@@ -59,9 +59,17 @@ def pretrain(
     out: Path,
     config: dict[str, Any],
     reuse: bool = True,
-) -> dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor] | None:
     """Weights after ``params.pretrain_epochs`` passes over ``synthetic`` (or, with ``reuse``, those a
-    ``pretrained.ckpt`` written with the same config holds); the phase's loss per pass is logged."""
+    ``pretrained.ckpt`` written with the same config holds); the phase's loss per pass is logged. None,
+    with a warning, when ``synthetic`` is too small for one step (a tiny cohort's real+50 arm)."""
+    if training.batches_per_epoch(len(synthetic), params.batch_size) == 0:
+        log.warning(
+            "synthetic pre-training skipped: %d synthetic image(s), and a step needs 2 (BatchNorm); "
+            "this arm trains as the real arm does",
+            len(synthetic),
+        )
+        return None
     path = out / PRETRAINED
     saved = None
     if reuse:
