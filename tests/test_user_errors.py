@@ -56,6 +56,7 @@ def raygen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (lambda p: p["synthesize"].update(steps=0), "synthesize.steps and batch_size must be >= 1"),
         (lambda p: p["synthesize"].update(cfg=-2.0), "synthesize.temperature and cfg must be >= 0"),
         (lambda p: p["train_classifier"].update(lr=-1.0), "train_classifier.lr must be > 0"),
+        (lambda p: p["train_classifier"].update(pretrain_epochs=0), "eval_batch_size, pretrain_epochs must be >= 1"),
         (lambda p: p.update(profile="papr"), "unknown profile 'papr'"),
     ],
 )
