@@ -276,7 +276,8 @@ class TrainState:
     epoch: int = 0  # epochs completed
 
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's weights (best-so-far and checkpoints outlive the live tensors)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
@@ -306,7 +307,7 @@ def new_state(
         params.epochs,
     )
     scheduler = warmup_cosine_scheduler(optimizer, params.warmup_steps, params.epochs * epoch_steps, floor=LR_FLOOR)
-    return TrainState(model, optimizer, scheduler, EarlyStopping(params.patience), _cpu_state(model), [])
+    return TrainState(model, optimizer, scheduler, EarlyStopping(params.patience), cpu_state(model), [])
 
 
 def last_state(state: TrainState, config: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +390,7 @@ def run_epochs(
         )
         score = _macro_auroc(val_y, predict(state.model, data["val"], params, device))
         if state.stopper.update(state.epoch, score):
-            state.best_weights = _cpu_state(state.model)
+            state.best_weights = cpu_state(state.model)
         row = {
             "epoch": state.epoch + 1,
             "train_loss": loss,

@@ -100,7 +100,7 @@ def pretrain(
             loss,
             time.perf_counter() - tic,
         )
-    weights_after = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+    weights_after = training.cpu_state(state.model)
     save_checkpoint(path, {"model": weights_after, "config": config})
     return weights_after
 
@@ -130,4 +130,4 @@ def start_from(state: training.TrainState, weights: dict[str, torch.Tensor] | No
     if weights is None:
         return
     state.model.load_state_dict(weights)
-    state.best_weights = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+    state.best_weights = training.cpu_state(state.model)
