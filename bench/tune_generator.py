@@ -149,12 +149,13 @@ class Bench:
         states, lengths = encode_prompts(texts, self.text_params, self.params_path, None, meta, self.device)
         return states.repeat_interleave(self.per_class, dim=0), lengths.repeat_interleave(self.per_class, dim=0)
 
-    def measure(self, trained: TrainedDecoder, params: SynthesizeParams) -> dict:
+    def measure(self, trained: TrainedDecoder, prompts: tuple[torch.Tensor, torch.Tensor], params) -> dict:
+        """One decoding variant of ``trained``; ``prompts`` from :meth:`class_prompts` (encoded once per decoder)."""
         config = params.sampler()
         started = time.perf_counter()
         gen0 = self._generate(trained, self.states_b, self.lengths_b, config, 0)
         gen1 = self._generate(trained, self.states_b, self.lengths_b, config, 1)
-        classes = self._generate(trained, *self.class_prompts(trained), config, 2)
+        classes = self._generate(trained, *prompts, config, 2)
         labels = np.repeat(np.eye(len(CLASSES), dtype=np.int64), self.per_class, axis=0)
         return {
             "fid_equal_n": round(self._fid(gen0), 2),
@@ -195,8 +196,9 @@ def main() -> None:
         decoders = {"pipeline": args.checkpoint}
     for name, checkpoint in decoders.items():
         trained = load_decoder_checkpoint(checkpoint, device)
+        prompts = bench.class_prompts(trained)
         for text in args.variant or [""]:
-            result = bench.measure(trained, replace(base, **parse_variant(text)))
+            result = bench.measure(trained, prompts, replace(base, **parse_variant(text)))
             row = {"decoder": name or "params.yaml", "variant": text or "params.yaml", **result}
             print(json.dumps(row), flush=True)
 
