@@ -84,7 +84,7 @@ def main() -> None:
     raw = read_params(args.params)
     profile = resolve_profile(raw)
     rows = [run_variant("baseline", raw, profile, args.out, args.arm, args.synthetic)]
-    for text in args.variant:
+    for text in dict.fromkeys(t for t in args.variant if t):  # "" is the baseline, already run
         variant = variant_params(raw, profile, "train_classifier", parse_variant(text))
         rows.append(run_variant(variant_name(text), variant, profile, args.out, args.arm, args.synthetic))
     (args.out / "tuning.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -16,7 +16,12 @@ into ``<out>/<variant>/`` (reused when trained with the same params); without an
 - ``fidelity_per_report``: the pinned judge's macro AUROC on B's generations against their reports'
   ``true_*`` labels, beside ``fidelity_real`` (the same judge on B's real images);
 - ``fidelity_class_name``: its macro AUROC on ``--per-class`` images per class-name prompt against the
-  class each asked for (the augmentation set's measure).
+  class each asked for (the augmentation set's measure);
+- ``fid_vs_reconstructed``: the VQ-GAN's reconstructions of A (the decoding of their cached tokens) vs
+  B's generations, the decoder's own gap, beside the reference line's ``reconstructed_floor``
+  (reconstructed A vs reconstructed B). The reference line also gives the tokenizer's limits:
+  ``fid_reconstructed`` (real A vs reconstructed B), ``ms_ssim_reconstructed_pairs`` and
+  ``fidelity_reconstructed``, what a decoder that got every token right would score.
 
 The judge and FID features are the demo's pinned DenseNet-121 (``weights/demo``), trained on a dataset
 that shares no patient with the demo's. The halves are images the decoder was trained on, so a decoder
@@ -50,8 +55,9 @@ from raygen.data.images import signed_to_uint8  # noqa: E402
 from raygen.data.labels import CLASSES  # noqa: E402
 from raygen.data.synthetic_plan import class_prompt  # noqa: E402
 from raygen.data.text_cache import TextCache  # noqa: E402
+from raygen.data.token_dataset import token_ids_for  # noqa: E402
 from raygen.generation.prompts import encode_prompts  # noqa: E402
-from raygen.generation.render import generate_images, load_vqgan  # noqa: E402
+from raygen.generation.render import generate_images, load_vqgan, tokens_to_images  # noqa: E402
 from raygen.generation.sampler import TrainedDecoder, load_decoder_checkpoint  # noqa: E402
 from raygen.metrics.conditional import classifier_probs, conditional_fidelity, load_pinned_network  # noqa: E402
 from raygen.metrics.fid import compute_fid  # noqa: E402
@@ -110,6 +116,8 @@ class Bench:
         real_a = self._real(args.jpg_root, self.a, side)
         self.real_b = self._real(args.jpg_root, self.b, side)
         self.feats_a = self.features(real_a).numpy()
+        recon_a, recon_b = (self._reconstructed(args.tokens, half) for half in (self.a, self.b))
+        self.feats_recon_a = self.features(recon_a).numpy()
         cache = TextCache(args.text)
         batch = cache.get(cache.rows_for(self.b["study_id"]))
         self.states_b, self.lengths_b = batch.states, batch.lengths
@@ -122,6 +130,10 @@ class Bench:
             "floor": round(self._fid(self.real_b), 2),
             "ms_ssim_real_pairs": round(ms_ssim(real_a, self.real_b).value, 4),
             "fidelity_real": round(self._fidelity(self.labels_b, self.real_b), 4),
+            "fid_reconstructed": round(self._fid(recon_b), 2),
+            "reconstructed_floor": round(self._fid(recon_b, self.feats_recon_a), 2),
+            "ms_ssim_reconstructed_pairs": round(ms_ssim(recon_a, recon_b).value, 4),
+            "fidelity_reconstructed": round(self._fidelity(self.labels_b, recon_b), 4),
         }
 
     @staticmethod
@@ -131,8 +143,16 @@ class Bench:
             raise SystemExit(f"{int((~ok).sum())} real images unreadable under {root}")
         return images
 
-    def _fid(self, images: torch.Tensor) -> float:
-        return compute_fid(self.feats_a, self.features(images).numpy(), self.features.name, 10, 50).fid
+    def _reconstructed(self, tokens: Path, rows: pd.DataFrame) -> torch.Tensor:
+        ids, found = token_ids_for(tokens, list(rows["dicom_id"]))
+        if not found.all():
+            raise SystemExit(f"{int((~found).sum())} real images have no tokens in {tokens}")
+        return to_unit(tokens_to_images(self.vq, ids))
+
+    def _fid(self, images: torch.Tensor, reference: np.ndarray | None = None) -> float:
+        """FID of ``images`` against real A's features (or ``reference``)."""
+        reference = self.feats_a if reference is None else reference
+        return compute_fid(reference, self.features(images).numpy(), self.features.name, 10, 50).fid
 
     def _fidelity(self, labels: np.ndarray, images: torch.Tensor) -> float:
         probs = classifier_probs(self.judge.model, images, self.judge.resolution, self.device)
@@ -159,6 +179,7 @@ class Bench:
         labels = np.repeat(np.eye(len(CLASSES), dtype=np.int64), self.per_class, axis=0)
         return {
             "fid_equal_n": round(self._fid(gen0), 2),
+            "fid_vs_reconstructed": round(self._fid(gen0, self.feats_recon_a), 2),
             "ms_ssim": round(ms_ssim(gen0, gen1).value, 4),
             "fidelity_per_report": round(self._fidelity(self.labels_b, gen0), 4),
             "fidelity_class_name": round(self._fidelity(labels, classes), 4),

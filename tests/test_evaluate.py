@@ -290,6 +290,9 @@ def test_real_beside_generated_takes_the_first_report_of_each_finding(tmp_path):
     with Image.open(tmp_path / "figure.png") as figure:
         width, height = figure.size
     assert width > height, "two finding rows, three image columns"
+    plots.plot_real_beside_generated(per_report, real, generated, tmp_path / "with.png", torch.rand(4, 1, 16, 16))
+    with Image.open(tmp_path / "with.png") as figure:
+        assert figure.size[0] > width and figure.size[1] == height, "a reconstruction column more"
 
 
 def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
@@ -320,3 +323,83 @@ def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
 def summary_of_fidelity(fidelity_section):
     metrics = fake_metrics({}, {})
     return summary(metrics | {"fidelity": {**metrics["fidelity"], **fidelity_section}})
+
+
+# --- the tokenizer's share ----------------------------------------------------------------------
+
+
+def test_tokenizer_limit_and_decoder_gap_use_the_floors_halves():
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(30), 2)
+    per_report = pd.DataFrame({"subject_id": groups})
+    real = rng.normal(size=(60, 6))
+    reconstructed = real + 0.8  # the tokenizer shifts every image alike
+    generated = reconstructed + rng.normal(scale=0.05, size=(60, 6))  # a decoder that matches it
+    halves = patient_halves(per_report, 0)
+    floor = equal_n_floor(real, generated, halves, "toy", 2, 100, 0, reconstructed)
+    a, b = halves.a, halves.b
+    for key in ("real_a_vs_reconstructed_b", "reconstructed_a_vs_generated_b", "reconstructed_a_vs_reconstructed_b"):
+        assert floor[key]["n_real"] == floor[key]["n_fake"] == len(a)
+    # Shifting both sets alike leaves FID unchanged: the reconstructed floor equals the real one.
+    assert floor["reconstructed_a_vs_reconstructed_b"]["fid"] == pytest.approx(floor["real_a_vs_real_b"]["fid"])
+    assert floor["real_a_vs_reconstructed_b"]["fid"] > 2 * floor["real_a_vs_real_b"]["fid"]  # the tokenizer's cost
+    gap = floor["reconstructed_a_vs_generated_b"]["fid"]
+    assert gap < floor["real_a_vs_generated_b"]["fid"] / 2  # inside the tokenizer's space the decoder is close
+    from raygen.metrics.fid import compute_fid
+
+    assert gap == pytest.approx(compute_fid(reconstructed[a], generated[b], "toy", 2, 100, seed=0).fid)
+    headline = summary_of_fidelity({"fid_equal_n": floor})
+    assert headline["fid_equal_n/reconstructed"] == floor["real_a_vs_reconstructed_b"]["fid"]
+    assert headline["fid_equal_n/generated_vs_reconstructed"] == gap
+
+    too_small = equal_n_floor(real[:2], real[:2], patient_halves(per_report.iloc[:2], 0), "toy", 2, 100, 0, real[:2])
+    assert sum(isinstance(v, str) and v.startswith("not computed") for v in too_small.values()) == 5
+
+
+def test_reconstructions_are_scored_like_generations():
+    from raygen.metrics.fidelity import fidelity
+    from raygen.metrics.image_sets import EvaluationImages
+
+    torch.manual_seed(1)
+    per_report = pd.DataFrame({"subject_id": np.repeat(np.arange(12), 2)})
+    real = torch.rand(24, 1, 32, 32)
+    generated = [torch.rand(24, 1, 32, 32), torch.rand(24, 1, 32, 32)]
+    empty = torch.zeros(0, 1, 32, 32)
+    images = EvaluationImages(32, per_report, real, generated, per_report.iloc[:0], empty, [], {}, real.clone())
+    rng = np.random.default_rng(0)
+    feats = {"real": rng.normal(size=(24, 4)), "gen0": rng.normal(size=(24, 4))}
+    feats["recon"] = feats["real"].copy()
+    result = fidelity(images, feats, "toy", 2, 100, seed=0, msssim_kernel=3, msssim_scales=2)
+    assert result["ssim_real_vs_reconstructed"]["mean"] == pytest.approx(1.0, abs=1e-4)
+    assert result["ms_ssim_reconstructed_pairs"]["value"] == pytest.approx(result["ms_ssim_real_pairs"]["value"])
+    floor = result["fid_equal_n"]
+    assert floor["real_a_vs_reconstructed_b"]["fid"] == pytest.approx(floor["real_a_vs_real_b"]["fid"])
+    headline = summary_of_fidelity(result)
+    assert headline["ssim_reconstructed"] == result["ssim_real_vs_reconstructed"]["mean"]
+    assert headline["ms_ssim_reconstructed_pairs"] == result["ms_ssim_reconstructed_pairs"]["value"]
+    assert "ssim_reconstructed" not in summary_of_fidelity({})  # older folders without reconstructions
+
+
+def test_a_missing_reconstruction_skips_the_reference_never_a_pair(tmp_path):
+    from raygen.generation.synthetic_sets import write_pngs
+
+    rows = []
+    for i in range(3):
+        write_pngs(torch.rand(1, 1, 8, 8) * 2 - 1, [tmp_path / "jpg" / f"{i}.png"])
+        for name in ("seed0", "reconstructed"):
+            if not (name == "reconstructed" and i == 1):  # row 1's reconstruction is missing
+                write_pngs(torch.rand(1, 1, 8, 8) * 2 - 1, [tmp_path / "syn" / name / f"{i}.png"])
+        rows.append({"real_path": f"{i}.png", "path_0": f"seed0/{i}.png", "recon_path": f"reconstructed/{i}.png"})
+    unreadable: dict = {}
+    frame, real, gen, recon = image_sets._per_report_pairs(
+        pd.DataFrame(rows), tmp_path / "syn", tmp_path / "jpg", 8, 1, unreadable
+    )
+    assert len(frame) == len(real) == len(gen[0]) == 3 and unreadable["per_report_pairs_dropped"] == 0
+    assert recon is None and unreadable["reconstructed"] == 1  # never a pair less, the reference skipped
+    (tmp_path / "syn" / "seed0" / "1.png").unlink()  # now row 1 is dropped, and the rest have reconstructions
+    unreadable = {}
+    frame, real, gen, recon = image_sets._per_report_pairs(
+        pd.DataFrame(rows), tmp_path / "syn", tmp_path / "jpg", 8, 1, unreadable
+    )
+    assert len(frame) == len(recon) == 2 and list(frame["real_path"]) == ["0.png", "2.png"]
+    assert unreadable == {"real_heldout": 0, "per_report_pairs_dropped": 1, "reconstructed": 0}

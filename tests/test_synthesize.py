@@ -122,6 +122,7 @@ def test_per_report_plan_has_one_path_per_seed_and_the_truth():
     plan = per_report_plan(fid, [0, 7], 0)
     assert list(plan["path_1"]) == ["images/per_report/seed7/a.png", "images/per_report/seed7/b.png"]
     assert list(plan["real_path"]) == ["files/a.jpg", "files/b.jpg"] and list(plan["true_Edema"]) == [1, 0]
+    assert list(plan["recon_path"]) == [f"images/per_report/reconstructed/{d}.png" for d in ("a", "b")]
     assert len(per_report_plan(fid, [0, 1], 1)) == 1
 
 
@@ -205,3 +206,28 @@ def test_sharded_generation_equals_one_process(tmp_path):
     ]  # batches 1, 3 then 0, 2
     assert made == [3, 4]
     assert all(torch.equal(load_pngs([a]), load_pngs([b])) for a, b in zip(single, paths))
+
+
+def test_reconstructions_decode_each_held_out_images_own_tokens(tmp_path):
+    from raygen.data.token_cache import write_index
+    from raygen.generation.render import tokens_to_images
+    from raygen.generation.synthetic_sets import PARTIAL, SetGenerator
+    from tests.test_generation import GRID, V
+
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    ids = torch.randint(0, V, (3, GRID[0] * GRID[1]), generator=torch.Generator().manual_seed(0))
+    np.save(tokens / "tokens.npy", ids.numpy().astype(np.int16))
+    write_index(tokens / "index.csv", ["c", "a", "b"])
+    plan = per_report_plan(
+        pd.DataFrame({"dicom_id": ["a", "gone", "c"], "path": ["a.jpg", "gone.jpg", "c.jpg"], "text": "x"}), [0], 0
+    )
+    trained = TrainedDecoder(tiny_model(), torch.zeros(L, D), 1, {})
+    generator = SetGenerator(trained, FakeVQ(), SamplerConfig(batch_size=2), "fp32", tmp_path, torch.device("cpu"))
+    assert generator.reconstructions(tokens, plan) == 2  # "gone" has no tokens: the tokenizer could not read it
+    made = tmp_path / PARTIAL / "per_report" / "reconstructed"
+    assert sorted(p.name for p in made.iterdir()) == ["a.png", "c.png"]
+    for dicom, row in (("a", 1), ("c", 0)):
+        expected = tokens_to_images(FakeVQ(), ids[row : row + 1])[:, :1].add(1).div(2)
+        assert torch.allclose(load_pngs([made / f"{dicom}.png"]), expected, atol=1 / 255)
+    assert generator.reconstructions(tokens, plan) == 0  # a resumed run keeps them

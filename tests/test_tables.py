@@ -92,6 +92,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t2.loc[0, "RayGen (ours)"] == "12.35 (170 real vs 170 generated from their own reports)"
     assert t2.loc[5, "RayGen (ours)"] == "20.50 (floor 6.25), n = 80 per half"
     assert t2.loc[5, "UniXGen"] == "not measured"
+    assert len(t2) == 6, "no tokenizer row without reconstructions"
     assert "0.012 (12 / 1000)" == t2.loc[4, "RayGen (ours)"] and t2.loc[4, "RoentGen"] == "not measured"
     assert "0.660 per-report vs 0.900" in t2.loc[3, "RayGen (ours)"]
     assert t2.loc[1, "RayGen (ours)"].endswith("real pairs of different patients 0.420")
@@ -133,5 +134,33 @@ def test_a_fid_too_small_to_compute_shows_its_reason(tmp_path):
     metrics = fake_metrics()
     metrics["fidelity"]["fid"] = "not computed: 1 real vs 1 generated image(s); FID and KID need at least 2"
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t")]) == 0
+    assert (
+        tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t"), "--profile", "demo"])
+        == 0
+    )
     assert "not computed: 1 real vs 1 generated" in (tmp_path / "t" / "table2.md").read_text()
+
+
+def test_table2_shows_the_tokenizers_limit_beside_the_decoders_gap(tmp_path):
+    m = fake_metrics()
+    m["fidelity"]["fid_equal_n"] |= {
+        "real_a_vs_reconstructed_b": {"fid": 15.5},
+        "reconstructed_a_vs_generated_b": {"fid": 11.25},
+        "reconstructed_a_vs_reconstructed_b": {"fid": 5.5},
+    }
+    m["fidelity"]["ssim_real_vs_reconstructed"] = {"mean": 0.81, "std": 0.02, "n": 170}
+    m["fidelity"]["ms_ssim_reconstructed_pairs"] = {"value": 0.47, "kernel_size": 7, "scales": 4}
+    m["conditional_fidelity"]["per_report_reconstructed"] = {"macro": 0.85}
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert (
+        tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "t"), "--profile", "demo"])
+        == 0
+    )
+    t2 = pd.read_csv(tmp_path / "t" / "table2.csv").set_index("metric")
+    row = t2.loc[report_tables.TOKENIZER_ROW]
+    assert row["RayGen (ours)"] == "FID 15.50; decoder 11.25 (floor 5.50); SSIM 0.810"
+    assert row["RayGen (paper)"] == "not measured"
+    ms = t2.loc["MS-SSIM (lower = more diverse)", "RayGen (ours)"]
+    assert ms.endswith("real pairs of different patients 0.420, their reconstructions 0.470")
+    assert "and 0.850 on their reconstructions" in t2.loc["conditional fidelity (macro AUROC)", "RayGen (ours)"]
+    assert "reconstructed A against generated B" in (tmp_path / "t" / "table2.md").read_text()

@@ -128,12 +128,15 @@ def training_impressions(classifier: pd.DataFrame, generator: pd.DataFrame) -> p
 
 
 def per_report_plan(fid: pd.DataFrame, seeds: list[int], limit: int) -> pd.DataFrame:
-    """One row per FID image: ids, text, real_path, path_<k> per seed, the true_* columns when present."""
+    """One row per FID image: ids, text, real_path, path_<k> per seed, recon_path (the tokenizer's
+    reconstruction of the real image: what a decoder that reproduced its tokens exactly would give), the
+    true_* columns when present."""
     fid = fid.iloc[:limit] if limit > 0 else fid
     keep = [c for c in ("dicom_id", "subject_id", "study_id", "view", "text") if c in fid.columns]
     plan = fid[keep].copy()
     plan["real_path"] = fid["path"]
     for k in range(len(seeds)):
         plan[f"path_{k}"] = [f"{IMAGES}/per_report/seed{seeds[k]}/{d}.png" for d in fid["dicom_id"]]
+    plan["recon_path"] = [f"{IMAGES}/per_report/reconstructed/{d}.png" for d in fid["dicom_id"]]
     truth = [c for c in fid.columns if c.startswith("true_")]
     return pd.concat([plan.reset_index(drop=True), fid[truth].reset_index(drop=True)], axis=1)

@@ -57,6 +57,17 @@ def load_null_prompt(text_dir: str | Path) -> tuple[torch.Tensor, int]:
     return states, length
 
 
+def token_ids_for(tokens_dir: str | Path, dicom_ids: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """The cached ids of ``dicom_ids``: (M, h*w) int64 for the M images that have a row, and the (N,)
+    bool mask of which do (the tokenizer gives an unreadable image no row)."""
+    tokens_dir = Path(tokens_dir)
+    index = pd.read_csv(tokens_dir / "index.csv", dtype={"dicom_id": str}).set_index("dicom_id")["row"]
+    rows = index.reindex(dicom_ids)
+    found = rows.notna().to_numpy()
+    ids = np.load(tokens_dir / "tokens.npy", mmap_mode="r")[rows[found].astype(np.int64).to_numpy()]
+    return torch.from_numpy(ids.astype(np.int64)), found
+
+
 @dataclass
 class TokenBatch:
     """A batch of pairs (CPU tensors from the loader, moved with :meth:`to`).

@@ -24,6 +24,7 @@ from raygen.data.images import image_side, load_pngs, write_png
 from raygen.data.labels import CLASSES
 from raygen.data.synthetic_plan import IMAGES, aug_class_counts
 from raygen.data.text_cache import TextCache
+from raygen.data.token_dataset import token_ids_for
 from raygen.generation.render import generate_images, load_vqgan, save_image_grid, save_progressive, tokens_to_images
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder, load_decoder_checkpoint, sample_tokens
 from raygen.io import sha256_file, write_csv, write_json
@@ -74,12 +75,16 @@ def generate_set(
             s, ln = states[start : start + len(chunk)], lengths[start : start + len(chunk)]
         generator = torch.Generator(device=device).manual_seed(batch_seed(seed, set_index, b))
         out = sample_tokens(trained.model, s, ln, config, generator, trained.null_states, trained.null_length, amp)
-        images = tokens_to_images(vq, out.ids, DECODE_BATCH)
-        for image, path in zip(images, chunk):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_png(image, path)
+        write_pngs(tokens_to_images(vq, out.ids, DECODE_BATCH), chunk)
         made += len(chunk)
     return made
+
+
+def write_pngs(images: torch.Tensor, paths: list[Path]) -> None:
+    """One 8-bit grey PNG per image ((B, C, R, R) in [-1, 1]), folders made as needed."""
+    for image, path in zip(images, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(image, path)
 
 
 def claim_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
@@ -100,13 +105,14 @@ def claim_partial(partial: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def fingerprint(
-    params: dict[str, Any], checkpoint: Path, vqgan_dir: Path, fid: Path, classifier: Path
+    params: dict[str, Any], checkpoint: Path, vqgan_dir: Path, tokens_dir: Path, fid: Path, classifier: Path
 ) -> dict[str, Any]:
     """What a partial folder must have been started with to be resumed: params (without where it runs), inputs."""
     return {
         "params": {k: v for k, v in params.items() if k not in ("gpus", "device")},
         "decoder": sha256_file(checkpoint),
         "vqgan": sha256_file(vqgan_dir / "model.ckpt"),
+        "tokens": sha256_file(tokens_dir / "tokens.npy"),
         "fid": sha256_file(fid),
         "classifier": sha256_file(classifier),
     }
@@ -171,6 +177,25 @@ class SetGenerator:
         made = 0
         for k, seed in enumerate(seeds):
             made += self._generate(batch.states, batch.lengths, plan[f"path_{k}"], seed, k, f"per-report seed {seed}")
+        return made
+
+    def reconstructions(self, tokens_dir: Path, plan: pd.DataFrame) -> int:
+        """The VQ-GAN's decoding of every held-out image's own cached tokens (``recon_path``): the images a
+        decoder that reproduced those tokens exactly would give, the tokenizer's limit on fidelity. An
+        image the tokenizer could not read has no tokens and no reconstruction (evaluate counts it)."""
+        ids, found = token_ids_for(tokens_dir, list(plan["dicom_id"]))
+        rels = plan["recon_path"][found]
+        paths = [self.out / PARTIAL / Path(rel).relative_to(IMAGES) for rel in rels]
+        if not found.all():
+            log.warning("%d held-out image(s) have no tokens: no reconstruction", int((~found).sum()))
+        made = 0
+        batches = range(0, len(paths), self.config.batch_size)
+        for b, start in enumerate(tqdm(batches, desc="reconstructions", unit="batch", leave=False)):
+            chunk = paths[start : start + self.config.batch_size]
+            if b % self.world != self.rank or all(p.is_file() for p in chunk):
+                continue
+            write_pngs(tokens_to_images(self.vq, ids[start : start + len(chunk)].to(self.device), DECODE_BATCH), chunk)
+            made += len(chunk)
         return made
 
     def class_names(self, aug: pd.DataFrame, states: torch.Tensor, lengths: torch.Tensor, seed: int) -> int:

@@ -156,7 +156,8 @@ def conditional_fidelity_of_sets(
     device: torch.device,
 ) -> dict[str, Any]:
     """Conditional fidelity of the augmentation set and, where the reports carry ``true_*`` labels, of
-    the per-report generations beside the real held-out images (metrics.json ``conditional_fidelity``).
+    the per-report generations beside the real held-out images and their reconstructions (metrics.json
+    ``conditional_fidelity``).
 
     When the FID features (``feats``, from the extractor named ``extractor``) are the judge's
     penultimate layer, its probabilities are its head on those features (the same numbers, one forward
@@ -175,6 +176,8 @@ def conditional_fidelity_of_sets(
         y = images.per_report[truth].fillna(0).to_numpy(np.int64)
         cond["per_report_generated"] = conditional_fidelity(y, probs("gen0", images.generated[0]))
         cond["per_report_real"] = conditional_fidelity(y, probs("real", images.real))
+        if images.reconstructed is not None:  # the tokenizer's limit on what a generation can show
+            cond["per_report_reconstructed"] = conditional_fidelity(y, probs("recon", images.reconstructed))
     cond["classifier"] = judge.name
     log.info(
         "conditional fidelity: macro AUROC %.4f on %d augmentation images%s",

@@ -8,7 +8,12 @@
 - SSIM between each real image and the image generated from its report, and MS-SSIM between the two
   generations of each report (kernel size and scales stated), beside MS-SSIM between the real images
   of the floor's halves, pair by pair (A_i with B_i: two real images of different patients), the
-  diversity of real data.
+  diversity of real data;
+- the tokenizer's share, when the synthesize folder has reconstructions (the VQ-GAN's decoding of each
+  held-out image's own tokens, the best any decoder could do with this tokenizer): on the same halves,
+  FID(real A, reconstructed B), and FID(reconstructed A, generated B) beside FID(reconstructed A,
+  reconstructed B), the decoder's own gap measured inside what the tokenizer can represent; SSIM of
+  each reconstruction to its real image; MS-SSIM between the reconstructed pairs.
 
 A set too small for FID/KID gives ``"not computed: <reason>"`` in place of the numbers, never a crash.
 """
@@ -38,6 +43,10 @@ FID_DEFINITIONS = {
     "fid_equal_n": "held-out patients split into disjoint halves A and B of n images each: real A vs images "
     "generated from B's reports, beside real A vs real B (the floor: what a perfect generator "
     "would score at this n)",
+    "tokenizer": "on the same halves, with each held-out image's VQ-GAN reconstruction (the decoding of its own "
+    "tokens): real A vs reconstructed B is what a decoder that reproduced every token exactly would score, the "
+    "tokenizer's limit; reconstructed A vs generated B beside reconstructed A vs reconstructed B is the "
+    "decoder's own gap, inside what the tokenizer can represent",
 }
 
 
@@ -71,12 +80,14 @@ def equal_n_floor(
     kid_subsets: int,
     kid_subset_size: int,
     seed: int,
+    reconstructed: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n.
+    """FID(real A, generated for B) and FID(real A, real B) on patient-disjoint halves of equal size n;
+    with ``reconstructed`` features, also the tokenizer's three (``FID_DEFINITIONS["tokenizer"]``).
 
-    real, generated: (N, F) features, row i = per_report row i (real image, its report's generation);
-    ``halves`` from :func:`patient_halves`. ``seed`` draws the KID subsets. A half too small to score gives
-    ``"not computed: <reason>"`` in place of the FID result.
+    real, generated, reconstructed: (N, F) features, row i = per_report row i (real image, its report's
+    generation, its reconstruction); ``halves`` from :func:`patient_halves`. ``seed`` draws the KID
+    subsets. A half too small to score gives ``"not computed: <reason>"`` in place of each FID result.
     """
     column, groups, a, b = halves.column, halves.groups, halves.a, halves.b
     result: dict[str, Any] = {
@@ -85,15 +96,22 @@ def equal_n_floor(
         "groups_a": len(np.unique(groups[a])),
         "groups_b": len(np.unique(groups[b])),
     }
+    pairs = [(real, generated, "real_a_vs_generated_b"), (real, real, "real_a_vs_real_b")]
+    if reconstructed is not None:
+        pairs += [
+            (real, reconstructed, "real_a_vs_reconstructed_b"),
+            (reconstructed, generated, "reconstructed_a_vs_generated_b"),
+            (reconstructed, reconstructed, "reconstructed_a_vs_reconstructed_b"),
+        ]
     if len(a) == 0:
         reason = (
             f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "
             "halves need at least 2"
         )
-        return result | {"real_a_vs_generated_b": reason, "real_a_vs_real_b": reason}
+        return result | {key: reason for *_, key in pairs}
     kid = (kid_subsets, kid_subset_size, seed)
-    for key, other in (("real_a_vs_generated_b", generated), ("real_a_vs_real_b", real)):
-        value = compute_fid_or_reason(real[a], other[b], extractor, *kid)
+    for first, second, key in pairs:
+        value = compute_fid_or_reason(first[a], second[b], extractor, *kid)
         result[key] = value if isinstance(value, str) else asdict(value)
     return result
 
@@ -108,9 +126,9 @@ def fidelity(
     msssim_kernel: int | None,
     msssim_scales: int | None,
 ) -> dict[str, Any]:
-    """The fidelity section from the ``real`` and ``gen0`` features and the images themselves;
+    """The fidelity section from the ``real``, ``gen0`` (and ``recon``) features and the images themselves;
     MS-SSIM only when there are two generations per report (settings by resolution unless given)."""
-    real, gen = images.real, images.generated
+    real, gen, recon = images.real, images.generated, images.reconstructed
     halves = patient_halves(images.per_report, seed)
     fid = compute_fid_or_reason(feats["real"], feats["gen0"], extractor, kid_subsets, kid_subset_size, seed)
     result = {
@@ -118,7 +136,7 @@ def fidelity(
         "n_real": len(feats["real"]),
         "n_generated": len(feats["gen0"]),
         "fid_equal_n": equal_n_floor(
-            feats["real"], feats["gen0"], halves, extractor, kid_subsets, kid_subset_size, seed
+            feats["real"], feats["gen0"], halves, extractor, kid_subsets, kid_subset_size, seed, feats.get("recon")
         ),
         "definitions": FID_DEFINITIONS,
         "ssim_real_vs_generated": mean_std(ssim(real, gen[0])),
@@ -129,6 +147,11 @@ def fidelity(
     if len(halves.a):  # the real reference: how alike two real images of different patients are
         pairs = ms_ssim(real[halves.a], real[halves.b], msssim_kernel, msssim_scales)
         result["ms_ssim_real_pairs"] = asdict(pairs)
+    if recon is not None:
+        result["ssim_real_vs_reconstructed"] = mean_std(ssim(real, recon))
+        if len(halves.a):
+            pairs = ms_ssim(recon[halves.a], recon[halves.b], msssim_kernel, msssim_scales)
+            result["ms_ssim_reconstructed_pairs"] = asdict(pairs)
     _log_fidelity(result, extractor)
     return result
 
@@ -149,6 +172,15 @@ def _log_fidelity(result: dict[str, Any], extractor: str) -> None:
         f" (real pairs {result['ms_ssim_real_pairs']['value']:.3f})" if "ms_ssim_real_pairs" in result else "",
         extractor,
     )
+    if "real_a_vs_reconstructed_b" in floor:
+        log.info(
+            "the tokenizer's share: real A vs reconstructed B %s; reconstructed A vs generated B %s vs its floor %s; "
+            "SSIM of reconstructions %.3f",
+            _fid_text(floor["real_a_vs_reconstructed_b"]),
+            _fid_text(floor["reconstructed_a_vs_generated_b"]),
+            _fid_text(floor["reconstructed_a_vs_reconstructed_b"]),
+            result["ssim_real_vs_reconstructed"]["mean"],
+        )
 
 
 def _fid_text(value: Any) -> str:

@@ -1,7 +1,8 @@
 """The image sets the evaluate stage measures, read with unreadable files skipped and counted.
 
 - per-report pairs: every held-out real image and the images generated from its own report (one per
-  generation seed), kept only when the real image and every generation of it can be read;
+  generation seed), kept only when the real image and every generation of it can be read, with the
+  tokenizer's reconstruction of each (a reference; all or none);
 - the augmentation set (images generated from class-name prompts);
 - the generator's training images (the memorisation reference), streamed for their features so the
   paper profile's tens of thousands of images never sit in memory whole.
@@ -47,7 +48,8 @@ class EvaluationImages:
     real: (N, 1, S, S) the real image of row i; generated[k]: (N, 1, S, S) seed k's image from row i's report;
     augmentation: the readable rows of ``aug_100.csv`` (prompt labels); augmentation_images: their images;
     train_paths: the generator-training image files (all of them until :func:`set_features` drops the
-    unreadable); unreadable: skipped files per set.
+    unreadable); unreadable: skipped files per set; reconstructed: (N, 1, S, S) the VQ-GAN's decoding of
+    row i's own tokens, None for a synthesize folder without them.
     """
 
     side: int
@@ -58,6 +60,7 @@ class EvaluationImages:
     augmentation_images: torch.Tensor
     train_paths: list[Path]
     unreadable: dict[str, int]
+    reconstructed: torch.Tensor | None = None
 
     def counts(self) -> dict[str, int]:
         """Images per set (metrics.json ``counts``)."""
@@ -126,7 +129,7 @@ def load_evaluation_images(
     train = _generator_train(generator, max_train_images, seed)
     side = image_side(synthetic / per_report["path_0"].iloc[0])
     unreadable: dict[str, int] = {}
-    per_report, real, gen = _per_report_pairs(per_report, synthetic, jpg_root, side, workers, unreadable)
+    per_report, real, gen, recon = _per_report_pairs(per_report, synthetic, jpg_root, side, workers, unreadable)
     aug_images, ok = load_images_checked([synthetic / x for x in aug["path"]], side, workers)
     unreadable["augmentation"] = int((~ok).sum())
     aug, aug_images = aug[ok].reset_index(drop=True), aug_images[torch.from_numpy(ok)]
@@ -145,7 +148,7 @@ def load_evaluation_images(
         len(aug_images),
         len(train_paths),
     )
-    return EvaluationImages(side, per_report, real, gen, aug, aug_images, train_paths, unreadable)
+    return EvaluationImages(side, per_report, real, gen, aug, aug_images, train_paths, unreadable, recon)
 
 
 def _generator_train(generator: Path, max_train_images: int, seed: int) -> pd.DataFrame:
@@ -159,8 +162,11 @@ def _generator_train(generator: Path, max_train_images: int, seed: int) -> pd.Da
 
 def _per_report_pairs(
     per_report: pd.DataFrame, synthetic: Path, jpg_root: Path, side: int, workers: int, unreadable: dict[str, int]
-) -> tuple[pd.DataFrame, torch.Tensor, list[torch.Tensor]]:
-    """The rows whose real image and every generation could be read, with those images; counts the rest."""
+) -> tuple[pd.DataFrame, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    """The rows whose real image and every generation could be read, with those images and their
+    reconstructions; counts the rest. The reconstructions are None when the folder has none, or when a
+    kept row's is missing (an image the tokenizer had no tokens for): they are a reference, so they never
+    drop a pair from the headline numbers, and the tokenizer's measures are then skipped, counted."""
     real, ok = load_images_checked([jpg_root / x for x in per_report["real_path"]], side, workers)
     unreadable["real_heldout"] = int((~ok).sum())
     gen = []
@@ -170,7 +176,17 @@ def _per_report_pairs(
         ok &= ok_k
     unreadable["per_report_pairs_dropped"] = int((~ok).sum())
     keep = torch.from_numpy(ok)
-    return per_report[ok].reset_index(drop=True), real[keep], [g[keep] for g in gen]
+    recon = None
+    if "recon_path" in per_report.columns:
+        recon, ok_recon = load_images_checked([synthetic / x for x in per_report["recon_path"]], side, workers)
+        unreadable["reconstructed"] = int((~ok_recon[ok]).sum())
+        if unreadable["reconstructed"]:
+            log.warning(
+                "%d kept reports have no reconstruction: the tokenizer's measures are skipped",
+                unreadable["reconstructed"],
+            )
+        recon = recon[keep] if not unreadable["reconstructed"] else None
+    return per_report[ok].reset_index(drop=True), real[keep], [g[keep] for g in gen], recon
 
 
 def _n_seeds(per_report: pd.DataFrame) -> int:
@@ -180,13 +196,12 @@ def _n_seeds(per_report: pd.DataFrame) -> int:
 def set_features(
     extractor: FeatureExtractor, images: EvaluationImages, workers: int
 ) -> tuple[dict[str, np.ndarray], EvaluationImages]:
-    """Features of the real held-out (``real``), first-generation (``gen0``), augmentation (``aug``)
-    and generator-training (``train``) images, and ``images`` without the unreadable training files
-    (counted in its ``unreadable``)."""
-    feats = {
-        name: np.asarray(extractor(x))
-        for name, x in (("real", images.real), ("gen0", images.generated[0]), ("aug", images.augmentation_images))
-    }
+    """Features of the real held-out (``real``), first-generation (``gen0``), augmentation (``aug``),
+    reconstructed (``recon``, when there are reconstructions) and generator-training (``train``) images,
+    and ``images`` without the unreadable training files (counted in its ``unreadable``)."""
+    sets = [("real", images.real), ("gen0", images.generated[0]), ("aug", images.augmentation_images)]
+    sets += [("recon", images.reconstructed)] if images.reconstructed is not None else []
+    feats = {name: np.asarray(extractor(x)) for name, x in sets}
     feats["train"], ok = streamed_features(extractor, images.train_paths, images.side, workers)
     unreadable = images.unreadable | {"generator_train": int((~ok).sum())}
     train_paths = [path for path, good in zip(images.train_paths, ok) if good]

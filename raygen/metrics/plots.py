@@ -1,5 +1,5 @@
-"""Figures of the evaluation: per-class ROC curves of the classifier arms; real held-out images beside the
-images generated from their own reports, one finding per row."""
+"""Figures of the evaluation: per-class ROC curves of the classifier arms; real held-out images beside their
+reconstructions and the images generated from their own reports, one finding per row."""
 
 from __future__ import annotations
 
@@ -71,24 +71,30 @@ def rows_per_finding(per_report: pd.DataFrame) -> list[tuple[str, int]]:
 
 
 def plot_real_beside_generated(
-    per_report: pd.DataFrame, real: torch.Tensor, generated: list[torch.Tensor], path: Path
+    per_report: pd.DataFrame,
+    real: torch.Tensor,
+    generated: list[torch.Tensor],
+    path: Path,
+    reconstructed: torch.Tensor | None = None,
 ) -> None:
-    """One row per finding (:func:`rows_per_finding`): the real held-out image, then each seed's image
-    generated from that image's own report, with the start of the report as the row's caption.
+    """One row per finding (:func:`rows_per_finding`): the real held-out image, its VQ-GAN reconstruction
+    (when given: the best a generation can look), then each seed's image generated from that image's own
+    report, with the start of the report as the row's caption.
 
-    ``real`` (N, 1, S, S) and each ``generated[k]`` (N, 1, S, S) hold [0, 1] images of ``per_report``'s rows.
+    ``real``, ``reconstructed`` and each ``generated[k]`` (N, 1, S, S) hold [0, 1] images of ``per_report``'s rows.
     """
     plt = _pyplot()
     rows = rows_per_finding(per_report)
-    columns = 1 + len(generated)
+    sets = [("real", real)] + ([("reconstructed", reconstructed)] if reconstructed is not None else [])
+    sets += [(f"generated, seed {k}", g) for k, g in enumerate(generated)]
+    columns = len(sets)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns + 2.6, 2.3 * len(rows)), squeeze=False)
     for (name, i), row_axes in zip(rows, axes):
-        tiles = [real[i], *(g[i] for g in generated)]
-        for k, (ax, tile) in enumerate(zip(row_axes, tiles)):
-            ax.imshow(tile[0].float().numpy(), cmap="gray", vmin=0, vmax=1)
+        for ax, (title, images) in zip(row_axes, sets):
+            ax.imshow(images[i][0].float().numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title("real" if k == 0 else f"generated, seed {k - 1}", fontsize=7)
+            ax.set_title(title, fontsize=7)
         caption = textwrap.shorten(str(per_report["text"].iloc[i]), 90, placeholder="...")
         label = f"{name}\n" + textwrap.fill(caption, 28)
         row_axes[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")

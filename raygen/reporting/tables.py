@@ -162,11 +162,15 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
             f"; {_fmt(cond['per_report_generated']['macro'], style.decimals)} per-report vs "
             f"{_fmt(cond['per_report_real']['macro'], style.decimals)} on the real images"
         )
+    if "per_report_reconstructed" in cond:
+        cond_text += f" and {_fmt(cond['per_report_reconstructed']['macro'], style.decimals)} on their reconstructions"
     cond_text += f"; judge {cond['classifier']}"
     ours = {
         "FID": (fid["fid"] if isinstance(fid["fid"], str) else f"{_fmt(fid['fid']['fid'], 2)}")
         + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
-        "MS-SSIM (lower = more diverse)": _ms_ssim_text(ms, fid.get("ms_ssim_real_pairs"), style),
+        "MS-SSIM (lower = more diverse)": _ms_ssim_text(
+            ms, fid.get("ms_ssim_real_pairs"), fid.get("ms_ssim_reconstructed_pairs"), style
+        ),
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, style.decimals),
         "conditional fidelity (macro AUROC)": cond_text,
         "memorisation (share closer than real p1)": (
@@ -176,6 +180,8 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
             fid.get("fid_equal_n")
         ),
     }
+    if "ssim_real_vs_reconstructed" in fid:
+        ours[TOKENIZER_ROW] = _tokenizer_text(fid, style)
     rows = []
     for i, metric in enumerate(ours):
         row = {"metric": metric}
@@ -186,14 +192,37 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ms_ssim_text(ms: dict[str, Any] | None, real: dict[str, Any] | None, style: TableStyle) -> str:
-    """MS-SSIM between a report's two generations, beside the same measure between real images."""
+def _ms_ssim_text(
+    ms: dict[str, Any] | None, real: dict[str, Any] | None, recon: dict[str, Any] | None, style: TableStyle
+) -> str:
+    """MS-SSIM between a report's two generations, beside the same measure between real images (and
+    between their reconstructions)."""
     if not ms:
         return "n/a"
     text = f"{_fmt(ms['value'], style.decimals)} ({ms['kernel_size']} px window, {ms['scales']} scales)"
     if real:
         text += f"; real pairs of different patients {_fmt(real['value'], style.decimals)}"
+    if recon:
+        text += f", their reconstructions {_fmt(recon['value'], style.decimals)}"
     return text
+
+
+TOKENIZER_ROW = (
+    "the tokenizer's limit: VQ-GAN reconstructions of the held-out images (real A vs reconstructed B; "
+    "reconstructed A vs generated B, floor reconstructed A vs reconstructed B; SSIM to the real image)"
+)
+
+
+def _tokenizer_text(fid: dict[str, Any], style: TableStyle) -> str:
+    """What the tokenizer alone costs, and the decoder's gap measured inside what it can represent."""
+    floor = fid["fid_equal_n"]
+    keys = ("real_a_vs_reconstructed_b", "reconstructed_a_vs_generated_b", "reconstructed_a_vs_reconstructed_b")
+    values = [floor[k] for k in keys]
+    ssim_text = f"SSIM {_fmt(fid['ssim_real_vs_reconstructed']['mean'], style.decimals)}"
+    if any(isinstance(v, str) for v in values):
+        return f"{next(v for v in values if isinstance(v, str))}; {ssim_text}"
+    fids = [_fmt(v["fid"], 2) for v in values]
+    return f"FID {fids[0]}; decoder {fids[1]} (floor {fids[2]}); {ssim_text}"
 
 
 def _equal_n_text(floor: dict[str, Any] | None) -> str:
@@ -214,7 +243,14 @@ def table2_note(m: dict[str, Any]) -> str:
         "real A against the images generated from B's reports is the fair comparison with real A against "
         "real B, the score a perfect generator would reach at that n. FID falls as the sample count grows, "
         "so only FIDs at the same count compare."
-    )
+    ) + (TOKENIZER_NOTE if "ssim_real_vs_reconstructed" in m["fidelity"] else "")
+
+
+TOKENIZER_NOTE = (
+    " The tokenizer's limit uses each held-out image's VQ-GAN reconstruction (the decoding of its own tokens): "
+    "real A against reconstructed B is what a decoder that got every token right would score; reconstructed A "
+    "against generated B, beside reconstructed A against reconstructed B, is the decoder's own gap."
+)
 
 
 def table3(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:

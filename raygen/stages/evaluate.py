@@ -16,7 +16,8 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
   augmented arm's difference from the real-only arm (``delta_auroc``) gets a paired interval.
 - **Fidelity and diversity** of the per-report set (:mod:`raygen.metrics.fidelity`, docs/statistics.md):
   the headline FID / KID, the equal-N floor on patient-disjoint halves, SSIM to the real image, MS-SSIM
-  between a report's two generations beside MS-SSIM between real images of different patients.
+  between a report's two generations beside MS-SSIM between real images of different patients; the
+  same measures of the tokenizer's reconstructions of the held-out images (the best a decoder can do).
 - **Feature extractor**: ``xrv`` (``--xrv-weights``, the paper's), ``demo`` (the pinned network in
   ``--demo-weights``, checked by hash), ``classifier`` (the real-only classifier's penultimate layer),
   ``auto`` (xrv if its file exists, else classifier); named with its weight hash beside every FID.
@@ -26,7 +27,7 @@ What it measures (all in ``metrics.json``, a DVC metric; figures under ``plots/`
 - **Memorisation**: nearest generator-training image of every synthetic image in the extractor's
   feature space against the same distance for real held-out images; the share closer than the real
   baseline's 1st percentile; the closest pairs side by side (``plots/memorisation_pairs.png``).
-- **A look** (``plots/real_vs_generated.png``): per finding, a held-out real image and its report's generations.
+- **A look** (``plots/real_vs_generated.png``): per finding, a real image, its reconstruction, its generations.
 
 Unreadable images are skipped and counted (``unreadable``); a report counts only when all its images read.
 """
@@ -162,9 +163,8 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
     images = load_evaluation_images(
         args.synthetic, args.generator, args.jpg_root, params.max_train_images, params.seed, params.workers
     )
-    plot_real_beside_generated(
-        images.per_report, images.real, images.generated, args.out / "plots" / "real_vs_generated.png"
-    )
+    figure = args.out / "plots" / "real_vs_generated.png"
+    plot_real_beside_generated(images.per_report, images.real, images.generated, figure, images.reconstructed)
     real_only = load_classifier(args.classifiers / "real" / "model.ckpt", device)
     extractor, judge = pick_measures(params.extractor, args.xrv_weights, args.demo_weights, real_only, device)
     feats, images = set_features(extractor, images, params.workers)

@@ -2,7 +2,7 @@
 
 Command line::
 
-    raygen synthesize --checkpoint results/train_decoder/model.ckpt --vqgan results/vqgan \\
+    raygen synthesize --checkpoint results/train_decoder/model.ckpt --vqgan results/vqgan --tokens results/tokenize \\
         --text results/embed_text --fid results/cohort/fid.csv --generator results/cohort/generator.csv \\
         --classifier results/cohort/classifier.csv --out results/synthesize --params params.yaml
 
@@ -12,7 +12,8 @@ Two sets, both as 8-bit grey PNGs at the VQ-GAN's resolution under ``<out>/image
   per seed in ``per_report_seeds`` (two by default): fidelity against the real image (FID, SSIM) and
   diversity between the two generations of one prompt (MS-SSIM). The prompts' text states come from
   the ``embed_text`` cache. Columns: the FID row's ids, ``text``, ``real_path`` (relative to the JPG
-  root), ``path_<k>`` per seed (relative to ``<out>``), and its ``true_*`` columns when it has them.
+  root), ``path_<k>`` per seed (relative to ``<out>``), ``recon_path`` (the VQ-GAN's decoding of the real
+  image's own tokens: the best any decoder can do), and its ``true_*`` columns when it has them.
 - **Augmentation set** (``aug_100.csv``): the 100% arm, as large as the real classifier training set,
   counts per class by :func:`raygen.data.augment_recipe.class_counts` (the rarest class gets the most),
   rows grouped by class in CLASSES order. ``prompts: class_name`` (the paper) prompts with the class
@@ -118,6 +119,7 @@ def build_parser():
     parser = stage_parser(STAGE, __doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="train_decoder model.ckpt")
     parser.add_argument("--vqgan", type=Path, required=True, help="VQ-GAN folder (config.yaml, model.ckpt)")
+    parser.add_argument("--tokens", type=Path, required=True, help="tokenize cache folder (held-out images' tokens)")
     parser.add_argument("--text", type=Path, required=True, help="embed_text cache folder (the FID impressions)")
     parser.add_argument("--fid", type=Path, required=True, help="cohort fid.csv: held-out images and their impressions")
     parser.add_argument("--generator", type=Path, required=True, help="cohort generator.csv (impression prompts)")
@@ -159,10 +161,11 @@ def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -
             config,
         )
         if ctx.main:
-            inputs = (args.checkpoint, args.vqgan, args.fid, args.classifier)
+            inputs = (args.checkpoint, args.vqgan, args.tokens, args.fid, args.classifier)
             sets.start_sets(args.out, sets.fingerprint(to_dict(params), *inputs))
         runtime.barrier(ctx)
         made = generator.per_report(cache, per_report, params.per_report_seeds)
+        made += generator.reconstructions(args.tokens, per_report)
         if params.prompts == "class_name":
             states = _class_name_states(args, params, generator.trained.config, ctx.device)
             made += generator.class_names(aug, *states, params.seed)

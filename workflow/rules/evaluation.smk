@@ -7,6 +7,8 @@ rule synthesize:
         decoder=rules.train_decoder.output.model,
         vqgan=rules.vqgan.output.model,
         vqgan_config=rules.vqgan.output.config,
+        tokens=rules.tokenize.output.tokens,
+        token_index=rules.tokenize.output.index,
         text=rules.embed_text.output.meta,
         text_states=rules.embed_text.output.states,
         fid=rules.cohort.output.fid,
@@ -24,6 +26,7 @@ rule synthesize:
     params:
         section=section("synthesize"),
         vqgan=lambda wildcards, input: os.path.dirname(input.vqgan),
+        tokens=lambda wildcards, input: os.path.dirname(input.tokens),
         text=lambda wildcards, input: os.path.dirname(input.text),
         cxr_bert=INPUTS["cxr_bert"],
         out=lambda wildcards, output: os.path.dirname(output.meta),
@@ -41,7 +44,8 @@ rule synthesize:
     shell:
         stage_cmd(
             "synthesize",
-            "--checkpoint {input.decoder} --vqgan {params.vqgan} --text {params.text} --fid {input.fid}"
+            "--checkpoint {input.decoder} --vqgan {params.vqgan} --tokens {params.tokens} --text {params.text}"
+            " --fid {input.fid}"
             " --generator {input.generator} --classifier {input.classifier} --cxr-bert-dir {params.cxr_bert}"
             " --out {params.out}",
         )
