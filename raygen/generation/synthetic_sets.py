@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,11 +65,7 @@ def generate_set(
     """
     device = next(trained.model.parameters()).device
     made = 0
-    n = len(paths)
-    for b, start in enumerate(tqdm(range(0, n, config.batch_size), desc=desc, unit="batch", leave=False)):
-        chunk = paths[start : start + config.batch_size]
-        if b % world != rank or all(p.is_file() for p in chunk):
-            continue
+    for b, start, chunk in pending_batches(paths, config.batch_size, rank, world, desc):
         if states.shape[0] == 1:
             s, ln = states.expand(len(chunk), -1, -1), lengths.expand(len(chunk))
         else:
@@ -78,6 +75,17 @@ def generate_set(
         write_pngs(tokens_to_images(vq, out.ids, DECODE_BATCH), chunk)
         made += len(chunk)
     return made
+
+
+def pending_batches(
+    paths: list[Path], batch_size: int, rank: int, world: int, desc: str
+) -> Iterator[tuple[int, int, list[Path]]]:
+    """(batch index, start row, paths) of this process's batches (``rank, rank + world, ...``) that still
+    miss a file: a resumed run skips finished batches, and the split does not depend on what exists."""
+    for b, start in enumerate(tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False)):
+        chunk = paths[start : start + batch_size]
+        if b % world == rank and not all(p.is_file() for p in chunk):
+            yield b, start, chunk
 
 
 def write_pngs(images: torch.Tensor, paths: list[Path]) -> None:
@@ -189,11 +197,7 @@ class SetGenerator:
         if not found.all():
             log.warning("%d held-out image(s) have no tokens: no reconstruction", int((~found).sum()))
         made = 0
-        batches = range(0, len(paths), self.config.batch_size)
-        for b, start in enumerate(tqdm(batches, desc="reconstructions", unit="batch", leave=False)):
-            chunk = paths[start : start + self.config.batch_size]
-            if b % self.world != self.rank or all(p.is_file() for p in chunk):
-                continue
+        for _, start, chunk in pending_batches(paths, self.config.batch_size, self.rank, self.world, "reconstructions"):
             write_pngs(tokens_to_images(self.vq, ids[start : start + len(chunk)].to(self.device), DECODE_BATCH), chunk)
             made += len(chunk)
         return made
