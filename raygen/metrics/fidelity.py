@@ -35,7 +35,7 @@ from raygen.metrics.resampling import disjoint_halves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FID_DEFINITIONS", "Halves", "equal_n_floor", "fidelity", "mean_std", "patient_halves"]
+__all__ = ["FID_DEFINITIONS", "TOKENIZER_KEYS", "Halves", "equal_n_floor", "fidelity", "mean_std", "patient_halves"]
 
 FID_DEFINITIONS = {
     "fid": "every held-out real image (N) vs the first generation from its own report (N); the headline, "
@@ -48,6 +48,9 @@ FID_DEFINITIONS = {
     "tokenizer's limit; reconstructed A vs generated B beside reconstructed A vs reconstructed B is the "
     "decoder's own gap, inside what the tokenizer can represent",
 }
+
+# fid_equal_n's entries with reconstructions: the tokenizer's limit, then the decoder's gap and its floor
+TOKENIZER_KEYS = ("real_a_vs_reconstructed_b", "reconstructed_a_vs_generated_b", "reconstructed_a_vs_reconstructed_b")
 
 
 def _split_column(per_report: pd.DataFrame) -> str:
@@ -98,11 +101,8 @@ def equal_n_floor(
     }
     pairs = [(real, generated, "real_a_vs_generated_b"), (real, real, "real_a_vs_real_b")]
     if reconstructed is not None:
-        pairs += [
-            (real, reconstructed, "real_a_vs_reconstructed_b"),
-            (reconstructed, generated, "reconstructed_a_vs_generated_b"),
-            (reconstructed, reconstructed, "reconstructed_a_vs_reconstructed_b"),
-        ]
+        sides = [(real, reconstructed), (reconstructed, generated), (reconstructed, reconstructed)]
+        pairs += [(first, second, key) for (first, second), key in zip(sides, TOKENIZER_KEYS)]
     if len(a) == 0:
         reason = (
             f"not computed: the held-out set has {len(np.unique(groups))} {column} value(s); two disjoint "

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EQUAL_N_COLUMNS", "finite", "summary"]
+__all__ = ["finite", "summary"]
 
 # metrics.json fid_equal_n key -> summary.json column fid_equal_n/<name> (raygen.metrics.fidelity)
 EQUAL_N_COLUMNS = {

@@ -216,6 +216,7 @@ TOKENIZER_ROW = (
 def _tokenizer_text(fid: dict[str, Any], style: TableStyle) -> str:
     """What the tokenizer alone costs, and the decoder's gap measured inside what it can represent."""
     floor = fid["fid_equal_n"]
+    # raygen.metrics.fidelity.TOKENIZER_KEYS, spelled out: this stage does not import torch's metrics package
     keys = ("real_a_vs_reconstructed_b", "reconstructed_a_vs_generated_b", "reconstructed_a_vs_reconstructed_b")
     values = [floor[k] for k in keys]
     ssim_text = f"SSIM {_fmt(fid['ssim_real_vs_reconstructed']['mean'], style.decimals)}"
