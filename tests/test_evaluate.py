@@ -333,15 +333,16 @@ def test_tokenizer_limit_and_decoder_gap_use_the_floors_halves():
     groups = np.repeat(np.arange(30), 2)
     per_report = pd.DataFrame({"subject_id": groups})
     real = rng.normal(size=(60, 6))
-    reconstructed = real + 0.8  # the tokenizer shifts every image alike
+    reconstructed = 0.5 * real + 0.8  # the tokenizer squeezes and shifts every image alike
     generated = reconstructed + rng.normal(scale=0.05, size=(60, 6))  # a decoder that matches it
     halves = patient_halves(per_report, 0)
     floor = equal_n_floor(real, generated, halves, "toy", 2, 100, 0, reconstructed)
     a, b = halves.a, halves.b
     for key in ("real_a_vs_reconstructed_b", "reconstructed_a_vs_generated_b", "reconstructed_a_vs_reconstructed_b"):
         assert floor[key]["n_real"] == floor[key]["n_fake"] == len(a)
-    # Shifting both sets alike leaves FID unchanged: the reconstructed floor equals the real one.
-    assert floor["reconstructed_a_vs_reconstructed_b"]["fid"] == pytest.approx(floor["real_a_vs_real_b"]["fid"])
+    # FID(0.5 A + c, 0.5 B + c) = 0.25 FID(A, B): the reconstructed floor compares reconstructions, not reals.
+    recon_floor = floor["reconstructed_a_vs_reconstructed_b"]["fid"]
+    assert recon_floor == pytest.approx(0.25 * floor["real_a_vs_real_b"]["fid"], rel=1e-6)
     assert floor["real_a_vs_reconstructed_b"]["fid"] > 2 * floor["real_a_vs_real_b"]["fid"]  # the tokenizer's cost
     gap = floor["reconstructed_a_vs_generated_b"]["fid"]
     assert gap < floor["real_a_vs_generated_b"]["fid"] / 2  # inside the tokenizer's space the decoder is close
@@ -365,15 +366,25 @@ def test_reconstructions_are_scored_like_generations():
     real = torch.rand(24, 1, 32, 32)
     generated = [torch.rand(24, 1, 32, 32), torch.rand(24, 1, 32, 32)]
     empty = torch.zeros(0, 1, 32, 32)
-    images = EvaluationImages(32, per_report, real, generated, per_report.iloc[:0], empty, [], {}, real.clone())
+    reconstructed = (real * 0.5 + torch.rand(24, 1, 32, 32) * 0.2).clamp(0, 1)  # blurred stand-ins, not the reals
+    images = EvaluationImages(32, per_report, real, generated, per_report.iloc[:0], empty, [], {}, reconstructed)
     rng = np.random.default_rng(0)
     feats = {"real": rng.normal(size=(24, 4)), "gen0": rng.normal(size=(24, 4))}
-    feats["recon"] = feats["real"].copy()
+    feats["recon"] = feats["real"] + rng.normal(3.0, 0.3, size=(24, 4))
     result = fidelity(images, feats, "toy", 2, 100, seed=0, msssim_kernel=3, msssim_scales=2)
-    assert result["ssim_real_vs_reconstructed"]["mean"] == pytest.approx(1.0, abs=1e-4)
-    assert result["ms_ssim_reconstructed_pairs"]["value"] == pytest.approx(result["ms_ssim_real_pairs"]["value"])
+    from raygen.metrics.fid import compute_fid
+    from raygen.metrics.image_similarity import ms_ssim, ssim
+
+    a, b = patient_halves(per_report, 0).a, patient_halves(per_report, 0).b
+    assert result["ssim_real_vs_reconstructed"]["mean"] == pytest.approx(float(ssim(real, reconstructed).mean()))
+    assert result["ssim_real_vs_reconstructed"]["mean"] < 0.9
+    pairs = ms_ssim(reconstructed[a], reconstructed[b], 3, 2).value
+    assert result["ms_ssim_reconstructed_pairs"]["value"] == pytest.approx(pairs)
+    assert pairs != pytest.approx(result["ms_ssim_real_pairs"]["value"])
     floor = result["fid_equal_n"]
-    assert floor["real_a_vs_reconstructed_b"]["fid"] == pytest.approx(floor["real_a_vs_real_b"]["fid"])
+    expected = compute_fid(feats["real"][a], feats["recon"][b], "toy", 2, 100, seed=0).fid
+    assert floor["real_a_vs_reconstructed_b"]["fid"] == pytest.approx(expected)
+    assert expected > floor["real_a_vs_real_b"]["fid"]
     headline = summary_of_fidelity(result)
     assert headline["ssim_reconstructed"] == result["ssim_real_vs_reconstructed"]["mean"]
     assert headline["ms_ssim_reconstructed_pairs"] == result["ms_ssim_reconstructed_pairs"]["value"]
