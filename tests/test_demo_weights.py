@@ -113,3 +113,49 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
     assert run(lambda p: p["vqgan"].update(steps=8), fail=("vqgan",)) == (False, ["vqgan"])
     marker.write_text("state")
     assert run(lambda p: p["vqgan"].update(steps=9)) == (True, ["vqgan"]) and not marker.exists()
+
+
+def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch):
+    """``--part vqgan`` trains only what the VQ-GAN needs, keeps the FID network's bytes (after checking
+    them against SHA256SUMS) and carries its provenance entry over, so the demo's ruler stays the same."""
+    import torch
+
+    from raygen.checkpoint import save_checkpoint
+    from raygen.models.pinned import PinnedHashError
+
+    work, out = tmp_path / "work", tmp_path / "pinned"
+    monkeypatch.setattr(tool, "stage_commands", lambda p, w: fake_steps(w))
+    assert tool.run_steps(Path("params.yaml"), work, ("vqgan",))
+    assert (work / "ran.txt").read_text().split() == ["download", "sections", "cohort", "vqgan"]
+
+    def trained(value):  # what the recipe's two training steps leave behind
+        save_checkpoint(work / "results/vqgan/model.ckpt", {"state_dict": {"w": torch.full((2,), value)}})
+        (work / "results/vqgan/config.yaml").write_text(f"model: {value}\n")
+        (work / "results/vqgan/metrics.json").write_text(json.dumps({"ssim": value}))
+        network = {"model": {"w": torch.full((2,), value)}, "classifier": {}, "config": {"params": {"resolution": 8}}}
+        save_checkpoint(work / "results/train_classifier/real/model.ckpt", network)
+        (work / "results/train_classifier/real/metrics.json").write_text(json.dumps({"val_macro_auroc": value}))
+
+    trained(0.25)
+    tool.pack(work, out)
+    dataset = {"seed": 2, "patients": 3}
+    first = tool.provenance(Path("params.yaml"), work, dataset, tuple(tool.PARTS), {})
+    ruler = (out / pinned.FID_NETWORK).read_bytes()
+    trained(0.5)
+    tool.pack(work, out, ("vqgan",))
+    assert (out / pinned.FID_NETWORK).read_bytes() == ruler
+    assert torch.load(out / pinned.VQGAN_CHECKPOINT)["state_dict"]["w"].tolist() == [0.5, 0.5]
+    assert pinned.read_sums(out)[pinned.FID_NETWORK] == pinned.sha256_file(out / pinned.FID_NETWORK)
+    first["commit"]["train_classifier"] = "0" * 40  # where the kept network was trained
+    record = tool.provenance(Path("params.yaml"), work, dataset, ("vqgan",), first)
+    assert record["vqgan"]["held_out"]["ssim"] == 0.5 and record["fid_network"] == first["fid_network"]
+    assert record["commit"]["train_classifier"] == "0" * 40
+
+    (out / pinned.PROVENANCE).write_text(json.dumps(first))
+    assert tool.kept_provenance(out, ("vqgan",), dataset) == first
+    with pytest.raises(SystemExit, match="trained on another dataset"):
+        tool.kept_provenance(out, ("vqgan",), {**dataset, "seed": 3})
+    with (out / pinned.FID_NETWORK).open("ab") as f:  # a kept file must still be the pinned one
+        f.write(b"\0")
+    with pytest.raises(PinnedHashError, match="fid-densenet121.ckpt"):
+        tool.pack(work, out, ("vqgan",))
