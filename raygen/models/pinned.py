@@ -9,6 +9,8 @@ stages (``raygen demo-weights``, profile ``demo_weights``) on a demo dataset ren
     fid-densenet121.ckpt                  a grey DenseNet-121 trained on the 10 findings: its penultimate
                                           features are the demo's FID/KID space (``evaluate.extractor: demo``)
                                           and it judges conditional fidelity
+    decoder.ckpt                          the masked-token decoder pre-trained on that dataset's tokens of the
+                                          VQ-GAN above; ``train_decoder.init: demo`` fine-tunes it
     SHA256SUMS                            the files' hashes (``sha256sum -c`` format), checked at every load
     provenance.json                       how they were made: commit, params, metrics, dataset ids
 
@@ -25,9 +27,10 @@ from raygen.io import sha256_file
 VQGAN_CONFIG = "vqgan/project.yaml"
 VQGAN_CHECKPOINT = "vqgan/last.ckpt"
 FID_NETWORK = "fid-densenet121.ckpt"
+DECODER = "decoder.ckpt"
 SUMS = "SHA256SUMS"
 PROVENANCE = "provenance.json"
-FILES = (VQGAN_CONFIG, VQGAN_CHECKPOINT, FID_NETWORK)
+FILES = (VQGAN_CONFIG, VQGAN_CHECKPOINT, FID_NETWORK, DECODER)
 RECREATE = "raygen demo-weights --out weights/demo"  # the one command that re-creates every file above
 
 
@@ -51,8 +54,9 @@ def read_sums(folder: Path) -> dict[str, str]:
 
 
 def write_sums(folder: Path) -> str:
-    """The SHA256SUMS text of :data:`FILES` in ``folder``."""
-    return "".join(f"{sha256_file(folder / name)}  {name}\n" for name in FILES)
+    """The SHA256SUMS text of the :data:`FILES` in ``folder`` (a part never packed has no line, so loading
+    it is refused)."""
+    return "".join(f"{sha256_file(folder / name)}  {name}\n" for name in FILES if (folder / name).is_file())
 
 
 def verified(folder: str | Path, name: str) -> Path:

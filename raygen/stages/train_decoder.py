@@ -51,6 +51,7 @@ class TrainDecoderParams:
     """The ``train_decoder`` section of params.yaml (defaults = the demo profile)."""
 
     preset: str = "demo"  # network shape from DECODER_PRESETS; grid/codebook/text width come from the caches
+    init: Literal["scratch", "demo"] = "scratch"  # demo: start from the pinned pre-trained decoder (--demo-weights)
     steps: int = 500  # optimizer steps
     batch_size: int = 16  # global batch (split across processes): demo CPU sweet spot
     lr: float = 1e-3  # AdamW peak learning rate; small transformers tolerate 1e-3 (paper scale: 3e-4)
@@ -91,6 +92,9 @@ def build_parser():
     )
     parser.add_argument("--manifest", type=Path, required=True, help="cohort generator.csv (split train|val)")
     parser.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN folder for sample grids (optional)")
+    parser.add_argument(
+        "--demo-weights", type=Path, default=None, help="the demo's pinned parts (weights/demo; init: demo only)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
     return parser
@@ -121,6 +125,8 @@ def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
     decoder = decoder_config(params.preset, train.grid, train.codebook_size, train.text_dim)
     config = training.run_config(params, profile, decoder, train, ctx)
     state = training.new_state(params, decoder, ctx)
+    if params.init == "demo":
+        training.start_from_pinned(state, args.demo_weights, args.vqgan, train.text_meta)
     if not args.no_resume:
         training.resume(state, args.out / "last.ckpt", config, ctx)
     training.log_model(state.model, params, ctx)

@@ -1,8 +1,8 @@
-"""``raygen demo-weights``: re-create the demo's pinned VQ-GAN and FID network in ``weights/demo/``.
+"""``raygen demo-weights``: re-create the demo's pinned VQ-GAN, FID network and decoder in ``weights/demo/``.
 
 Command line::
 
-    raygen demo-weights --out weights/demo [--part vqgan] [--work .demo-weights] [--params params.yaml]
+    raygen demo-weights --out weights/demo [--part decoder] [--work .demo-weights] [--params params.yaml]
 
 It runs the pipeline's own stage commands under the ``demo_weights`` profile (the demo's params with
 another dataset seed and longer training), in a work folder of its own:
@@ -13,7 +13,14 @@ another dataset seed and longer training), in a work folder of its own:
 3. ``vqgan`` (``source: train``) on the generator-train images;
 4. ``train_classifier --arm real`` on the classifier-train images: the FID network;
 
-then packs them into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), writes ``SHA256SUMS``
+packs those two into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), then trains the decoder
+on this dataset's tokens of the VQ-GAN as packed:
+
+5. ``install_vqgan``: the demo's own ``vqgan`` stage (profile ``demo``, ``source: demo``) installs it;
+6. ``tokenize``, ``embed_text`` on the generator pairs;
+7. ``train_decoder`` (``init: scratch``): the pre-trained decoder the demo fine-tunes (``init: demo``);
+
+and packs it (fp16, with the packed VQ-GAN's hash). It writes ``SHA256SUMS``
 and ``provenance.json`` (the commit each stage ran at, params, the held-out metrics each measured). A killed run
 resumes: a finished stage is skipped, and the VQ-GAN resumes from its training state. A stage whose
 params section or source files changed since it ran is run again from scratch, with every stage after
@@ -21,9 +28,10 @@ it that depends on it; nothing made by another recipe is reused. Training on a C
 bit-reproducible across machines, so a re-created file has another hash: commit the new SHA256SUMS
 with it.
 
-``--part`` re-creates one part and keeps the other exactly as it is in ``--out`` (checked against its
-SHA256SUMS line, with its provenance entry carried over). Keeping the FID network keeps the demo's ruler:
-numbers measured with it stay comparable across the change.
+``--part`` re-creates the parts named and keeps the others exactly as they are in ``--out`` (checked
+against their SHA256SUMS lines, with their provenance entries carried over). Keeping the FID network
+keeps the demo's ruler: numbers measured with it stay comparable across the change. A new VQ-GAN needs
+a new decoder (it learned the old one's tokens): ``--part vqgan`` alone is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ PROFILE = "demo_weights"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raygen demo-weights",
-        description="Re-create the demo's pinned VQ-GAN and FID network (weights/demo/) with the pipeline's stages.",
+        description="Re-create the demo's pinned VQ-GAN, FID network and decoder (weights/demo/) with RayGen's stages.",
         epilog="\n\n".join(__doc__.split("\n\n")[2:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,116 +74,164 @@ def build_parser() -> argparse.ArgumentParser:
         "--part",
         action="append",
         choices=sorted(PARTS),
-        help="re-create only this part (repeatable; default: both); the other stays as it is in --out",
+        help="re-create only this part (repeatable; default: all three); the others stay as they are in --out",
     )
     parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
     return parser
 
 
-# Each pinned part, the step that trains it, and its provenance entry.
-PARTS = {"vqgan": "vqgan", "fid-network": "train_classifier"}
-PROVENANCE_KEYS = {"vqgan": "vqgan", "fid-network": "fid_network"}
-PART_FILES = {"vqgan": (pinned.VQGAN_CONFIG, pinned.VQGAN_CHECKPOINT), "fid-network": (pinned.FID_NETWORK,)}
-
+# Each pinned part: the steps that make it (besides the dataset's), its provenance entry, its files.
+PARTS = {
+    "vqgan": ("vqgan",),
+    "fid-network": ("train_classifier",),
+    "decoder": ("install_vqgan", "tokenize", "embed_text", "train_decoder"),
+}
+PROVENANCE_KEYS = {"vqgan": "vqgan", "fid-network": "fid_network", "decoder": "decoder"}
+PART_FILES = {
+    "vqgan": (pinned.VQGAN_CONFIG, pinned.VQGAN_CHECKPOINT),
+    "fid-network": (pinned.FID_NETWORK,),
+    "decoder": (pinned.DECODER,),
+}
+# The decoder's steps read the packed VQ-GAN and FID network, so they run after those are packed.
+AFTER_PACKING = PARTS["decoder"]
 
 # Each step's upstream steps: a step runs again when its own recipe changed or an upstream step ran.
+DATASET = ("download", "sections", "cohort")
 UPSTREAM = {
     "download": (),
     "sections": ("download",),
     "cohort": ("download", "sections"),
-    "vqgan": ("download", "sections", "cohort"),
-    "train_classifier": ("download", "sections", "cohort"),
+    "vqgan": DATASET,
+    "train_classifier": DATASET,
+    "install_vqgan": DATASET,  # and the packed files, in its recipe
+    "tokenize": (*DATASET, "install_vqgan"),
+    "embed_text": DATASET,
+    "train_decoder": (*DATASET, "install_vqgan", "tokenize", "embed_text"),
 }
 
 
 @dataclass(frozen=True)
 class Step:
-    stage: str
+    stage: str  # the step's name (a pipeline stage's, or install_vqgan)
     done: Path  # written last by the stage: the step finished
     out: Path  # everything the step writes, removed before it runs on another recipe
     command: list[str]
 
 
-def stage_commands(params: Path, work: Path) -> list[Step]:
-    """The recipe's steps, in order."""
-    data, results, logs = work / "data", work / "results", work / "logs"
-    jpg = data / "mimic-cxr-jpg/2.0.0"
+class Commands:
+    """Builds the steps' commands: each a pipeline stage command under the recipe's profile, logging to
+    ``work/logs/<step>.log`` and writing to ``work/results/<step>/``."""
 
-    def cmd(stage: str, *args: Any) -> list[str]:
-        head = [sys.executable, "-m", "raygen", stage, "--params", str(params), "--profile", PROFILE]
-        return [*head, "--log", str(logs / f"{stage}.log"), *map(str, args)]
+    def __init__(self, params: Path, work: Path) -> None:
+        self.params, self.work = params, work
+        self.data, self.results = work / "data", work / "results"
+        self.jpg = self.data / "mimic-cxr-jpg/2.0.0"
+        self.generator = self.results / "cohort/generator.csv"
 
-    sections = results / "sections"
+    def cmd(self, stage: str, *args: Any, profile: str = PROFILE, log_name: str | None = None) -> list[str]:
+        head = [sys.executable, "-m", "raygen", stage, "--params", str(self.params), "--profile", profile]
+        return [*head, "--log", str(self.work / "logs" / f"{log_name or stage}.log"), *map(str, args)]
+
+    def step(self, key: str, done: str, *args: Any, stage: str | None = None, profile: str = PROFILE) -> Step:
+        folder = self.results / key
+        command = self.cmd(stage or key, *args, "--out", folder, profile=profile, log_name=key)
+        return Step(key, folder / done, folder, command)
+
+
+def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -> list[Step]:
+    """The recipe's steps, in order: the dataset, the VQ-GAN and FID network, then the decoder."""
+    c = Commands(params, work)
+    sections = c.results / "sections"
+    classifier = c.results / "train_classifier/real"
     return [
-        Step("download", data / "download-complete.json", data, cmd("download", "--out", data)),
+        Step("download", c.data / "download-complete.json", c.data, c.cmd("download", "--out", c.data)),
         Step(
             "sections",
             sections / "prompts.csv",
             sections,
-            cmd(
+            c.cmd(
                 "sections",
-                *("--reports-root", data / "mimic-cxr/2.0.0"),
+                *("--reports-root", c.data / "mimic-cxr/2.0.0"),
                 *("--out", sections / "mimic_cxr_sectioned.csv", "--prompts", sections / "prompts.csv"),
             ),
         ),
-        Step(
+        c.step(
             "cohort",
-            results / "cohort/counts.json",
-            results / "cohort",
-            cmd(
-                "cohort",
-                *("--jpg-root", jpg, "--sections", sections / "prompts.csv"),
-                *("--ground-truth", data / "demo-ground-truth.csv", "--out", results / "cohort"),
-            ),
+            "counts.json",
+            *("--jpg-root", c.jpg, "--sections", sections / "prompts.csv"),
+            *("--ground-truth", c.data / "demo-ground-truth.csv"),
         ),
-        Step(
-            "vqgan",
-            results / "vqgan/metrics.json",
-            results / "vqgan",
-            cmd("vqgan", "--manifest", results / "cohort/generator.csv", "--jpg-root", jpg, "--out", results / "vqgan"),
-        ),
+        c.step("vqgan", "metrics.json", "--manifest", c.generator, "--jpg-root", c.jpg),
         Step(
             "train_classifier",
-            results / "train_classifier/real/metrics.json",
-            results / "train_classifier/real",
-            cmd(
+            classifier / "metrics.json",
+            classifier,
+            c.cmd(
                 "train_classifier",
-                *("--manifest", results / "cohort/classifier.csv", "--jpg-root", jpg),
-                *("--arm", "real", "--out", results / "train_classifier/real"),
+                *("--manifest", c.results / "cohort/classifier.csv", "--jpg-root", c.jpg),
+                *("--arm", "real", "--out", classifier),
             ),
+        ),
+        *decoder_steps(c, out),
+    ]
+
+
+def decoder_steps(c: Commands, out: Path) -> list[Step]:
+    """The decoder's steps: it learns the tokens of the VQ-GAN packed in ``out``, installed by the demo's
+    own ``vqgan`` stage (profile demo, ``source: demo``), as every demo run installs it."""
+    installed, generator = c.results / "install_vqgan", c.generator
+    return [
+        c.step(
+            "install_vqgan",
+            "metrics.json",
+            *("--manifest", generator, "--jpg-root", c.jpg, "--demo-weights", out),
+            stage="vqgan",
+            profile="demo",
+        ),
+        c.step("tokenize", "meta.json", "--vqgan", installed, "--manifests", generator, "--jpg-root", c.jpg),
+        c.step("embed_text", "meta.json", "--prompts", generator),
+        c.step(
+            "train_decoder",
+            "metrics.json",
+            *("--tokens", c.results / "tokenize", "--text", c.results / "embed_text"),
+            *("--manifest", generator, "--vqgan", installed),
         ),
     ]
 
 
-def stage_recipe(raw: dict[str, Any], stage: str) -> dict[str, Any]:
-    """What a step's result depends on: its params section under the profile, and its source files."""
+def stage_recipe(raw: dict[str, Any], stage: str, out: Path | None = None) -> dict[str, Any]:
+    """What a step's result depends on: its params section under its profile, its source files, and for
+    the VQ-GAN's installation, the packed files' hashes."""
     import hashlib
 
     from raygen.config import scientific_section
     from raygen.pipeline.code_deps import REPO, stage_code_deps
 
+    installs = stage == "install_vqgan"
+    stage, profile = ("vqgan", "demo") if installs else (stage, PROFILE)
     code = hashlib.sha256()
     for path in stage_code_deps(stage):
         code.update(path.encode() + b"\0" + (REPO / path).read_bytes())
-    return json.loads(json.dumps({"params": scientific_section(raw, stage, PROFILE), "code": code.hexdigest()}))
+    recipe = {"params": scientific_section(raw, stage, profile), "code": code.hexdigest()}
+    if installs:
+        recipe["packed"] = {
+            name: pinned.read_sums(out).get(name) for name in (*PART_FILES["vqgan"], pinned.FID_NETWORK)
+        }
+    return json.loads(json.dumps(recipe))
 
 
-def run_steps(params: Path, work: Path, parts: tuple[str, ...] = tuple(PARTS)) -> bool:
-    """Run each step whose recipe (params, code) changed, that never finished, or whose upstream ran;
-    skip the others, and the training steps of parts not in ``parts``. A step of another recipe is
-    removed first, so nothing stale is ever reused; a step killed under the same recipe keeps its folder
-    and resumes. Returns False when a step failed."""
+def run_steps(params: Path, work: Path, steps: list[Step], out: Path, ran: set[str]) -> bool:
+    """Run each of ``steps`` whose recipe (params, code) changed, that never finished, or whose upstream
+    ran (``ran``, updated); skip the others. A step of another recipe is removed first, so nothing stale
+    is ever reused; a step killed under the same recipe keeps its folder and resumes. Returns False when
+    a step failed."""
     from raygen.config import read_params
 
     raw = read_params(params)
     record_path = work / "recipes.json"
     recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    ran: set[str] = set()
-    skipped = {PARTS[part] for part in PARTS if part not in parts}
-    for step in stage_commands(params, work):
-        if step.stage in skipped:
-            continue
-        recipe = stage_recipe(raw, step.stage)
+    for step in steps:
+        recipe = stage_recipe(raw, step.stage, out)
         same = recorded.get(step.stage, {}).get("recipe") == recipe and not ran & set(UPSTREAM[step.stage])
         if same and recorded[step.stage]["finished"] and step.done.is_file():
             log.info("%s: done before with the same params and code, skipped", step.stage)
@@ -192,6 +248,13 @@ def run_steps(params: Path, work: Path, parts: tuple[str, ...] = tuple(PARTS)) -
         write_json(record_path, recorded)
         ran.add(step.stage)
     return True
+
+
+def recipe_steps(params: Path, work: Path, out: Path, parts: tuple[str, ...]) -> tuple[list[Step], list[Step]]:
+    """The steps ``parts`` need, split at packing: those before, and the decoder's, which read the packed files."""
+    wanted = {*DATASET, *(name for part in parts for name in PARTS[part])}
+    steps = [step for step in stage_commands(params, work, out) if step.stage in wanted]
+    return [s for s in steps if s.stage not in AFTER_PACKING], [s for s in steps if s.stage in AFTER_PACKING]
 
 
 def _commit() -> str | None:
@@ -233,12 +296,12 @@ def check_disjoint(params: Path) -> dict[str, int]:
 
 
 def pack(work: Path, out: Path, parts: tuple[str, ...] = tuple(PARTS)) -> None:
-    """fp16 copies of the trained parts in ``parts`` in ``out``, then SHA256SUMS over every pinned file (a
-    kept part is first checked against the SHA256SUMS it came with)."""
+    """fp16 copies of the trained VQ-GAN and FID network in ``out`` (those in ``parts``), then SHA256SUMS
+    over every pinned file (a kept part is first checked against the SHA256SUMS it came with)."""
     from raygen.checkpoint import load_checkpoint, save_torch
     from raygen.io import write_text
 
-    kept = [name for part in PARTS if part not in parts for name in PART_FILES[part]]
+    kept = [name for part in PARTS if part not in parts for name in PART_FILES[part] if (out / name).exists()]
     for name in kept:
         pinned.verified(out, name)
     results = work / "results"
@@ -255,6 +318,28 @@ def pack(work: Path, out: Path, parts: tuple[str, ...] = tuple(PARTS)) -> None:
         }
         save_torch(network, out / pinned.FID_NETWORK)
     write_text(out / pinned.SUMS, pinned.write_sums(out))
+
+
+def pack_decoder(work: Path, out: Path) -> None:
+    """The pre-trained decoder in ``out`` (fp16, with the hash of the packed VQ-GAN whose tokens it
+    learned), then SHA256SUMS."""
+    from raygen.checkpoint import load_checkpoint, save_torch
+    from raygen.io import write_text
+    from raygen.training.pinned_decoder import pack_decoder as packed
+
+    checkpoint = load_checkpoint(work / "results/train_decoder/model.ckpt")
+    vqgan_sha256 = pinned.read_sums(out)[pinned.VQGAN_CHECKPOINT]
+    save_torch(packed(checkpoint, vqgan_sha256), out / pinned.DECODER)
+    write_text(out / pinned.SUMS, pinned.write_sums(out))
+
+
+def check_parts(out: Path, parts: tuple[str, ...]) -> None:
+    """A new VQ-GAN with the old decoder is refused: the decoder learned the old one's tokens."""
+    if "vqgan" in parts and "decoder" not in parts and (out / pinned.DECODER).exists():
+        raise SystemExit(
+            "raygen demo-weights: error: a new VQ-GAN makes the pinned decoder's tokens stale; "
+            "re-create it too (--part vqgan --part decoder)"
+        )
 
 
 def _half(state: dict[str, Any]) -> dict[str, Any]:
@@ -300,12 +385,14 @@ def provenance(
         "commit": {stage: r.get("commit") for stage, r in json.loads((work / "recipes.json").read_text()).items()},
         "dataset": dataset,
     }
-    for part, stage in PARTS.items():
+    for part, steps in PARTS.items():
         key = PROVENANCE_KEYS[part]
         if part in parts:
             record[key] = _part_record(params, work, part)
-        else:
-            record[key], record["commit"][stage] = kept[key], kept["commit"][stage]
+            continue
+        record[key] = kept.get(key)
+        for step in steps:
+            record["commit"][step] = kept["commit"].get(step)
     return record
 
 
@@ -313,19 +400,26 @@ def _part_record(params: Path, work: Path, part: str) -> dict[str, Any]:
     """A re-created part's params and what it measured on its own held-out images."""
     from raygen.config import load_section, to_dict
     from raygen.stages.train_classifier import TrainClassifierParams
+    from raygen.stages.train_decoder import TrainDecoderParams
     from raygen.stages.vqgan import VqganParams
 
-    results = work / "results"
-    if part == "vqgan":
-        metrics = json.loads((results / "vqgan/metrics.json").read_text())
-        return {
-            "params": to_dict(load_section(params, "vqgan", VqganParams, PROFILE)),
-            "held_out": {k: metrics.get(k) for k in ("ssim", "psnr", "eval_images", "codebook_perplexity")},
-        }
-    metrics = json.loads((results / "train_classifier/real/metrics.json").read_text())
+    stage, section, keys = {
+        "vqgan": ("vqgan", VqganParams, ("ssim", "psnr", "eval_images", "codebook_perplexity")),
+        "fid-network": (
+            "train_classifier/real",
+            TrainClassifierParams,
+            ("val_macro_auroc", "test_macro_auroc", "epochs_run"),
+        ),
+        "decoder": (
+            "train_decoder",
+            TrainDecoderParams,
+            ("val_loss", "val_masked_accuracy", "train_loss", "train_loop_s"),
+        ),
+    }[part]
+    metrics = json.loads((work / "results" / stage / "metrics.json").read_text())
     return {
-        "params": to_dict(load_section(params, "train_classifier", TrainClassifierParams, PROFILE)),
-        "held_out": {k: metrics.get(k) for k in ("val_macro_auroc", "test_macro_auroc", "epochs_run")},
+        "params": to_dict(load_section(params, stage.split("/")[0], section, PROFILE)),
+        "held_out": {k: metrics.get(k) for k in keys},
     }
 
 
@@ -336,10 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     log.info("the %s dataset shares no patient, study or image with the demo's: %s", PROFILE, counts)
     parts = tuple(part for part in PARTS if part in (args.part or PARTS))
     dataset = dataset_record(args.params, counts)
+    check_parts(args.out, parts)
     kept = kept_provenance(args.out, parts, dataset)
-    if not run_steps(args.params, args.work, parts):
+    before_packing, decoder_steps = recipe_steps(args.params, args.work, args.out, parts)
+    ran: set[str] = set()
+    if not run_steps(args.params, args.work, before_packing, args.out, ran):
         return 1
     pack(args.work, args.out, parts)
+    if not run_steps(args.params, args.work, decoder_steps, args.out, ran):
+        return 1
+    if "decoder" in parts:
+        pack_decoder(args.work, args.out)
     write_json(args.out / pinned.PROVENANCE, provenance(args.params, args.work, dataset, parts, kept))
     for line in (args.out / pinned.SUMS).read_text().splitlines():
         log.info("pinned %s", line)

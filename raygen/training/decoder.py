@@ -107,6 +107,18 @@ def new_state(params: TrainDecoderParams, decoder: DecoderConfig, ctx: Dist) -> 
     return TrainState(model, optimizer, scheduler, generator)
 
 
+def start_from_pinned(state: TrainState, folder: Path | None, vqgan_dir: Path | None, text_meta: dict) -> None:
+    """The pinned pre-trained decoder's weights in place of the random ones (``init: demo``); a resumed
+    checkpoint, loaded after, replaces them again."""
+    from raygen.errors import UsageError
+    from raygen.training.pinned_decoder import load_pinned_decoder
+
+    if folder is None:
+        raise UsageError("train_decoder.init: demo needs --demo-weights (the folder of params inputs.demo)")
+    state.model.load_state_dict(load_pinned_decoder(folder, state.model.config, vqgan_dir, text_meta))
+    log.info("starting from the pinned decoder in %s", folder)
+
+
 def resume(state: TrainState, path: Path, config: dict[str, Any], ctx: Dist) -> None:
     """Continue from ``path`` when a run with the same essential settings wrote it (world size may differ)."""
     resumed = resumable(

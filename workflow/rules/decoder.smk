@@ -1,4 +1,5 @@
-# Decoder phase: the masked-token transformer, trained on the cached tokens and text states only.
+# Decoder phase: the masked-token transformer, trained on the cached tokens and text states only (from
+# random weights, or with init: demo from the pinned pre-trained decoder in params inputs.demo).
 # The resumable last.ckpt is not a declared output, so a failed or killed run keeps it and the next
 # run resumes from it.
 
@@ -13,6 +14,8 @@ rule train_decoder:
         generator=rules.cohort.output.generator,
         vqgan=rules.vqgan.output.model,
         vqgan_config=rules.vqgan.output.config,
+        weights=weights("demo"),
+        demo_sums=f"{INPUTS['demo']}/SHA256SUMS",
         code=code("train_decoder"),
     output:
         model="results/train_decoder/model.ckpt",
@@ -23,6 +26,7 @@ rule train_decoder:
         tokens=lambda wildcards, input: os.path.dirname(input.token_meta),
         text=lambda wildcards, input: os.path.dirname(input.text),
         vqgan=lambda wildcards, input: os.path.dirname(input.vqgan),
+        demo=lambda wildcards, input: os.path.dirname(input.demo_sums),
         out=lambda wildcards, output: os.path.dirname(output.model),
     log:
         "logs/train_decoder.log",
@@ -39,5 +43,5 @@ rule train_decoder:
         stage_cmd(
             "train_decoder",
             "--tokens {params.tokens} --text {params.text} --manifest {input.generator}"
-            " --vqgan {params.vqgan} --out {params.out}",
+            " --vqgan {params.vqgan} --demo-weights {params.demo} --out {params.out}",
         )
