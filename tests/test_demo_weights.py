@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,12 +57,26 @@ def test_the_recipe_dataset_shares_no_patient_study_or_image_with_the_demo(tmp_p
         tool.check_disjoint(tmp_path / "params.yaml")
 
 
+ALL_STEPS = [
+    *("download", "sections", "cohort", "vqgan", "train_classifier"),
+    *("install_vqgan", "tokenize", "embed_text", "train_decoder"),
+]
+
+
 def test_the_recipe_runs_the_pipelines_own_stages_under_its_profile(tmp_path):
-    steps = tool.stage_commands(Path("params.yaml"), tmp_path)
-    assert [step.stage for step in steps] == ["download", "sections", "cohort", "vqgan", "train_classifier"]
+    steps = tool.stage_commands(Path("params.yaml"), tmp_path, FOLDER)
+    assert [step.stage for step in steps] == ALL_STEPS
     for step in steps:
-        assert step.command[2:5] == ["raygen", step.stage, "--params"]
-        assert step.command[6:8] == ["--profile", tool.PROFILE] and step.done.is_relative_to(step.out)
+        stage = "vqgan" if step.stage == "install_vqgan" else step.stage
+        assert step.command[2:5] == ["raygen", stage, "--params"] and step.done.is_relative_to(step.out)
+        # The decoder learns the tokens of the packed VQ-GAN as the demo installs it (profile demo, from --out).
+        profile = "demo" if step.stage == "install_vqgan" else tool.PROFILE
+        assert step.command[6:8] == ["--profile", profile]
+    install = steps[ALL_STEPS.index("install_vqgan")].command
+    assert install[install.index("--demo-weights") + 1] == str(FOLDER)
+    first, decoder = tool.recipe_steps(Path("params.yaml"), tmp_path, FOLDER, ("decoder",))
+    assert [s.stage for s in first] == ["download", "sections", "cohort"]
+    assert [s.stage for s in decoder] == ALL_STEPS[5:]
 
 
 REAL_STAGE_COMMANDS = tool.stage_commands
@@ -72,7 +87,7 @@ def fake_steps(work, fail=()):
     import sys
 
     steps = []
-    for step in REAL_STAGE_COMMANDS(Path("params.yaml"), work):
+    for step in REAL_STAGE_COMMANDS(Path("params.yaml"), work, FOLDER):
         code = (
             f"import pathlib, sys; p = pathlib.Path({str(step.done)!r}); p.parent.mkdir(parents=True, exist_ok=True);"
             f"open({str(work / 'ran.txt')!r}, 'a').write({step.stage!r} + '\\n');"
@@ -92,17 +107,23 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
             edit(raw["profiles"][tool.PROFILE])
         params.write_text(yaml.safe_dump(raw))
         (work / "ran.txt").unlink(missing_ok=True)
-        monkeypatch.setattr(tool, "stage_commands", lambda p, w: fake_steps(w, fail))
-        ok = tool.run_steps(params, work)
+        monkeypatch.setattr(tool, "stage_commands", lambda p, w, o: fake_steps(w, fail))
+        first, decoder = tool.recipe_steps(params, work, FOLDER, tuple(tool.PARTS))
+        ran = set()
+        ok = tool.run_steps(params, work, first, FOLDER, ran) and tool.run_steps(params, work, decoder, FOLDER, ran)
         return ok, (work / "ran.txt").read_text().split() if (work / "ran.txt").exists() else []
 
-    everything = ["download", "sections", "cohort", "vqgan", "train_classifier"]
-    assert run() == (True, everything)
+    assert run() == (True, ALL_STEPS)
     assert run() == (True, [])  # same params, same code: nothing runs
     records = json.loads((work / "recipes.json").read_text())
     assert all(r["finished"] and r["commit"] for r in records.values())  # each step says where it ran
     assert run(lambda p: p["train_classifier"].update(epochs=9)) == (True, ["train_classifier"])
-    assert run(lambda p: p["cohort"].update(seed=5)) == (True, ["cohort", "vqgan", "train_classifier"])
+    assert run(lambda p: p["train_decoder"].update(steps=9)) == (True, ["train_decoder"])
+    assert run(lambda p: p["tokenize"].update(precision="bf16")) == (True, ["tokenize", "train_decoder"])
+    assert run(lambda p: p["cohort"].update(seed=5)) == (
+        True,
+        [s for s in ALL_STEPS if s not in ("download", "sections")],
+    )
     # A step that fails keeps its folder; run again with the same recipe, it resumes there.
     marker = work / "results/vqgan/train_state.pt"
     assert run(lambda p: p["vqgan"].update(steps=7), fail=("vqgan",)) == (False, ["vqgan"])
@@ -115,6 +136,32 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
     assert run(lambda p: p["vqgan"].update(steps=9)) == (True, ["vqgan"]) and not marker.exists()
 
 
+def test_the_decoder_relearns_when_the_packed_vqgan_changes(tmp_path, monkeypatch):
+    """The install step's recipe holds the packed files' hashes: a new VQ-GAN in --out reruns the decoder's
+    steps even when no params or code changed; and --part vqgan without the decoder is refused."""
+    out = tmp_path / "pinned"
+    shutil.copytree(FOLDER, out)
+    work = tmp_path / "work"
+    monkeypatch.setattr(tool, "stage_commands", lambda p, w, o: fake_steps(w))
+
+    def run():
+        (work / "ran.txt").unlink(missing_ok=True)
+        first, decoder = tool.recipe_steps(Path("params.yaml"), work, out, ("decoder",))
+        ran = set()
+        assert tool.run_steps(Path("params.yaml"), work, first + decoder, out, ran)
+        return (work / "ran.txt").read_text().split() if (work / "ran.txt").exists() else []
+
+    assert run() == ["download", "sections", "cohort", *ALL_STEPS[5:]]
+    assert run() == []
+    (out / pinned.VQGAN_CHECKPOINT).write_bytes(b"another VQ-GAN")
+    (out / pinned.SUMS).write_text(pinned.write_sums(out))
+    assert run() == ["install_vqgan", "tokenize", "train_decoder"]  # the text states do not depend on it
+    (out / pinned.DECODER).write_bytes(b"a decoder of the old VQ-GAN's tokens")
+    with pytest.raises(SystemExit, match="re-create it too"):
+        tool.check_parts(out, ("vqgan",))
+    tool.check_parts(out, ("vqgan", "decoder"))
+
+
 def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch):
     """``--part vqgan`` trains only what the VQ-GAN needs, keeps the FID network's bytes (after checking
     them against SHA256SUMS) and carries its provenance entry over, so the demo's ruler stays the same."""
@@ -124,8 +171,9 @@ def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch
     from raygen.models.pinned import PinnedHashError
 
     work, out = tmp_path / "work", tmp_path / "pinned"
-    monkeypatch.setattr(tool, "stage_commands", lambda p, w: fake_steps(w))
-    assert tool.run_steps(Path("params.yaml"), work, ("vqgan",))
+    monkeypatch.setattr(tool, "stage_commands", lambda p, w, o: fake_steps(w))
+    first, decoder = tool.recipe_steps(Path("params.yaml"), work, FOLDER, ("vqgan",))
+    assert tool.run_steps(Path("params.yaml"), work, first + decoder, FOLDER, set())
     assert (work / "ran.txt").read_text().split() == ["download", "sections", "cohort", "vqgan"]
 
     def trained(value):  # what the recipe's two training steps leave behind
@@ -139,7 +187,7 @@ def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch
     trained(0.25)
     tool.pack(work, out)
     dataset = {"seed": 2, "patients": 3}
-    first = tool.provenance(Path("params.yaml"), work, dataset, tuple(tool.PARTS), {})
+    first = tool.provenance(Path("params.yaml"), work, dataset, ("vqgan", "fid-network"), {})
     ruler = (out / pinned.FID_NETWORK).read_bytes()
     trained(0.5)
     tool.pack(work, out, ("vqgan",))

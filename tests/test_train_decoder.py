@@ -263,3 +263,60 @@ def test_two_process_gloo_run_trains(caches, tmp_path):
     torch.manual_seed(0)
     init = MaskedTokenDecoder(load_decoder_checkpoint(out / "model.ckpt").model.config).state_dict()
     assert not torch.equal(init["head.weight"], ckpt["model"]["head.weight"])
+
+
+def test_init_demo_starts_from_the_pinned_decoder_and_checks_what_it_learned(caches, tmp_path, monkeypatch):
+    """``init: demo`` fine-tunes the pinned decoder only when this run's caches are what it learned from:
+    its hash, network shape, and the VQ-GAN whose tokens it saw (the text cache is checked the same way)."""
+    import raygen.generation.render
+    from raygen.checkpoint import save_torch
+    from raygen.errors import UsageError
+    from raygen.models import pinned
+    from raygen.models.pinned import PinnedHashError
+    from raygen.training.pinned_decoder import pack_decoder
+
+    pre = tmp_path / "pre"
+    assert train_decoder.main(stage_args(caches, pre, write_params(tmp_path / "pre.yaml"))) == 0
+    folder, vq, sha = tmp_path / "pinned", tmp_path / "vq", "ab" * 32
+    folder.mkdir()
+    save_torch(pack_decoder(load_checkpoint(pre / "model.ckpt"), sha), folder / pinned.DECODER)
+    (folder / pinned.SUMS).write_text(pinned.write_sums(folder))
+    vq.mkdir()
+    (vq / "metrics.json").write_text(json.dumps({"pretrained": {"checkpoint": {"sha256": sha}}}))
+    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device: FakeVQ())
+
+    # A learning rate too small to move anything: the result is the pinned weights (fp16 -> fp32).
+    params = write_params(tmp_path / "params.yaml", init="demo", steps=1, lr=1e-12, checkpoint_every=0)
+    args = stage_args(caches, tmp_path / "out", params) + ["--vqgan", str(vq), "--demo-weights", str(folder)]
+    assert train_decoder.main(args) == 0
+    packed = torch.load(folder / pinned.DECODER, weights_only=True)["model"]
+    got = load_checkpoint(tmp_path / "out/model.ckpt")["model"]
+    assert all(torch.allclose(got[k], packed[k].float(), atol=1e-6) for k in packed)
+    assert load_checkpoint(tmp_path / "out/model.ckpt")["config"]["params"]["init"] == "demo"
+
+    (vq / "metrics.json").write_text(json.dumps({"pretrained": {"checkpoint": {"sha256": "cd" * 32}}}))
+    with pytest.raises(ConfigError, match="learned the tokens of the VQ-GAN with sha256 abababababab"):
+        train_decoder.main(args)
+    (vq / "metrics.json").write_text(json.dumps({"source": "train"}))  # a VQ-GAN trained in the run
+    with pytest.raises(ConfigError, match="a VQ-GAN trained here"):
+        train_decoder.main(args)
+    with pytest.raises(UsageError, match="needs --demo-weights"):
+        train_decoder.main(stage_args(caches, tmp_path / "none", params) + ["--vqgan", str(vq)])
+    longer = load_checkpoint(pre / "model.ckpt")
+    longer["config"]["text_meta"]["max_length"] += 1  # learned from text states of another length
+    other_text = tmp_path / "other_text"
+    other_text.mkdir()
+    save_torch(pack_decoder(longer, sha), other_text / pinned.DECODER)
+    (other_text / pinned.SUMS).write_text(pinned.write_sums(other_text))
+    (vq / "metrics.json").write_text(json.dumps({"pretrained": {"checkpoint": {"sha256": sha}}}))
+    with pytest.raises(ConfigError, match="learned text states"):
+        train_decoder.main(args[:-1] + [str(other_text)])
+    other = write_params(tmp_path / "other.yaml", init="demo", preset="demo")
+    with pytest.raises(ConfigError, match="is a decoder of shape"):
+        train_decoder.main(
+            stage_args(caches, tmp_path / "o", other) + ["--vqgan", str(vq), "--demo-weights", str(folder)]
+        )
+    with (folder / pinned.DECODER).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PinnedHashError, match="decoder.ckpt"):
+        train_decoder.main(args)

@@ -392,7 +392,7 @@ def provenance(
             continue
         record[key] = kept.get(key)
         for step in steps:
-            record["commit"][step] = kept["commit"].get(step)
+            record["commit"][step] = kept.get("commit", {}).get(step)
     return record
 
 

@@ -26,7 +26,9 @@ TEXT_KEYS = ("max_length", "normalize")  # text-cache settings the decoder's inp
 
 def text_signature(text_meta: dict[str, Any]) -> dict[str, Any]:
     """What makes two text caches interchangeable for a decoder: the encoder's weights and the cache settings."""
-    return {"encoder_sha256": text_meta["encoder"].get("weights_sha256"), **{k: text_meta[k] for k in TEXT_KEYS}}
+    encoder = text_meta.get("encoder")
+    encoder = encoder.get("weights_sha256") if isinstance(encoder, dict) else encoder
+    return {"encoder": encoder, **{k: text_meta.get(k) for k in TEXT_KEYS}}
 
 
 def installed_vqgan_sha256(vqgan_dir: Path | None) -> str | None:
