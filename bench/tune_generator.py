@@ -2,6 +2,7 @@
 
     python bench/tune_generator.py --variant "" --variant "steps=8" --variant "steps=8,cfg=5"   # after `make demo`
     python bench/tune_generator.py --decoder "steps=1000" --decoder "lr=2.0e-3" --out /tmp/tune-decoder
+    python bench/tune_generator.py --decoder "init=scratch"    # the pinned pre-trained decoder's worth
 
 Never reads a held-out (classifier validation / test) image or report, so nothing it chooses is tuned on
 the data the evaluate stage reports. ``--decoder`` variants (``key=value`` overrides of the active
@@ -91,6 +92,7 @@ def train_decoder(raw: dict, profile: str, text: str, args: argparse.Namespace) 
     command = [
         *(sys.executable, "-m", "raygen.stages.train_decoder", "--params", str(stamp), "--profile", profile),
         *("--tokens", str(args.tokens), "--text", str(args.text), "--manifest", str(args.generator)),
+        *("--vqgan", str(args.vqgan), "--demo-weights", str(args.demo_weights)),  # init: demo checks both
         *("--out", str(folder), "--log", str(folder / "stage.log"), "--no-resume"),
     ]
     with (folder / "console.txt").open("w") as console:
