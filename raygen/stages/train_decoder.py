@@ -51,7 +51,9 @@ class TrainDecoderParams:
     """The ``train_decoder`` section of params.yaml (defaults = the demo profile)."""
 
     preset: str = "demo"  # network shape from DECODER_PRESETS; grid/codebook/text width come from the caches
-    init: Literal["scratch", "demo"] = "scratch"  # demo: start from the pinned pre-trained decoder (--demo-weights)
+    # demo: start from the pinned pre-trained decoder (--demo-weights); the demo profile sets it, the default
+    # is scratch so that a decoder of any shape trains without the demo's files
+    init: Literal["scratch", "demo"] = "scratch"
     steps: int = 500  # optimizer steps
     batch_size: int = 16  # global batch (split across processes): demo CPU sweet spot
     lr: float = 1e-3  # AdamW peak learning rate; small transformers tolerate 1e-3 (paper scale: 3e-4)

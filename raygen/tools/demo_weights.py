@@ -364,12 +364,12 @@ def kept_provenance(out: Path, parts: tuple[str, ...], dataset: dict[str, int]) 
         return {}
     path = out / pinned.PROVENANCE
     if not path.is_file():
-        raise SystemExit(f"raygen demo-weights: error: --part keeps the other part, but {path} is missing; omit --part")
+        raise SystemExit(f"raygen demo-weights: error: --part keeps other parts, but {path} is missing; omit --part")
     kept = json.loads(path.read_text())
     if kept.get("dataset") != dataset:
         raise SystemExit(
             f"raygen demo-weights: error: the kept part was trained on another dataset ({kept.get('dataset')}, "
-            f"the recipe's: {dataset}); re-create both parts (no --part)"
+            f"the recipe's: {dataset}); re-create every part (no --part)"
         )
     return kept
 
