@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def fake_steps(work, fail=()):
             f"open({str(work / 'ran.txt')!r}, 'a').write({step.stage!r} + '\\n');"
             f"sys.exit(1) if {step.stage in fail} else p.write_text('done')"
         )
-        steps.append(tool.Step(step.stage, step.done, step.out, [sys.executable, "-c", code]))
+        steps.append(replace(step, command=[sys.executable, "-c", code]))  # the same recipe, a stand-in command
     return steps
 
 

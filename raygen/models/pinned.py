@@ -20,6 +20,7 @@ Without torch: ``--help`` texts and params checks name these files cheaply.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from raygen.errors import MissingFileError, UserError
 from raygen.io import sha256_file
@@ -57,6 +58,11 @@ def write_sums(folder: Path) -> str:
     """The SHA256SUMS text of the :data:`FILES` in ``folder`` (a part never packed has no line, so loading
     it is refused)."""
     return "".join(f"{sha256_file(folder / name)}  {name}\n" for name in FILES if (folder / name).is_file())
+
+
+def half_floats(state: dict[str, Any]) -> dict[str, Any]:
+    """Floating tensors to fp16 (halves a pinned file; the loaders cast back to fp32), others unchanged."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def verified(folder: str | Path, name: str) -> Path:

@@ -116,6 +116,9 @@ class Step:
     done: Path  # written last by the stage: the step finished
     out: Path  # everything the step writes, removed before it runs on another recipe
     command: list[str]
+    runs: str | None = None  # the pipeline stage it runs, when not its name
+    profile: str = PROFILE  # the params profile it runs under
+    reads_packed: tuple[str, ...] = ()  # pinned files in --out it reads: their hashes are part of its recipe
 
 
 class Commands:
@@ -132,10 +135,12 @@ class Commands:
         head = [sys.executable, "-m", "raygen", stage, "--params", str(self.params), "--profile", profile]
         return [*head, "--log", str(self.work / "logs" / f"{log_name or stage}.log"), *map(str, args)]
 
-    def step(self, key: str, done: str, *args: Any, stage: str | None = None, profile: str = PROFILE) -> Step:
+    def step(self, key: str, done: str, *args: Any, **how: Any) -> Step:
+        """Step ``key`` into ``results/<key>``; ``how``: :class:`Step`'s ``runs``, ``profile``, ``reads_packed``."""
         folder = self.results / key
-        command = self.cmd(stage or key, *args, "--out", folder, profile=profile, log_name=key)
-        return Step(key, folder / done, folder, command)
+        stage, profile = how.get("runs") or key, how.get("profile", PROFILE)
+        command = self.cmd(stage, *args, "--out", folder, profile=profile, log_name=key)
+        return Step(key, folder / done, folder, command, **how)
 
 
 def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -> list[Step]:
@@ -185,8 +190,9 @@ def decoder_steps(c: Commands, out: Path) -> list[Step]:
             "install_vqgan",
             "metrics.json",
             *("--manifest", generator, "--jpg-root", c.jpg, "--demo-weights", out),
-            stage="vqgan",
+            runs="vqgan",
             profile="demo",
+            reads_packed=(*PART_FILES["vqgan"], pinned.FID_NETWORK),
         ),
         c.step("tokenize", "meta.json", "--vqgan", installed, "--manifests", generator, "--jpg-root", c.jpg),
         c.step("embed_text", "meta.json", "--prompts", generator),
@@ -199,24 +205,21 @@ def decoder_steps(c: Commands, out: Path) -> list[Step]:
     ]
 
 
-def stage_recipe(raw: dict[str, Any], stage: str, out: Path | None = None) -> dict[str, Any]:
-    """What a step's result depends on: its params section under its profile, its source files, and for
-    the VQ-GAN's installation, the packed files' hashes."""
+def stage_recipe(raw: dict[str, Any], step: Step, out: Path | None = None) -> dict[str, Any]:
+    """What a step's result depends on: its stage's params section under its profile, its stage's source
+    files, and the hashes of the packed files it reads from ``out``."""
     import hashlib
 
     from raygen.config import scientific_section
     from raygen.pipeline.code_deps import REPO, stage_code_deps
 
-    installs = stage == "install_vqgan"
-    stage, profile = ("vqgan", "demo") if installs else (stage, PROFILE)
+    stage = step.runs or step.stage
     code = hashlib.sha256()
     for path in stage_code_deps(stage):
         code.update(path.encode() + b"\0" + (REPO / path).read_bytes())
-    recipe = {"params": scientific_section(raw, stage, profile), "code": code.hexdigest()}
-    if installs:
-        recipe["packed"] = {
-            name: pinned.read_sums(out).get(name) for name in (*PART_FILES["vqgan"], pinned.FID_NETWORK)
-        }
+    recipe = {"params": scientific_section(raw, stage, step.profile), "code": code.hexdigest()}
+    if step.reads_packed:
+        recipe["packed"] = {name: pinned.read_sums(out).get(name) for name in step.reads_packed}
     return json.loads(json.dumps(recipe))
 
 
@@ -231,7 +234,7 @@ def run_steps(params: Path, work: Path, steps: list[Step], out: Path, ran: set[s
     record_path = work / "recipes.json"
     recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
     for step in steps:
-        recipe = stage_recipe(raw, step.stage, out)
+        recipe = stage_recipe(raw, step, out)
         same = recorded.get(step.stage, {}).get("recipe") == recipe and not ran & set(UPSTREAM[step.stage])
         if same and recorded[step.stage]["finished"] and step.done.is_file():
             log.info("%s: done before with the same params and code, skipped", step.stage)
@@ -308,11 +311,11 @@ def pack(work: Path, out: Path, parts: tuple[str, ...] = tuple(PARTS)) -> None:
     if "vqgan" in parts:
         write_text(out / pinned.VQGAN_CONFIG, (results / "vqgan/config.yaml").read_text())
         vqgan = load_checkpoint(results / "vqgan/model.ckpt")
-        save_torch({"state_dict": _half(vqgan["state_dict"])}, out / pinned.VQGAN_CHECKPOINT)
+        save_torch({"state_dict": pinned.half_floats(vqgan["state_dict"])}, out / pinned.VQGAN_CHECKPOINT)
     if "fid-network" in parts:
         classifier = load_checkpoint(results / "train_classifier/real/model.ckpt")
         network = {
-            "model": _half(classifier["model"]),
+            "model": pinned.half_floats(classifier["model"]),
             "classifier": classifier["classifier"],
             "resolution": int(classifier["config"]["params"]["resolution"]),
         }
@@ -340,11 +343,6 @@ def check_parts(out: Path, parts: tuple[str, ...]) -> None:
             "raygen demo-weights: error: a new VQ-GAN makes the pinned decoder's tokens stale; "
             "re-create it too (--part vqgan --part decoder)"
         )
-
-
-def _half(state: dict[str, Any]) -> dict[str, Any]:
-    """Floating tensors to fp16 (halves the files; the loaders cast back to fp32), others unchanged."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def dataset_record(params: Path, counts: dict[str, int]) -> dict[str, int]:

@@ -45,7 +45,7 @@ def pack_decoder(checkpoint: dict[str, Any], vqgan_sha256: str) -> dict[str, Any
     what its inputs were (the VQ-GAN whose tokens it learned, the text cache's signature)."""
     config = checkpoint["config"]
     return {
-        "model": {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["model"].items()},
+        "model": pinned.half_floats(checkpoint["model"]),
         "decoder": config["decoder"],
         "vqgan_sha256": vqgan_sha256,
         "text": text_signature(config["text_meta"]),
@@ -68,7 +68,7 @@ def load_pinned_decoder(
             f"tokens come from {'a VQ-GAN trained here' if installed is None else installed[:12]} "
             f"({vqgan_dir}/metrics.json): {fix}"
         )
-    if packed["text"] != text_signature(text_meta):
-        ours = text_signature(text_meta)
+    ours = text_signature(text_meta)
+    if packed["text"] != ours:
         raise ConfigError(f"{path} learned text states {packed['text']}; this run's are {ours}: {fix}")
     return {k: v.float() if v.is_floating_point() else v for k, v in packed["model"].items()}
