@@ -219,7 +219,8 @@ def stage_recipe(raw: dict[str, Any], step: Step, out: Path | None = None) -> di
         code.update(path.encode() + b"\0" + (REPO / path).read_bytes())
     recipe = {"params": scientific_section(raw, stage, step.profile), "code": code.hexdigest()}
     if step.reads_packed:
-        recipe["packed"] = {name: pinned.read_sums(out).get(name) for name in step.reads_packed}
+        sums = pinned.read_sums(out)
+        recipe["packed"] = {name: sums.get(name) for name in step.reads_packed}
     return json.loads(json.dumps(recipe))
 
 
