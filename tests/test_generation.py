@@ -13,7 +13,7 @@ from torch import nn
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
 from raygen.generation.render import generate_images, masked_canvas
-from raygen.generation.sampler import SamplerConfig, load_decoder_checkpoint, sample_tokens
+from raygen.generation.sampler import SamplerConfig, guidance_scale, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import (
     mask_ratio,
     masked_count_after,
@@ -262,6 +262,36 @@ def test_guidance_scale_zero_is_the_unconditional_path():
         sample_tokens(model, states, lengths, SamplerConfig(cfg_scale=2.0), torch.Generator())
 
 
+def test_guidance_schedule_scales():
+    assert [guidance_scale(3.0, k, 3, "constant") for k in range(3)] == [3.0, 3.0, 3.0]
+    assert [guidance_scale(3.0, k, 3, "linear") for k in range(3)] == [1.0, 2.0, 3.0]
+    assert [guidance_scale(4.0, k, 4, "linear") for k in range(4)] == [1.0, 2.0, 3.0, 4.0]
+    assert guidance_scale(3.0, 0, 1, "linear") == 3.0  # one step: the full scale
+    with pytest.raises(ValueError, match="cfg_schedule"):
+        SamplerConfig(cfg_schedule="cosine")
+
+
+def test_linear_guidance_starts_unguided_and_ends_guided():
+    model = tiny_model()
+    states, lengths = prompts()
+    null = torch.randn(L, D)
+
+    def run(scale: float, cfg_schedule: str = "constant") -> list[torch.Tensor]:
+        config = SamplerConfig(steps=3, cfg_scale=scale, cfg_schedule=cfg_schedule, temperature=1.0)
+        g = torch.Generator().manual_seed(3)
+        return sample_tokens(model, states, lengths, config, g, null, 2, keep_history=True).history
+
+    rows: list[int] = []
+    hook = model.blocks[0].cross_attn.q.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[0]))
+    linear = run(3.0, "linear")
+    hook.remove()
+    assert rows == [3, 6, 6]  # the unguided first step skips the null prompt's pass
+    plain, guided = run(1.0), run(3.0)
+    assert torch.equal(linear[0], plain[0])  # step 0 at scale 1: the conditional model alone
+    assert not torch.equal(linear[0], guided[0])
+    assert not torch.equal(linear[-1], plain[-1])  # later steps are guided
+
+
 def test_cross_attention_kv_computed_once_per_generation():
     model = tiny_model()
     calls = {"kv": 0, "text_proj": 0, "q": 0}
@@ -388,6 +418,9 @@ def test_generate_command_schedule_flag():
     assert paper.schedule == "raygen_paper" and paper.steps == 3
     with pytest.raises(SystemExit):
         generate.build_parser().parse_args(base + ["--schedule", "muse"])
+    assert generate.sampler_config(generate.build_parser().parse_args(base)).cfg_schedule == "constant"
+    linear = generate.sampler_config(generate.build_parser().parse_args(base + ["--cfg-schedule", "linear"]))
+    assert linear.cfg_schedule == "linear"
 
 
 def test_generate_images_progressive_frames_grey_out_masked_tokens():

@@ -16,7 +16,11 @@ Two decoding loops are offered (``SamplerConfig.schedule``; details in
 
 Classifier-free guidance mixes the two passes as ``uncond + s * (cond - uncond)``: ``s = 1`` is the
 plain conditional model (the paper's sampling; the null pass is skipped), ``s = 0`` the
-unconditional one, ``s > 1`` pushes towards the prompt.
+unconditional one, ``s > 1`` pushes towards the prompt. ``cfg_schedule`` says how ``s`` runs over the
+K steps (:func:`guidance_scale`): ``constant`` (every step ``s``) or ``linear`` (from 1 at the first
+step up to ``s`` at the last). Early steps fix the image's layout; guiding them pulls every sample of a
+prompt towards the same one, which is why guidance restricted to later steps keeps more diversity
+(Kynkaanniemi et al., 2024, "Applying guidance in a limited interval ...").
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import torch
 
 from raygen.generation.schedule import SCHEDULES
 from raygen.generation.step import decode_step
-from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
+from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder, TextContext
 from raygen.runtime import autocast
+
+CFG_SCHEDULES = ("constant", "linear")  # how the guidance scale runs over the steps; see guidance_scale
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class SamplerConfig:
     cfg_scale: float = 1.0  # classifier-free guidance s; 1 = conditional only (paper), 0 = unconditional
     batch_size: int = 16  # prompts decoded together (memory / speed trade-off)
     schedule: str = "maskgit"  # decoding loop: maskgit (MaskGIT-style) | raygen_paper (the authors' own)
+    cfg_schedule: str = "constant"  # guidance over the steps: constant (s throughout) | linear (1 up to s)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -61,6 +68,21 @@ class SamplerConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "raygen_paper" and self.gumbel_scale > 0:
             raise ValueError("schedule raygen_paper has no confidence noise: gumbel_scale must be 0")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
+
+
+def guidance_scale(scale: float, step: int, total_steps: int, cfg_schedule: str) -> float:
+    """The guidance scale at decode step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``scale`` at every step. ``linear``: 1 (the plain conditional model) at the first
+    step, rising linearly to ``scale`` at the last; one step gives ``scale``.
+    """
+    if cfg_schedule == "constant" or total_steps == 1:
+        return scale
+    if cfg_schedule != "linear":
+        raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {cfg_schedule!r}")
+    return 1.0 + (scale - 1.0) * step / (total_steps - 1)
 
 
 @dataclass(frozen=True)
@@ -100,19 +122,15 @@ def sample_tokens(
     device = text_states.device
     batch = text_states.shape[0]
     cfg = model.config
-    scale = config.cfg_scale
-    states, lengths = _guidance_passes(text_states, text_lengths, scale, null_states, null_length)
-    passes = len(states)
+    scales = [guidance_scale(config.cfg_scale, k, config.steps, config.cfg_schedule) for k in range(config.steps)]
+    states, lengths = _guidance_passes(text_states, text_lengths, scales, null_states, null_length)
 
     ids = torch.full((batch, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
     history: list[torch.Tensor] = []
     with autocast(device, autocast_dtype):
         context = model.encode_text(torch.cat(states), torch.cat(lengths).long())  # once per call
         for step in range(config.steps):
-            logits = model.decode(ids.repeat(passes, 1), context).float()  # (passes*B, N, V)
-            if passes == 2:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + scale * (cond - uncond)
+            logits = _guided_logits(model, ids, context, scales[step], len(states))
             out = decode_step(
                 logits,
                 ids,
@@ -132,16 +150,33 @@ def sample_tokens(
     return SampleOutput(ids=ids, history=history)
 
 
+def _guided_logits(
+    model: MaskedTokenDecoder, ids: torch.Tensor, context: TextContext, scale: float, passes: int
+) -> torch.Tensor:
+    """(B, N, V) float logits of one step at guidance ``scale``.
+
+    ``context`` holds the prompts' rows, then the null prompt's, when both were encoded (``passes`` 2);
+    a step at scale 1 (or 0) runs only the conditional (or unconditional) half.
+    """
+    if passes == 1:
+        return model.decode(ids, context).float()
+    if scale in (0.0, 1.0):
+        return model.decode(ids, context.half(first=scale == 1.0)).float()
+    cond, uncond = model.decode(ids.repeat(2, 1), context).float().chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
 def _guidance_passes(
     text_states: torch.Tensor,
     text_lengths: torch.Tensor,
-    scale: float,
+    scales: list[float],
     null_states: torch.Tensor | None,
     null_length: int | None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The text of each forward pass: the prompts unless ``scale`` is 0, then the null prompt unless it is 1."""
+    """The text of each forward pass: the prompts unless every step's scale is 0, then the null prompt
+    unless every step's scale is 1."""
     device, batch = text_states.device, text_states.shape[0]
-    need_cond, need_uncond = scale != 0.0, scale != 1.0
+    need_cond, need_uncond = any(s != 0.0 for s in scales), any(s != 1.0 for s in scales)
     if need_uncond and (null_states is None or null_length is None):
         raise ValueError("cfg_scale != 1 needs the null prompt (null_states, null_length)")
     states, lengths = [], []

@@ -153,6 +153,12 @@ class TextContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     attn_mask: torch.Tensor
 
+    def half(self, first: bool) -> TextContext:
+        """The first (or second) half of the rows: one of two prompt sets encoded together."""
+        rows = len(self.attn_mask) // 2
+        part = slice(None, rows) if first else slice(rows, None)
+        return TextContext([(k[part], v[part]) for k, v in self.kv], self.attn_mask[part])
+
 
 class MaskedTokenDecoder(nn.Module):
     """Bidirectional text-conditioned transformer predicting codebook ids for masked tokens."""

@@ -64,6 +64,7 @@ class SynthesizeParams:
     alpha: float = 0.5  # paper: drop the lowest half of the logits
     gumbel: float = 0.0  # Gumbel noise on the confidence (0 = the paper's none)
     cfg: float = 3.0  # classifier-free guidance scale (1 = conditional only, the paper; the demo needs 3)
+    cfg_schedule: Literal["constant", "linear"] = "constant"  # guidance over the steps: s throughout | 1 up to s
     schedule: Literal["maskgit", "raygen_paper"] = "maskgit"  # decoding loop: MaskGIT-style | the paper authors' own
     batch_size: int = 32  # prompts per decoder batch
     per_report_seeds: list[int] = field(default_factory=lambda: [0, 1])  # one generation per seed and report
@@ -103,16 +104,9 @@ class SynthesizeParams:
     def sampler(self) -> SamplerConfig:
         from raygen.generation.sampler import SamplerConfig
 
-        return SamplerConfig(
-            steps=self.steps,
-            temperature=self.temperature,
-            temperature_anneal=self.temperature_anneal,
-            alpha=self.alpha,
-            gumbel_scale=self.gumbel,
-            cfg_scale=self.cfg,
-            batch_size=self.batch_size,
-            schedule=self.schedule,
-        )
+        shared = ("steps", "temperature", "temperature_anneal", "alpha", "batch_size", "schedule", "cfg_schedule")
+        renamed = {"gumbel_scale": self.gumbel, "cfg_scale": self.cfg}
+        return SamplerConfig(**{name: getattr(self, name) for name in shared}, **renamed)
 
 
 def build_parser():

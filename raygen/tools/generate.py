@@ -28,7 +28,7 @@ from raygen.cli import stage_parser
 from raygen.config import load_section
 from raygen.generation.prompts import encode_prompts
 from raygen.generation.render import generate_images, load_vqgan, save_image_grid, save_progressive
-from raygen.generation.sampler import SamplerConfig, load_decoder_checkpoint
+from raygen.generation.sampler import CFG_SCHEDULES, SamplerConfig, load_decoder_checkpoint
 from raygen.generation.schedule import SCHEDULES
 from raygen.runtime import configure_torch, pick_device, setup_logging
 from raygen.stages.embed_text import EmbedTextParams  # the params section that chose the text encoder
@@ -57,6 +57,13 @@ def build_parser():
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="drop this share of the lowest logits")
     parser.add_argument("--gumbel", type=float, default=defaults.gumbel_scale, help="Gumbel noise on the confidence")
     parser.add_argument("--cfg", type=float, default=defaults.cfg_scale, help="guidance scale (1 = conditional only)")
+    parser.add_argument(
+        "--cfg-schedule",
+        choices=CFG_SCHEDULES,
+        default=defaults.cfg_schedule,
+        help="how the guidance scale runs over the steps: constant = --cfg at every step; linear = from 1 "
+        "at the first step up to --cfg at the last, which keeps more variety between samples (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
         "--schedule",
@@ -82,6 +89,7 @@ def sampler_config(args: Any) -> SamplerConfig:
         cfg_scale=args.cfg,
         batch_size=args.batch_size,
         schedule=args.schedule,
+        cfg_schedule=args.cfg_schedule,
     )
 
 
