@@ -320,6 +320,61 @@ def test_diversity_has_a_real_reference_on_the_floors_patient_disjoint_pairs():
     assert summary_of_fidelity(result)["ms_ssim_real_pairs"] == pairs["value"]
 
 
+def test_same_text_pairs_join_different_patients_with_one_report_text_once():
+    from raygen.metrics.fidelity import same_text_pairs
+
+    per_report = pd.DataFrame(
+        {
+            "subject_id": [1, 1, 2, 3, 4, 5, 6],
+            "text": ["effusion", "effusion", "effusion", "normal", "normal", "edema", "effusion"],
+        }
+    )
+    a, b = same_text_pairs(per_report)
+    # "effusion": rows 0 (patient 1) and 2 (patient 2), then row 1 (patient 1) and 6; "normal": 3 and 4;
+    # "edema" has one row: no pair. Row 1 never pairs with row 0, the same patient.
+    assert list(zip(a.tolist(), b.tolist())) == [(0, 2), (1, 6), (3, 4)]
+    assert not same_text_pairs(per_report.assign(text=[str(i) for i in range(7)]))[0].size
+
+
+def test_diversity_within_one_text_is_measured_like_for_like():
+    from raygen.metrics.fidelity import fidelity
+    from raygen.metrics.image_sets import EvaluationImages
+    from raygen.metrics.image_similarity import ms_ssim
+
+    torch.manual_seed(1)
+    texts = ["effusion", "effusion", "normal", "normal", "edema", "pneumonia"] * 2
+    per_report = pd.DataFrame({"subject_id": np.arange(12), "text": texts})
+    real = torch.rand(12, 1, 32, 32)
+    generated = [real.clone(), real.clone()]  # the two seeds agree: MS-SSIM 1 between them
+    images = EvaluationImages(32, per_report, real, generated, per_report.iloc[:0], torch.zeros(0, 1, 32, 32), [], {})
+    feats = {
+        "real": np.random.default_rng(0).normal(size=(12, 4)),
+        "gen0": np.random.default_rng(1).normal(size=(12, 4)),
+    }
+    same = fidelity(images, feats, "toy", 2, 100, seed=0, msssim_kernel=3, msssim_scales=2)["ms_ssim_same_text"]
+    # Texts in order of first appearance, rows in order within each: effusion (0, 1), (6, 7); normal
+    # (2, 3), (8, 9); edema (4, 10); pneumonia (5, 11).
+    assert same["n_pairs"] == 6 and same["texts"] == 4
+    a, b = [0, 6, 2, 8, 4, 5], [1, 7, 3, 9, 10, 11]
+    assert same["real_pairs"]["value"] == pytest.approx(ms_ssim(real[a], real[b], 3, 2).value)
+    assert same["real_pairs"]["value"] < 0.5
+    assert same["between_seeds"]["value"] == pytest.approx(1.0, abs=1e-4) and same["between_seeds"]["n"] == 12
+    summary_keys = summary_of_fidelity({"ms_ssim_same_text": same})
+    assert summary_keys["ms_ssim_same_text/real_pairs"] == same["real_pairs"]["value"]
+    lone = images.per_report.assign(text=[str(i) for i in range(12)])
+    alone = fidelity(
+        EvaluationImages(32, lone, real, generated, lone.iloc[:0], torch.zeros(0, 1, 32, 32), [], {}),
+        feats,
+        "toy",
+        2,
+        100,
+        seed=0,
+        msssim_kernel=3,
+        msssim_scales=2,
+    )
+    assert alone["ms_ssim_same_text"].startswith("not computed")
+
+
 def summary_of_fidelity(fidelity_section):
     metrics = fake_metrics({}, {})
     return summary(metrics | {"fidelity": {**metrics["fidelity"], **fidelity_section}})

@@ -162,5 +162,17 @@ def test_table2_shows_the_tokenizers_limit_beside_the_decoders_gap(tmp_path):
     assert row["RayGen (paper)"] == "not measured"
     ms = t2.loc["MS-SSIM (lower = more diverse)", "RayGen (ours)"]
     assert ms.endswith("real pairs of different patients 0.420, their reconstructions 0.470")
+    m["fidelity"]["ms_ssim_same_text"] = {
+        "n_pairs": 26,
+        "texts": 20,
+        "real_pairs": {"value": 0.453},
+        "between_seeds": {"value": 0.747},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert tables.main(["--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "u")]) == 0
+    ms = pd.read_csv(tmp_path / "u" / "table2.csv").set_index("metric").loc["MS-SSIM (lower = more diverse)"]
+    assert ms["RayGen (ours)"].endswith(
+        "; reports with the same text (26 pairs of patients): real 0.453, two seeds 0.747"
+    )
     assert "and 0.850 on their reconstructions" in t2.loc["conditional fidelity (macro AUROC)", "RayGen (ours)"]
     assert "reconstructed A against generated B" in (tmp_path / "t" / "table2.md").read_text()

@@ -8,7 +8,8 @@
 - SSIM between each real image and the image generated from its report, and MS-SSIM between the two
   generations of each report (kernel size and scales stated), beside MS-SSIM between the real images
   of the floor's halves, pair by pair (A_i with B_i: two real images of different patients), the
-  diversity of real data;
+  diversity of real data; and, like for like, MS-SSIM between real images of different patients whose
+  reports have the same text, beside MS-SSIM between the two seeds' generations of those reports;
 - the tokenizer's share, when the synthesize folder has reconstructions (the VQ-GAN's decoding of each
   held-out image's own tokens, the best any decoder could do with this tokenizer): on the same halves,
   FID(real A, reconstructed B), and FID(reconstructed A, generated B) beside FID(reconstructed A,
@@ -73,6 +74,46 @@ def patient_halves(per_report: pd.DataFrame, seed: int) -> Halves:
     column = _split_column(per_report)
     groups = per_report[column].to_numpy()
     return Halves(column, groups, *disjoint_halves(groups, seed))
+
+
+def same_text_pairs(per_report: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (a[i], b[i]) of different patients whose report texts are identical, each row used once.
+
+    Within each text, rows are taken in order and a row pairs with the next unused row of another
+    patient. Real images of such a pair are what two generations of one prompt should differ like.
+    """
+    column = _split_column(per_report)
+    a: list[int] = []
+    b: list[int] = []
+    for rows in per_report.groupby("text", sort=False).indices.values():
+        unused = list(rows)
+        while len(unused) > 1:
+            first = unused.pop(0)
+            other = next((r for r in unused if per_report[column].iat[r] != per_report[column].iat[first]), None)
+            if other is not None:
+                unused.remove(other)
+                a.append(first)
+                b.append(other)
+    return np.asarray(a, dtype=int), np.asarray(b, dtype=int)
+
+
+def same_text_diversity(
+    per_report: pd.DataFrame, real: torch.Tensor, gen: list[torch.Tensor], kernel: int | None, scales: int | None
+) -> dict[str, Any] | str:
+    """MS-SSIM between real images of different patients with the same report text, beside MS-SSIM
+    between the two seeds' generations of those same rows: diversity within one prompt, like for like."""
+    if "text" not in per_report.columns:
+        return "not computed: the per-report set has no text column"
+    a, b = same_text_pairs(per_report)
+    if not len(a):
+        return "not computed: no two patients of the held-out set share a report text"
+    rows = np.concatenate([a, b])
+    return {
+        "n_pairs": len(a),
+        "texts": int(per_report["text"].iloc[a].nunique()),
+        "real_pairs": asdict(ms_ssim(real[a], real[b], kernel, scales)),
+        "between_seeds": asdict(ms_ssim(gen[0][rows], gen[1][rows], kernel, scales)),
+    }
 
 
 def equal_n_floor(
@@ -147,6 +188,8 @@ def fidelity(
     if len(halves.a):  # the real reference: how alike two real images of different patients are
         pairs = ms_ssim(real[halves.a], real[halves.b], msssim_kernel, msssim_scales)
         result["ms_ssim_real_pairs"] = asdict(pairs)
+    if len(gen) > 1:
+        result["ms_ssim_same_text"] = same_text_diversity(images.per_report, real, gen, msssim_kernel, msssim_scales)
     if recon is not None:
         result["ssim_real_vs_reconstructed"] = mean_std(ssim(real, recon))
         if len(halves.a):

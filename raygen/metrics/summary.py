@@ -41,6 +41,9 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
     for key in ("ms_ssim_real_pairs", "ms_ssim_reconstructed_pairs"):
         if key in fid:
             out[key] = fid[key]["value"]
+    if isinstance(fid.get("ms_ssim_same_text"), dict):
+        out["ms_ssim_same_text/real_pairs"] = fid["ms_ssim_same_text"]["real_pairs"]["value"]
+        out["ms_ssim_same_text/between_seeds"] = fid["ms_ssim_same_text"]["between_seeds"]["value"]
     if "ssim_real_vs_reconstructed" in fid:
         out["ssim_reconstructed"] = fid["ssim_real_vs_reconstructed"]["mean"]
     cond = metrics["conditional_fidelity"]

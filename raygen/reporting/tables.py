@@ -170,7 +170,8 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
         + f" ({fid['n_real']} real vs {fid['n_generated']} generated from their own reports)",
         "MS-SSIM (lower = more diverse)": _ms_ssim_text(
             ms, fid.get("ms_ssim_real_pairs"), fid.get("ms_ssim_reconstructed_pairs"), style
-        ),
+        )
+        + _same_text_text(fid.get("ms_ssim_same_text"), style),
         "avg AUROC (real + 50% arm)": _fmt(ours_auroc, style.decimals),
         "conditional fidelity (macro AUROC)": cond_text,
         "memorisation (share closer than real p1)": (
@@ -205,6 +206,17 @@ def _ms_ssim_text(
     if recon:
         text += f", their reconstructions {_fmt(recon['value'], style.decimals)}"
     return text
+
+
+def _same_text_text(same: dict[str, Any] | str | None, style: TableStyle) -> str:
+    """The like-for-like diversity reference: real images of different patients with one report text."""
+    if not isinstance(same, dict):
+        return ""
+    return (
+        f"; reports with the same text ({same['n_pairs']} pairs of patients): real "
+        f"{_fmt(same['real_pairs']['value'], style.decimals)}, two seeds "
+        f"{_fmt(same['between_seeds']['value'], style.decimals)}"
+    )
 
 
 TOKENIZER_ROW = (
