@@ -42,7 +42,7 @@ import logging
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,11 @@ class Step:
     profile: str = PROFILE  # the params profile it runs under
     reads_packed: tuple[str, ...] = ()  # pinned files in --out it reads: their hashes are part of its recipe
 
+    @property
+    def pipeline_stage(self) -> str:
+        """The pipeline stage whose command, params section and source files the step uses."""
+        return self.runs or self.stage
+
 
 class Commands:
     """Builds the steps' commands: each a pipeline stage command under the recipe's profile, logging to
@@ -138,9 +143,9 @@ class Commands:
     def step(self, key: str, done: str, *args: Any, **how: Any) -> Step:
         """Step ``key`` into ``results/<key>``; ``how``: :class:`Step`'s ``runs``, ``profile``, ``reads_packed``."""
         folder = self.results / key
-        stage, profile = how.get("runs") or key, how.get("profile", PROFILE)
-        command = self.cmd(stage, *args, "--out", folder, profile=profile, log_name=key)
-        return Step(key, folder / done, folder, command, **how)
+        step = Step(key, folder / done, folder, [], **how)
+        command = self.cmd(step.pipeline_stage, *args, "--out", folder, profile=step.profile, log_name=key)
+        return replace(step, command=command)
 
 
 def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -> list[Step]:
@@ -213,11 +218,10 @@ def stage_recipe(raw: dict[str, Any], step: Step, out: Path | None = None) -> di
     from raygen.config import scientific_section
     from raygen.pipeline.code_deps import REPO, stage_code_deps
 
-    stage = step.runs or step.stage
     code = hashlib.sha256()
-    for path in stage_code_deps(stage):
+    for path in stage_code_deps(step.pipeline_stage):
         code.update(path.encode() + b"\0" + (REPO / path).read_bytes())
-    recipe = {"params": scientific_section(raw, stage, step.profile), "code": code.hexdigest()}
+    recipe = {"params": scientific_section(raw, step.pipeline_stage, step.profile), "code": code.hexdigest()}
     if step.reads_packed:
         sums = pinned.read_sums(out)
         recipe["packed"] = {name: sums.get(name) for name in step.reads_packed}
