@@ -361,6 +361,7 @@ def test_diversity_within_one_text_is_measured_like_for_like():
     assert same["between_seeds"]["value"] == pytest.approx(1.0, abs=1e-4) and same["between_seeds"]["n"] == 12
     summary_keys = summary_of_fidelity({"ms_ssim_same_text": same})
     assert summary_keys["ms_ssim_same_text/real_pairs"] == same["real_pairs"]["value"]
+    assert summary_keys["ms_ssim_same_text/between_seeds"] == same["between_seeds"]["value"]
     lone = images.per_report.assign(text=[str(i) for i in range(12)])
     alone = fidelity(
         EvaluationImages(32, lone, real, generated, lone.iloc[:0], torch.zeros(0, 1, 32, 32), [], {}),

@@ -82,14 +82,14 @@ def same_text_pairs(per_report: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     Within each text, rows are taken in order and a row pairs with the next unused row of another
     patient. Real images of such a pair are what two generations of one prompt should differ like.
     """
-    column = _split_column(per_report)
+    patients = per_report[_split_column(per_report)].to_numpy()
     a: list[int] = []
     b: list[int] = []
     for rows in per_report.groupby("text", sort=False).indices.values():
         unused = list(rows)
         while len(unused) > 1:
             first = unused.pop(0)
-            other = next((r for r in unused if per_report[column].iat[r] != per_report[column].iat[first]), None)
+            other = next((r for r in unused if patients[r] != patients[first]), None)
             if other is not None:
                 unused.remove(other)
                 a.append(first)
