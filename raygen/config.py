@@ -31,7 +31,7 @@ import yaml
 
 from raygen.errors import UsageError
 
-PROFILES = ("demo", "smoke", "paper", "rehearsal", "demo_weights")
+PROFILES = ("demo", "smoke", "paper", "rehearsal", "demo_weights", "demo_weights_decoder")
 T = TypeVar("T")
 
 

@@ -37,47 +37,60 @@ def test_the_pinned_vqgan_is_the_one_the_demo_params_describe():
     assert found == load_section(REPO / "params.yaml", "vqgan", VqganParams, "demo").model_config()
 
 
-def test_provenance_names_the_recipe_and_a_disjoint_dataset():
+def test_provenance_names_each_parts_recipe_and_its_disjoint_dataset():
     record = json.loads((FOLDER / pinned.PROVENANCE).read_text())
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert record["command"] == pinned.RECREATE and record["profile"] == tool.PROFILE
-    for stage in ("vqgan", "train_classifier"):  # the commit each part was trained at, dirty or not
+    assert record["command"] == pinned.RECREATE
+    for stage in ("vqgan", "train_classifier", "train_decoder"):  # the commit each part was trained at, dirty or not
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record["commit"][stage]), record["commit"]
-    assert record["dataset"]["seed"] == raw["profiles"][tool.PROFILE]["download"]["demo"]["seed"]
-    assert record["dataset"]["seed"] != raw["download"]["demo"]["seed"]
+    datasets = tool.dataset_records(REPO / "params.yaml", tool.check_disjoint(REPO / "params.yaml"))
+    for part, key in tool.PROVENANCE_KEYS.items():
+        assert record[key]["profile"] == tool.PART_PROFILES[part]
+        assert record[key]["dataset"] == datasets[part]  # the seed and size params.yaml names today
+        assert record[key]["dataset"]["seed"] != raw["download"]["demo"]["seed"]
     assert record["vqgan"]["held_out"]["ssim"] > 0 and record["fid_network"]["held_out"]["val_macro_auroc"] > 0.5
+    assert record["decoder"]["params"]["init"] == "scratch"
 
 
-def test_the_recipe_dataset_shares_no_patient_study_or_image_with_the_demo(tmp_path):
-    counts = tool.check_disjoint(REPO / "params.yaml")
+@pytest.mark.parametrize("profile", [tool.PROFILE, tool.DECODER_PROFILE])
+def test_each_recipe_dataset_shares_no_patient_study_or_image_with_the_demo(tmp_path, profile):
+    counts = tool.check_disjoint(REPO / "params.yaml")[profile]
     assert counts["patients"] > 0 and counts["images"] >= counts["studies"] > 0
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profiles"][tool.PROFILE]["download"]["demo"]["seed"] = raw["download"]["demo"]["seed"]
+    raw["profiles"][profile]["download"]["demo"] = raw["download"]["demo"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(SystemExit, match="shares ids with the demo's"):
+    with pytest.raises(SystemExit, match=f"the {profile} dataset shares ids with the demo's"):
         tool.check_disjoint(tmp_path / "params.yaml")
 
 
-ALL_STEPS = [
-    *("download", "sections", "cohort", "vqgan", "train_classifier"),
-    *("install_vqgan", "tokenize", "embed_text", "train_decoder"),
+DATASET_STEPS = ["download", "sections", "cohort"]
+DECODER_STEPS = [
+    *(f"decoder_{name}" for name in DATASET_STEPS),
+    "install_vqgan",
+    "tokenize",
+    "embed_text",
+    "train_decoder",
 ]
+ALL_STEPS = [*DATASET_STEPS, "vqgan", "train_classifier", *DECODER_STEPS]
 
 
-def test_the_recipe_runs_the_pipelines_own_stages_under_its_profile(tmp_path):
+def test_the_recipe_runs_the_pipelines_own_stages_under_each_parts_profile(tmp_path):
     steps = tool.stage_commands(Path("params.yaml"), tmp_path, FOLDER)
     assert [step.stage for step in steps] == ALL_STEPS
     for step in steps:
-        stage = "vqgan" if step.stage == "install_vqgan" else step.stage
+        stage = step.stage.removeprefix("decoder_").replace("install_vqgan", "vqgan")
         assert step.command[2:5] == ["raygen", stage, "--params"] and step.done.is_relative_to(step.out)
-        # The decoder learns the tokens of the packed VQ-GAN as the demo installs it (profile demo, from --out).
-        profile = "demo" if step.stage == "install_vqgan" else tool.PROFILE
+        # The decoder learns the tokens of the packed VQ-GAN as the demo installs it (profile demo, from --out),
+        # on a dataset of its own in work/decoder.
+        in_decoder = step.stage in DECODER_STEPS
+        profile = "demo" if step.stage == "install_vqgan" else tool.DECODER_PROFILE if in_decoder else tool.PROFILE
         assert step.command[6:8] == ["--profile", profile]
+        assert step.out.is_relative_to(tmp_path / "decoder") == in_decoder, step.stage
     install = steps[ALL_STEPS.index("install_vqgan")].command
     assert install[install.index("--demo-weights") + 1] == str(FOLDER)
     first, decoder = tool.recipe_steps(Path("params.yaml"), tmp_path, FOLDER, ("decoder",))
-    assert [s.stage for s in first] == ["download", "sections", "cohort"]
-    assert [s.stage for s in decoder] == ALL_STEPS[5:]
+    assert [s.stage for s in first] == DECODER_STEPS[:3]  # the VQ-GAN's dataset is not rendered for it
+    assert [s.stage for s in decoder] == DECODER_STEPS[3:]
 
 
 REAL_STAGE_COMMANDS = tool.stage_commands
@@ -103,9 +116,9 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
     params = tmp_path / "params.yaml"
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
 
-    def run(edit=None, fail=()):
+    def run(edit=None, fail=(), profile=tool.PROFILE):
         if edit:
-            edit(raw["profiles"][tool.PROFILE])
+            edit(raw["profiles"][profile])
         params.write_text(yaml.safe_dump(raw))
         (work / "ran.txt").unlink(missing_ok=True)
         monkeypatch.setattr(tool, "stage_commands", lambda p, w, o: fake_steps(w, fail))
@@ -119,12 +132,14 @@ def test_steps_rerun_exactly_when_their_recipe_or_upstream_changed(tmp_path, mon
     records = json.loads((work / "recipes.json").read_text())
     assert all(r["finished"] and r["commit"] for r in records.values())  # each step says where it ran
     assert run(lambda p: p["train_classifier"].update(epochs=9)) == (True, ["train_classifier"])
-    assert run(lambda p: p["train_decoder"].update(steps=9)) == (True, ["train_decoder"])
-    assert run(lambda p: p["tokenize"].update(precision="bf16")) == (True, ["tokenize", "train_decoder"])
-    assert run(lambda p: p["cohort"].update(seed=5)) == (
+    decoder = tool.DECODER_PROFILE
+    assert run(lambda p: p["train_decoder"].update(steps=9), profile=decoder) == (True, ["train_decoder"])
+    assert run(lambda p: p["tokenize"].update(precision="bf16"), profile=decoder) == (
         True,
-        [s for s in ALL_STEPS if s not in ("download", "sections")],
+        ["tokenize", "train_decoder"],
     )
+    assert run(lambda p: p["cohort"].update(seed=5)) == (True, ["cohort", "vqgan", "train_classifier"])
+    assert run(lambda p: p["cohort"].update(seed=5), profile=decoder) == (True, DECODER_STEPS[2:])
     # A step that fails keeps its folder; run again with the same recipe, it resumes there.
     marker = work / "results/vqgan/train_state.pt"
     assert run(lambda p: p["vqgan"].update(steps=7), fail=("vqgan",)) == (False, ["vqgan"])
@@ -152,7 +167,7 @@ def test_the_decoder_relearns_when_the_packed_vqgan_changes(tmp_path, monkeypatc
         assert tool.run_steps(Path("params.yaml"), work, first + decoder, out, ran)
         return (work / "ran.txt").read_text().split() if (work / "ran.txt").exists() else []
 
-    assert run() == ["download", "sections", "cohort", *ALL_STEPS[5:]]
+    assert run() == DECODER_STEPS
     assert run() == []
     (out / pinned.VQGAN_CHECKPOINT).write_bytes(b"another VQ-GAN")
     (out / pinned.SUMS).write_text(pinned.write_sums(out))
@@ -187,8 +202,8 @@ def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch
 
     trained(0.25)
     tool.pack(work, out)
-    dataset = {"seed": 2, "patients": 3}
-    first = tool.provenance(Path("params.yaml"), work, dataset, ("vqgan", "fid-network"), {})
+    datasets = {part: {"seed": 2, "patients": 3} for part in tool.PARTS}
+    first = tool.provenance(Path("params.yaml"), work, datasets, ("vqgan", "fid-network"), {})
     ruler = (out / pinned.FID_NETWORK).read_bytes()
     trained(0.5)
     tool.pack(work, out, ("vqgan",))
@@ -196,14 +211,19 @@ def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch
     assert torch.load(out / pinned.VQGAN_CHECKPOINT)["state_dict"]["w"].tolist() == [0.5, 0.5]
     assert pinned.read_sums(out)[pinned.FID_NETWORK] == pinned.sha256_file(out / pinned.FID_NETWORK)
     first["commit"]["train_classifier"] = "0" * 40  # where the kept network was trained
-    record = tool.provenance(Path("params.yaml"), work, dataset, ("vqgan",), first)
+    record = tool.provenance(Path("params.yaml"), work, datasets, ("vqgan",), first)
     assert record["vqgan"]["held_out"]["ssim"] == 0.5 and record["fid_network"] == first["fid_network"]
+    assert record["vqgan"]["dataset"] == datasets["vqgan"] and record["vqgan"]["profile"] == tool.PROFILE
     assert record["commit"]["train_classifier"] == "0" * 40
 
     (out / pinned.PROVENANCE).write_text(json.dumps(first))
-    assert tool.kept_provenance(out, ("vqgan",), dataset) == first
-    with pytest.raises(SystemExit, match="trained on another dataset"):
-        tool.kept_provenance(out, ("vqgan",), {**dataset, "seed": 3})
+    first["decoder"] = {"dataset": datasets["decoder"]}
+    (out / pinned.PROVENANCE).write_text(json.dumps(first))
+    assert tool.kept_provenance(out, ("vqgan",), datasets) == first
+    with pytest.raises(SystemExit, match="kept fid-network was trained on another dataset"):
+        tool.kept_provenance(out, ("vqgan",), {**datasets, "fid-network": {"seed": 3, "patients": 3}})
+    # The decoder's dataset is its own: another one for the decoder leaves the kept FID network alone.
+    tool.kept_provenance(out, ("vqgan", "decoder"), {**datasets, "decoder": {"seed": 5, "patients": 9}})
     with (out / pinned.FID_NETWORK).open("ab") as f:  # a kept file must still be the pinned one
         f.write(b"\0")
     with pytest.raises(PinnedHashError, match="fid-densenet121.ckpt"):

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_are_valid():
     resolved = check_params(REPO / "params.yaml")
-    assert set(resolved) == {"demo", "smoke", "paper", "rehearsal", "demo_weights"}
+    assert set(resolved) == {"demo", "smoke", "paper", "rehearsal", "demo_weights", "demo_weights_decoder"}
     assert resolved["demo"]["download"].source == "demo"
     assert resolved["paper"]["download"].source == "mimic"
 
@@ -59,17 +59,24 @@ def test_the_rehearsal_differs_from_the_paper_profile_only_in_sizes():
     assert {"train_decoder.steps", "vqgan.resolution"} <= differ  # the check sees the overlays, not the base
 
 
-# What the demo_weights profile (the pinned demo parts' recipe) may change relative to the demo: the dataset
-# seed, training instead of installing (or starting from what is being made), and how long the networks train.
+# What the pinned demo parts' recipes may change relative to the demo: the dataset seed (and, for the
+# decoder, its size), training instead of installing (or starting from what is being made), and how long
+# the networks train.
 DEMO_WEIGHTS_KEYS = {
-    "download.demo.seed",
-    *(f"vqgan.{k}" for k in ("source", "steps", "disc_start", "eval_images")),
-    *(f"train_classifier.{k}" for k in ("epochs", "patience")),
-    *(f"train_decoder.{k}" for k in ("init", "steps")),
+    "demo_weights": {
+        "download.demo.seed",
+        *(f"vqgan.{k}" for k in ("source", "steps", "disc_start", "eval_images")),
+        *(f"train_classifier.{k}" for k in ("epochs", "patience")),
+    },
+    "demo_weights_decoder": {
+        *(f"download.demo.{k}" for k in ("seed", "studies", "patients")),
+        *(f"train_decoder.{k}" for k in ("init", "steps")),
+    },
 }
 
 
-def test_the_pinned_parts_are_trained_with_the_demo_settings_on_another_dataset():
+@pytest.mark.parametrize("profile", sorted(DEMO_WEIGHTS_KEYS))
+def test_the_pinned_parts_are_trained_with_the_demo_settings_on_another_dataset(profile):
     from raygen.config import scientific_section
     from raygen.stages import STAGE_NAMES
 
@@ -77,9 +84,10 @@ def test_the_pinned_parts_are_trained_with_the_demo_settings_on_another_dataset(
     differ = set()
     for section in STAGE_NAMES:
         demo = flatten(scientific_section(raw, section, "demo"), section)
-        recipe = flatten(scientific_section(raw, section, "demo_weights"), section)
+        recipe = flatten(scientific_section(raw, section, profile), section)
         differ |= {key for key in demo.keys() | recipe.keys() if demo.get(key) != recipe.get(key)}
-    assert "download.demo.seed" in differ and differ <= DEMO_WEIGHTS_KEYS, sorted(differ - DEMO_WEIGHTS_KEYS)
+    allowed = DEMO_WEIGHTS_KEYS[profile]
+    assert "download.demo.seed" in differ and differ <= allowed, sorted(differ - allowed)
 
 
 def flatten(tree: dict, prefix: str) -> dict:

@@ -2,14 +2,15 @@
 
 The paper profile loads a pretrained tokenizer (UniXGen's VQ-GAN) and a pretrained FID network
 (torchxrayvision's DenseNet-121); the demo does the same with parts RayGen trained once with its own
-stages (``raygen demo-weights``, profile ``demo_weights``) on a demo dataset rendered with another seed:
+stages (``raygen demo-weights``, profiles ``demo_weights`` and ``demo_weights_decoder``) on demo datasets
+rendered with other seeds:
 
     vqgan/project.yaml, vqgan/last.ckpt   the demo VQ-GAN, in UniXGen's layout (taming yaml + Lightning-style
                                           ``{"state_dict": ...}``), installed by ``vqgan.source: demo``
     fid-densenet121.ckpt                  a grey DenseNet-121 trained on the 10 findings: its penultimate
                                           features are the demo's FID/KID space (``evaluate.extractor: demo``)
                                           and it judges conditional fidelity
-    decoder.ckpt                          the masked-token decoder pre-trained on that dataset's tokens of the
+    decoder.ckpt                          the masked-token decoder pre-trained on a larger dataset's tokens of the
                                           VQ-GAN above; ``train_decoder.init: demo`` fine-tunes it
     SHA256SUMS                            the files' hashes (``sha256sum -c`` format), checked at every load
     provenance.json                       how they were made: commit, params, metrics, dataset ids

@@ -4,8 +4,9 @@ Command line::
 
     raygen demo-weights --out weights/demo [--part decoder] [--work .demo-weights] [--params params.yaml]
 
-It runs the pipeline's own stage commands under the ``demo_weights`` profile (the demo's params with
-another dataset seed and longer training), in a work folder of its own:
+It runs the pipeline's own stage commands under two profiles, each the demo's params with another
+dataset seed and longer training, in a work folder of its own. Profile ``demo_weights`` makes the
+VQ-GAN and the FID network:
 
 1. ``download``: the demo dataset rendered with ``download.demo.seed`` of that profile; its patients
    and images must share nothing with the demo's (checked on the two datasets' plans first);
@@ -13,12 +14,14 @@ another dataset seed and longer training), in a work folder of its own:
 3. ``vqgan`` (``source: train``) on the generator-train images;
 4. ``train_classifier --arm real`` on the classifier-train images: the FID network;
 
-packs those two into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN), then trains the decoder
-on this dataset's tokens of the VQ-GAN as packed:
+and packs them into ``--out`` (fp16 weights, UniXGen's layout for the VQ-GAN). Profile
+``demo_weights_decoder`` makes the decoder on a larger dataset of its own (``work/decoder/``; also
+disjoint from the demo's), with the tokens of the VQ-GAN as packed:
 
-5. ``install_vqgan``: the demo's own ``vqgan`` stage (profile ``demo``, ``source: demo``) installs it;
-6. ``tokenize``, ``embed_text`` on the generator pairs;
-7. ``train_decoder`` (``init: scratch``): the pre-trained decoder the demo fine-tunes (``init: demo``);
+5. ``decoder_download``, ``decoder_sections``, ``decoder_cohort``: that dataset, as 1 and 2;
+6. ``install_vqgan``: the demo's own ``vqgan`` stage (profile ``demo``, ``source: demo``) installs it;
+7. ``tokenize``, ``embed_text`` on the generator pairs;
+8. ``train_decoder`` (``init: scratch``): the pre-trained decoder the demo fine-tunes (``init: demo``);
 
 and packs it (fp16, with the packed VQ-GAN's hash). It writes ``SHA256SUMS``
 and ``provenance.json`` (the commit each stage ran at, params, the held-out metrics each measured). A killed run
@@ -52,7 +55,8 @@ from raygen.runtime import setup_logging
 
 log = logging.getLogger(__name__)
 
-PROFILE = "demo_weights"
+PROFILE = "demo_weights"  # the VQ-GAN's and FID network's params and dataset
+DECODER_PROFILE = "demo_weights_decoder"  # the decoder's: it needs more pairs than the VQ-GAN needs images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,33 +84,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Each pinned part: the steps that make it (besides the dataset's), its provenance entry, its files.
+# The two datasets' steps: the VQ-GAN's and FID network's, and the decoder's (the same stages, named apart).
+DATASET = ("download", "sections", "cohort")
+DECODER_PREFIX = "decoder_"
+DECODER_DATASET = tuple(DECODER_PREFIX + name for name in DATASET)
+# The decoder's steps read the packed VQ-GAN and FID network, so they run after those are packed.
+AFTER_PACKING = ("install_vqgan", "tokenize", "embed_text", "train_decoder")
+
+# Each pinned part: the steps that make it, the profile of its params and dataset, its provenance entry, its files.
 PARTS = {
-    "vqgan": ("vqgan",),
-    "fid-network": ("train_classifier",),
-    "decoder": ("install_vqgan", "tokenize", "embed_text", "train_decoder"),
+    "vqgan": (*DATASET, "vqgan"),
+    "fid-network": (*DATASET, "train_classifier"),
+    "decoder": (*DECODER_DATASET, *AFTER_PACKING),
 }
+PART_PROFILES = {"vqgan": PROFILE, "fid-network": PROFILE, "decoder": DECODER_PROFILE}
 PROVENANCE_KEYS = {"vqgan": "vqgan", "fid-network": "fid_network", "decoder": "decoder"}
 PART_FILES = {
     "vqgan": (pinned.VQGAN_CONFIG, pinned.VQGAN_CHECKPOINT),
     "fid-network": (pinned.FID_NETWORK,),
     "decoder": (pinned.DECODER,),
 }
-# The decoder's steps read the packed VQ-GAN and FID network, so they run after those are packed.
-AFTER_PACKING = PARTS["decoder"]
 
 # Each step's upstream steps: a step runs again when its own recipe changed or an upstream step ran.
-DATASET = ("download", "sections", "cohort")
 UPSTREAM = {
     "download": (),
     "sections": ("download",),
     "cohort": ("download", "sections"),
     "vqgan": DATASET,
     "train_classifier": DATASET,
-    "install_vqgan": DATASET,  # and the packed files, in its recipe
-    "tokenize": (*DATASET, "install_vqgan"),
-    "embed_text": DATASET,
-    "train_decoder": (*DATASET, "install_vqgan", "tokenize", "embed_text"),
+    "decoder_download": (),
+    "decoder_sections": ("decoder_download",),
+    "decoder_cohort": ("decoder_download", "decoder_sections"),
+    "install_vqgan": DECODER_DATASET,  # and the packed files, in its recipe
+    "tokenize": (*DECODER_DATASET, "install_vqgan"),
+    "embed_text": DECODER_DATASET,
+    "train_decoder": (*DECODER_DATASET, "install_vqgan", "tokenize", "embed_text"),
 }
 
 
@@ -127,50 +139,42 @@ class Step:
 
 
 class Commands:
-    """Builds the steps' commands: each a pipeline stage command under the recipe's profile, logging to
-    ``work/logs/<step>.log`` and writing to ``work/results/<step>/``."""
+    """Builds the steps of one profile's dataset and training: each a pipeline stage command under that
+    profile, logging to ``<root>/logs/<step>.log`` and writing to ``<root>/results/<step>/``. ``prefix``
+    names its dataset's steps apart from another profile's."""
 
-    def __init__(self, params: Path, work: Path) -> None:
-        self.params, self.work = params, work
-        self.data, self.results = work / "data", work / "results"
+    def __init__(self, params: Path, root: Path, profile: str = PROFILE, prefix: str = "") -> None:
+        self.params, self.root, self.profile, self.prefix = params, root, profile, prefix
+        self.data, self.results = root / "data", root / "results"
         self.jpg = self.data / "mimic-cxr-jpg/2.0.0"
         self.generator = self.results / "cohort/generator.csv"
 
-    def cmd(self, stage: str, *args: Any, profile: str = PROFILE, log_name: str | None = None) -> list[str]:
-        head = [sys.executable, "-m", "raygen", stage, "--params", str(self.params), "--profile", profile]
-        return [*head, "--log", str(self.work / "logs" / f"{log_name or stage}.log"), *map(str, args)]
+    def cmd(self, stage: str, *args: Any, profile: str | None = None, log_name: str | None = None) -> list[str]:
+        head = [sys.executable, "-m", "raygen", stage, "--params", str(self.params), "--profile"]
+        log_file = self.root / "logs" / f"{log_name or stage}.log"
+        return [*head, profile or self.profile, "--log", str(log_file), *map(str, args)]
 
     def step(self, key: str, done: str, *args: Any, **how: Any) -> Step:
         """Step ``key`` into ``results/<key>``; ``how``: :class:`Step`'s ``runs``, ``profile``, ``reads_packed``."""
         folder = self.results / key
-        step = Step(key, folder / done, folder, [], **how)
+        step = Step(key, folder / done, folder, [], **{"profile": self.profile, **how})
         command = self.cmd(step.pipeline_stage, *args, "--out", folder, profile=step.profile, log_name=key)
         return replace(step, command=command)
 
+    def dataset_step(self, stage: str, done: Path, out: Path, *args: Any) -> Step:
+        """A dataset step: ``stage`` under this profile, named with the prefix."""
+        command = self.cmd(stage, *args, log_name=stage)
+        return Step(self.prefix + stage, done, out, command, runs=stage, profile=self.profile)
+
 
 def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -> list[Step]:
-    """The recipe's steps, in order: the dataset, the VQ-GAN and FID network, then the decoder."""
+    """The recipe's steps, in order: the first dataset, the VQ-GAN and FID network, then the decoder's
+    dataset (in ``work/decoder``) and the decoder."""
     c = Commands(params, work)
-    sections = c.results / "sections"
     classifier = c.results / "train_classifier/real"
+    decoder = Commands(params, work / "decoder", DECODER_PROFILE, DECODER_PREFIX)
     return [
-        Step("download", c.data / "download-complete.json", c.data, c.cmd("download", "--out", c.data)),
-        Step(
-            "sections",
-            sections / "prompts.csv",
-            sections,
-            c.cmd(
-                "sections",
-                *("--reports-root", c.data / "mimic-cxr/2.0.0"),
-                *("--out", sections / "mimic_cxr_sectioned.csv", "--prompts", sections / "prompts.csv"),
-            ),
-        ),
-        c.step(
-            "cohort",
-            "counts.json",
-            *("--jpg-root", c.jpg, "--sections", sections / "prompts.csv"),
-            *("--ground-truth", c.data / "demo-ground-truth.csv"),
-        ),
+        *dataset_steps(c),
         c.step("vqgan", "metrics.json", "--manifest", c.generator, "--jpg-root", c.jpg),
         Step(
             "train_classifier",
@@ -182,7 +186,30 @@ def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -
                 *("--arm", "real", "--out", classifier),
             ),
         ),
-        *decoder_steps(c, out),
+        *dataset_steps(decoder),
+        *decoder_steps(decoder, out),
+    ]
+
+
+def dataset_steps(c: Commands) -> list[Step]:
+    """Render ``c``'s profile's demo dataset, section its reports, and draw the demo's cohort from it."""
+    sections = c.results / "sections"
+    return [
+        c.dataset_step("download", c.data / "download-complete.json", c.data, "--out", c.data),
+        c.dataset_step(
+            "sections",
+            sections / "prompts.csv",
+            sections,
+            *("--reports-root", c.data / "mimic-cxr/2.0.0"),
+            *("--out", sections / "mimic_cxr_sectioned.csv", "--prompts", sections / "prompts.csv"),
+        ),
+        c.dataset_step(
+            "cohort",
+            c.results / "cohort/counts.json",
+            c.results / "cohort",
+            *("--jpg-root", c.jpg, "--sections", sections / "prompts.csv"),
+            *("--ground-truth", c.data / "demo-ground-truth.csv", "--out", c.results / "cohort"),
+        ),
     ]
 
 
@@ -250,7 +277,7 @@ def run_steps(params: Path, work: Path, steps: list[Step], out: Path, ran: set[s
         write_json(record_path, recorded)
         log.info("%s: %s", step.stage, " ".join(step.command))
         if subprocess.run(step.command).returncode:
-            log.error("%s failed; see %s. Run the same command again to resume.", step.stage, work / "logs")
+            log.error("%s failed; see its log (--log above). Run the same command again to resume.", step.stage)
             return False
         recorded[step.stage] |= {"finished": True, "commit": _commit()}
         write_json(record_path, recorded)
@@ -260,7 +287,7 @@ def run_steps(params: Path, work: Path, steps: list[Step], out: Path, ran: set[s
 
 def recipe_steps(params: Path, work: Path, out: Path, parts: tuple[str, ...]) -> tuple[list[Step], list[Step]]:
     """The steps ``parts`` need, split at packing: those before, and the decoder's, which read the packed files."""
-    wanted = {*DATASET, *(name for part in parts for name in PARTS[part])}
+    wanted = {name for part in parts for name in PARTS[part]}
     steps = [step for step in stage_commands(params, work, out) if step.stage in wanted]
     return [s for s in steps if s.stage not in AFTER_PACKING], [s for s in steps if s.stage in AFTER_PACKING]
 
@@ -277,30 +304,49 @@ def _commit() -> str | None:
     return f"{head}-dirty" if head and dirty else head or None
 
 
-def check_disjoint(params: Path) -> dict[str, int]:
-    """The demo_weights dataset and the demo's share no patient, study or image (from their plans, before
-    anything is rendered): weights trained on one must never have seen the other."""
-    from raygen.config import from_dict, load_section
+def check_disjoint(params: Path) -> dict[str, dict[str, int]]:
+    """Each recipe profile's dataset and the demo's share no patient, study or image (from their plans,
+    before anything is rendered): weights trained on one must never have seen the other. Returns each
+    recipe dataset's counts, by profile."""
+    demo = _dataset_ids(params, "demo")
+    counts = {}
+    for profile in (PROFILE, DECODER_PROFILE):
+        ids = _dataset_ids(params, profile)
+        shared = {kind: len(demo[kind] & ids[kind]) for kind in demo}
+        if any(shared.values()):
+            raise SystemExit(
+                f"raygen demo-weights: error: the {profile} dataset shares ids with the demo's ({shared}); "
+                f"change profiles.{profile}.download.demo.seed"
+            )
+        counts[profile] = {kind: len(values) for kind, values in ids.items()}
+    return counts
+
+
+def _dataset_ids(params: Path, profile: str) -> dict[str, set[Any]]:
+    """The patient, study and image ids of ``profile``'s demo dataset, from its plan."""
     from raygen.data.demo.build import demo_plans
+
+    plans = demo_plans(_demo_params(params, profile))
+    return {
+        "patients": {p.subject_id for p in plans},
+        "studies": {p.study_id for p in plans},
+        "images": {im.dicom_id for p in plans for im in p.images},
+    }
+
+
+def _demo_params(params: Path, profile: str) -> Any:
+    """``profile``'s ``download.demo`` section, checked."""
+    from raygen.config import from_dict, load_section
     from raygen.data.demo.params import DemoParams
     from raygen.stages.download import DownloadParams
 
-    ids = {}
-    for profile in ("demo", PROFILE):
-        demo = load_section(params, "download", DownloadParams, profile).demo
-        plans = demo_plans(from_dict(DemoParams, demo, prefix="download.demo"))
-        ids[profile] = {
-            "patients": {p.subject_id for p in plans},
-            "studies": {p.study_id for p in plans},
-            "images": {im.dicom_id for p in plans for im in p.images},
-        }
-    shared = {kind: len(ids["demo"][kind] & ids[PROFILE][kind]) for kind in ids["demo"]}
-    if any(shared.values()):
-        raise SystemExit(
-            f"raygen demo-weights: error: the {PROFILE} dataset shares ids with the demo's ({shared}); "
-            f"change profiles.{PROFILE}.download.demo.seed"
-        )
-    return {kind: len(values) for kind, values in ids[PROFILE].items()}
+    demo = load_section(params, "download", DownloadParams, profile).demo
+    return from_dict(DemoParams, demo, prefix="download.demo")
+
+
+def part_root(work: Path, part: str) -> Path:
+    """Where ``part``'s dataset and stage outputs live in the work folder."""
+    return work / "decoder" if PART_PROFILES[part] == DECODER_PROFILE else work
 
 
 def pack(work: Path, out: Path, parts: tuple[str, ...] = tuple(PARTS)) -> None:
@@ -335,7 +381,7 @@ def pack_decoder(work: Path, out: Path) -> None:
     from raygen.io import write_text
     from raygen.training.pinned_decoder import pack_decoder as packed
 
-    checkpoint = load_checkpoint(work / "results/train_decoder/model.ckpt")
+    checkpoint = load_checkpoint(part_root(work, "decoder") / "results/train_decoder/model.ckpt")
     vqgan_sha256 = pinned.read_sums(out)[pinned.VQGAN_CHECKPOINT]
     save_torch(packed(checkpoint, vqgan_sha256), out / pinned.DECODER)
     write_text(out / pinned.SUMS, pinned.write_sums(out))
@@ -350,48 +396,45 @@ def check_parts(out: Path, parts: tuple[str, ...]) -> None:
         )
 
 
-def dataset_record(params: Path, counts: dict[str, int]) -> dict[str, int]:
-    """The recipe dataset's seed and size, as provenance.json records it."""
-    from raygen.config import from_dict, load_section
-    from raygen.data.demo.params import DemoParams
-    from raygen.stages.download import DownloadParams
-
-    demo = load_section(params, "download", DownloadParams, PROFILE).demo
-    return {"seed": from_dict(DemoParams, demo, prefix="download.demo").seed, **counts}
+def dataset_records(params: Path, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Each part's dataset, its seed and size, as provenance.json records it."""
+    seeds = {profile: _demo_params(params, profile).seed for profile in counts}
+    return {part: {"seed": seeds[profile], **counts[profile]} for part, profile in PART_PROFILES.items()}
 
 
-def kept_provenance(out: Path, parts: tuple[str, ...], dataset: dict[str, int]) -> dict[str, Any]:
+def kept_provenance(out: Path, parts: tuple[str, ...], datasets: dict[str, dict[str, int]]) -> dict[str, Any]:
     """The provenance the kept parts came with ({} when every part is re-created); refused before any
-    training when they were trained on another dataset than the recipe's."""
+    training when a kept part was trained on another dataset than its recipe's."""
     if set(parts) == set(PARTS):
         return {}
     path = out / pinned.PROVENANCE
     if not path.is_file():
         raise SystemExit(f"raygen demo-weights: error: --part keeps other parts, but {path} is missing; omit --part")
     kept = json.loads(path.read_text())
-    if kept.get("dataset") != dataset:
-        raise SystemExit(
-            f"raygen demo-weights: error: the kept part was trained on another dataset ({kept.get('dataset')}, "
-            f"the recipe's: {dataset}); re-create every part (no --part)"
-        )
+    for part in PARTS:
+        found = (kept.get(PROVENANCE_KEYS[part]) or {}).get("dataset")
+        if part not in parts and found != datasets[part]:
+            raise SystemExit(
+                f"raygen demo-weights: error: the kept {part} was trained on another dataset ({found}, the "
+                f"recipe's: {datasets[part]}); re-create it too (--part {part})"
+            )
     return kept
 
 
 def provenance(
-    params: Path, work: Path, dataset: dict[str, int], parts: tuple[str, ...], kept: dict[str, Any]
+    params: Path, work: Path, datasets: dict[str, dict[str, int]], parts: tuple[str, ...], kept: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the pinned files are: the commit each was trained at, their params, and what they measured.
-    A part not in ``parts`` keeps its entry (and commit) from ``kept``, the provenance it came with."""
+    """What the pinned files are: the commit each was trained at, their profile, dataset and params, and
+    what they measured. A part not in ``parts`` keeps its entry (and commits) from ``kept``, the provenance
+    it came with."""
     record = {
         "command": pinned.RECREATE,
-        "profile": PROFILE,
         "commit": {stage: r.get("commit") for stage, r in json.loads((work / "recipes.json").read_text()).items()},
-        "dataset": dataset,
     }
     for part, steps in PARTS.items():
         key = PROVENANCE_KEYS[part]
         if part in parts:
-            record[key] = _part_record(params, work, part)
+            record[key] = {"dataset": datasets[part], **_part_record(params, work, part)}
             continue
         record[key] = kept.get(key)
         for step in steps:
@@ -400,7 +443,7 @@ def provenance(
 
 
 def _part_record(params: Path, work: Path, part: str) -> dict[str, Any]:
-    """A re-created part's params and what it measured on its own held-out images."""
+    """A re-created part's profile, params and what it measured on its own held-out images."""
     from raygen.config import load_section, to_dict
     from raygen.stages.train_classifier import TrainClassifierParams
     from raygen.stages.train_decoder import TrainDecoderParams
@@ -419,9 +462,11 @@ def _part_record(params: Path, work: Path, part: str) -> dict[str, Any]:
             ("val_loss", "val_masked_accuracy", "train_loss", "train_loop_s"),
         ),
     }[part]
-    metrics = json.loads((work / "results" / stage / "metrics.json").read_text())
+    profile = PART_PROFILES[part]
+    metrics = json.loads((part_root(work, part) / "results" / stage / "metrics.json").read_text())
     return {
-        "params": to_dict(load_section(params, stage.split("/")[0], section, PROFILE)),
+        "profile": profile,
+        "params": to_dict(load_section(params, stage.split("/")[0], section, profile)),
         "held_out": {k: metrics.get(k) for k in keys},
     }
 
@@ -430,11 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
     counts = check_disjoint(args.params)
-    log.info("the %s dataset shares no patient, study or image with the demo's: %s", PROFILE, counts)
+    for profile, sizes in counts.items():
+        log.info("the %s dataset shares no patient, study or image with the demo's: %s", profile, sizes)
     parts = tuple(part for part in PARTS if part in (args.part or PARTS))
-    dataset = dataset_record(args.params, counts)
+    datasets = dataset_records(args.params, counts)
     check_parts(args.out, parts)
-    kept = kept_provenance(args.out, parts, dataset)
+    kept = kept_provenance(args.out, parts, datasets)
     before_packing, decoder_steps = recipe_steps(args.params, args.work, args.out, parts)
     ran: set[str] = set()
     if not run_steps(args.params, args.work, before_packing, args.out, ran):
@@ -444,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if "decoder" in parts:
         pack_decoder(args.work, args.out)
-    write_json(args.out / pinned.PROVENANCE, provenance(args.params, args.work, dataset, parts, kept))
+    write_json(args.out / pinned.PROVENANCE, provenance(args.params, args.work, datasets, parts, kept))
     for line in (args.out / pinned.SUMS).read_text().splitlines():
         log.info("pinned %s", line)
     return 0

@@ -2,7 +2,8 @@
 starts from it (``train_decoder.init: demo``).
 
 ``raygen demo-weights`` trains it with the ``train_decoder`` stage on the tokens and text states of its own
-dataset (another seed; no patient, study or image shared with the demo's) and packs it here. The demo's
+dataset (profile ``demo_weights_decoder``: another seed, four times the demo's size; no patient, study or
+image shared with the demo's) and packs it here. The demo's
 ``train_decoder`` stage then fine-tunes it on the demo's own training pairs. Starting from it only makes sense
 when the run's caches are what it learned from: tokens of the same pinned VQ-GAN, text states of the same
 encoder and settings, and the same network shape. Each is checked, and a mismatch is an error that says
