@@ -210,11 +210,13 @@ def test_one_part_is_re_created_and_the_other_kept_exactly(tmp_path, monkeypatch
     assert (out / pinned.FID_NETWORK).read_bytes() == ruler
     assert torch.load(out / pinned.VQGAN_CHECKPOINT)["state_dict"]["w"].tolist() == [0.5, 0.5]
     assert pinned.read_sums(out)[pinned.FID_NETWORK] == pinned.sha256_file(out / pinned.FID_NETWORK)
-    first["commit"]["train_classifier"] = "0" * 40  # where the kept network was trained
+    first["commit"]["train_classifier"] = first["commit"]["download"] = "0" * 40  # where the kept network was trained
     record = tool.provenance(Path("params.yaml"), work, datasets, ("vqgan",), first)
     assert record["vqgan"]["held_out"]["ssim"] == 0.5 and record["fid_network"] == first["fid_network"]
     assert record["vqgan"]["dataset"] == datasets["vqgan"] and record["vqgan"]["profile"] == tool.PROFILE
     assert record["commit"]["train_classifier"] == "0" * 40
+    # The dataset both parts share was rendered again for the new VQ-GAN: its commit is this run's, not the kept one's.
+    assert record["commit"]["download"] == json.loads((work / "recipes.json").read_text())["download"]["commit"]
 
     (out / pinned.PROVENANCE).write_text(json.dumps(first))
     first["decoder"] = {"dataset": datasets["decoder"]}

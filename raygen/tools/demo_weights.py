@@ -172,7 +172,7 @@ def stage_commands(params: Path, work: Path, out: Path = Path("weights/demo")) -
     dataset (in ``work/decoder``) and the decoder."""
     c = Commands(params, work)
     classifier = c.results / "train_classifier/real"
-    decoder = Commands(params, work / "decoder", DECODER_PROFILE, DECODER_PREFIX)
+    decoder = Commands(params, part_root(work, "decoder"), DECODER_PROFILE, DECODER_PREFIX)
     return [
         *dataset_steps(c),
         c.step("vqgan", "metrics.json", "--manifest", c.generator, "--jpg-root", c.jpg),
@@ -437,7 +437,8 @@ def provenance(
             record[key] = {"dataset": datasets[part], **_part_record(params, work, part)}
             continue
         record[key] = kept.get(key)
-        for step in steps:
+        remade = {name for again in parts for name in PARTS[again]}  # e.g. the dataset a kept part shares
+        for step in set(steps) - remade:
             record["commit"][step] = kept.get("commit", {}).get(step)
     return record
 
