@@ -40,6 +40,7 @@ a new decoder (it learned the old one's tokens): ``--part vqgan`` alone is refus
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import shutil
@@ -322,15 +323,21 @@ def check_disjoint(params: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _dataset_ids(params: Path, profile: str) -> dict[str, set[Any]]:
+def _dataset_ids(params: Path, profile: str) -> dict[str, frozenset[Any]]:
     """The patient, study and image ids of ``profile``'s demo dataset, from its plan."""
+    return _plan_ids(_demo_params(params, profile))
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_ids(demo: Any) -> dict[str, frozenset[Any]]:
+    """Drawing an 8,000-study plan takes seconds, and a plan depends on its (frozen) params alone."""
     from raygen.data.demo.build import demo_plans
 
-    plans = demo_plans(_demo_params(params, profile))
+    plans = demo_plans(demo)
     return {
-        "patients": {p.subject_id for p in plans},
-        "studies": {p.study_id for p in plans},
-        "images": {im.dicom_id for p in plans for im in p.images},
+        "patients": frozenset(p.subject_id for p in plans),
+        "studies": frozenset(p.study_id for p in plans),
+        "images": frozenset(im.dicom_id for p in plans for im in p.images),
     }
 
 
