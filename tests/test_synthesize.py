@@ -11,7 +11,13 @@ from raygen.data.augment_recipe import class_counts, half_arm
 from raygen.data.classifier_data import read_synthetic_manifest, synthetic_for_arm
 from raygen.data.images import load_pngs, write_png
 from raygen.data.labels import CLASSES
-from raygen.data.synthetic_plan import aug_class_counts, augmentation_plan, per_report_plan, training_impressions
+from raygen.data.synthetic_plan import (
+    aug_class_counts,
+    augmentation_plan,
+    per_report_plan,
+    prompt_kind,
+    training_impressions,
+)
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder
 from raygen.generation.synthetic_sets import claim_partial, generate_set
 from raygen.stages import synthesize as syn
@@ -78,6 +84,17 @@ def test_impression_plan_keeps_the_source_studies_labels():
         assert source[row["prompt_class"]] == 1  # prompted with a study positive for its class
         assert [row[c] for c in CLASSES] == [source[c] for c in CLASSES]
         assert row["prompt"] == f"report {row['source_study_id'] - 5000}"
+
+
+def test_a_manifest_says_which_prompts_made_it_as_written_and_read_back(tmp_path):
+    """evaluate and Table 2 name the prompt kind from the manifest, not from params that may have changed since."""
+    manifest = classifier_manifest()
+    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": "report", "split": "train"})
+    impressions = training_impressions(manifest, generator)
+    for kind in ("class_name", "impression"):
+        plan = augmentation_plan(manifest, syn.SynthesizeParams(prompts=kind), impressions)
+        plan.to_csv(tmp_path / f"{kind}.csv", index=False)
+        assert prompt_kind(read_synthetic_manifest(tmp_path / f"{kind}.csv")) == kind
 
 
 def test_half_arm_groups_impression_rows_by_prompt_class_as_meta_counts_them(tmp_path):

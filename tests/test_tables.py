@@ -55,7 +55,7 @@ def fake_metrics() -> dict:
             "resolution": 128,
         },
         "conditional_fidelity": {
-            "augmentation_prompts": {"macro": 0.55},
+            "augmentation_prompts": {"macro": 0.55, "prompts": "impression"},
             "per_report_generated": {"macro": 0.66},
             "per_report_real": {"macro": 0.9},
             "classifier": "raygen-demo-densenet121:0123456789ab",
@@ -94,6 +94,7 @@ def test_tables_hold_ours_and_the_papers(tmp_path):
     assert t2.loc[5, "UniXGen"] == "not measured"
     assert len(t2) == 6, "no tokenizer row without reconstructions"
     assert "0.012 (12 / 1000)" == t2.loc[4, "RayGen (ours)"] and t2.loc[4, "RoentGen"] == "not measured"
+    assert t2.loc[3, "RayGen (ours)"].startswith("0.550 (training-impression prompts)"), "the kind the manifest had"
     assert "0.660 per-report vs 0.900" in t2.loc[3, "RayGen (ours)"]
     assert t2.loc[1, "RayGen (ours)"].endswith("real pairs of different patients 0.420")
     assert t2.loc[3, "RayGen (ours)"].endswith("judge raygen-demo-densenet121:0123456789ab")

@@ -120,6 +120,12 @@ def aug_class_counts(aug: pd.DataFrame) -> dict[str, int]:
     return {c: int(n) for c, n in counts.items()}
 
 
+def prompt_kind(aug: pd.DataFrame) -> str:
+    """Which augmentation prompts a 100% manifest was made with: only impression rows name their
+    ``source_study_id``, so the manifest itself says, whatever params a later reader holds."""
+    return "impression" if "source_study_id" in aug.columns else "class_name"
+
+
 def training_impressions(classifier: pd.DataFrame, generator: pd.DataFrame) -> pd.DataFrame:
     """Classifier training studies that have a generator prompt: study_id, text, the 10 labels."""
     train = classifier[classifier["split"] == "train"].drop_duplicates("study_id")

