@@ -238,11 +238,11 @@ def workers(stage):
 
 
 def threads_for(stage, cpu=2):
-    """CPU cores for the job. On GPUs: a core per process to drive its GPU plus one per loader worker. On the
-    CPU: `cpu` compute threads (tuned for a 2-core laptop; Snakemake caps threads at --cores), or the stage's
-    workers when they are the work (download, sections)."""
+    """CPU cores for the job. On GPUs: a core per process to drive its GPU plus one per loader worker (at
+    least 2). On the CPU: `cpu` compute threads (tuned for a 2-core laptop; Snakemake caps threads at
+    --cores), or the stage's workers when they are the work (download, sections)."""
     if gpus(stage):
-        return max(cpu, processes(stage) * (1 + workers(stage)))
+        return max(2, processes(stage) * (1 + workers(stage)))
     if stage in ("download", "sections"):
         return max(cpu, workers(stage))
     return cpu

@@ -30,7 +30,9 @@ rule vqgan:
         mem_mb=mem_mb("vqgan"),
         runtime=runtime_min("vqgan"),
         gpu=gpus("vqgan"),
-    threads: threads_for("vqgan")
+    # Installing a pinned or pretrained VQ-GAN and measuring it is one core's work on the CPU (the other
+    # trains the real arm); training one is not.
+    threads: threads_for("vqgan", cpu=2 if section("vqgan")["source"] == "train" else 1)
     conda:
         CONDA_ENV
     shell:
@@ -68,7 +70,8 @@ rule tokenize:
         mem_mb=mem_mb("tokenize"),
         runtime=runtime_min("tokenize"),
         gpu=gpus("tokenize"),
-    threads: threads_for("tokenize")
+    # One core on the CPU, beside the real arm: with two threads it used about one core anyway (docs/benchmarks.md).
+    threads: threads_for("tokenize", cpu=1)
     conda:
         CONDA_ENV
     shell:
