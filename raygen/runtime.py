@@ -145,16 +145,22 @@ def gpu_unused_reason() -> str | None:
     )
 
 
-def configure_torch(device: torch.device, threads: int | None = None) -> None:  # noqa: F821
-    """TF32 matmuls on Ampere+ GPUs (free speed, ~1e-3 relative error); CPU thread count."""
+def configure_torch(device: torch.device, cpu_threads: int = 0) -> None:  # noqa: F821
+    """TF32 matmuls on Ampere+ GPUs (free speed, ~1e-3 relative error); CPU thread count.
+
+    ``cpu_threads`` (a stage's ``runtime.<stage>.cpu_threads``) fixes the thread count of a stage that
+    runs on the CPU, whoever launches it: Snakemake and ``dvc repro`` then sum floats in the same order
+    and give the same bits. 0 leaves it to ``RAYGEN_THREADS``, else to the launcher (Snakemake sets
+    OMP_NUM_THREADS to the job's threads; ``dvc repro`` sets nothing: every core).
+    """
     import torch
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    if threads is None:
-        threads = int(os.environ.get("RAYGEN_THREADS", "0")) or None
+    threads = cpu_threads if device.type == "cpu" else 0
+    threads = threads or int(os.environ.get("RAYGEN_THREADS") or 0)
     if threads:
         torch.set_num_threads(threads)
 

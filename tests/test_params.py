@@ -107,6 +107,11 @@ def test_runtime_settings_live_apart_from_what_shapes_results():
         assert {"device"} <= set(raw["runtime"][section]), section
     assert resolved_value(raw, "train_decoder", "paper", "workers") == 4
     assert resolved_value(raw, "train_decoder", "smoke", "checkpoint_every") == 10
+    for stage in ("vqgan", "tokenize", "embed_text", "train_classifier"):
+        # Snakemake runs these beside another job on one core; the pinned parts were made with every core.
+        assert resolved_value(raw, stage, "demo", "cpu_threads") == 1, stage
+        for recipe in DEMO_WEIGHTS_KEYS:
+            assert resolved_value(raw, stage, recipe, "cpu_threads") == 0, (stage, recipe)
 
 
 def resolved_value(raw, section, profile, key):

@@ -101,11 +101,9 @@ def test_dvc_exp_run_reproduces_the_snakemake_numbers(rehearsed):
     wf, summary = rehearsed
     run(wf.parent, "dvc")
     again = json.loads((wf / "results/evaluate/summary.json").read_text())
-    # Snakemake trains the augmented arms on one thread each, DVC on two: their last bits may differ.
-    thread_bound = ("real+50/", "real+100/", "delta_auroc/")
-    same = {k: v for k, v in summary.items() if not k.startswith(thread_bound)}
-    assert {k: again[k] for k in same} == same, "the same params, code and threads give the same numbers"
-    assert all(finite(again[f"{arm}/macro_auroc"]) for arm in ("real+50", "real+100"))
+    # Every stage that Snakemake runs on fewer threads than the machine's cores sets its own thread count
+    # (runtime cpu_threads), so DVC sums in the same order: every number agrees, the arms' too.
+    assert again == summary, "the same params, code and threads give the same numbers"
     assert dvc_changed(wf) == set()
     assert yaml.safe_load((wf / "params.yaml").read_text())["profile"] == "rehearsal"
 

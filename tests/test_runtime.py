@@ -174,3 +174,22 @@ def test_auto_with_a_usable_gpu_picks_it_without_probing_the_driver(machine, mon
     monkeypatch.setattr(runtime, "nvidia_driver_version", lambda: pytest.fail("no probe when CUDA works"))
     assert runtime.pick_device("auto") == torch.device("cuda")
     assert warnings_of(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("device", "cpu_threads", "env", "expected"),
+    [
+        ("cpu", 1, "", 1),  # the stage's runtime setting, whoever launched it
+        ("cpu", 1, "2", 1),  # ... even where the launcher asked for another count
+        ("cpu", 0, "1", 1),  # 0: the launcher's (RAYGEN_THREADS here)
+        ("cuda", 1, "", None),  # a GPU stage's CPU threads stay the launcher's
+    ],
+)
+def test_a_stage_on_the_cpu_computes_with_its_own_thread_count(monkeypatch, device, cpu_threads, env, expected):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    monkeypatch.setenv("RAYGEN_THREADS", env)
+    calls: list[int] = []
+    runtime.configure_torch(torch.device(device), cpu_threads)
+    assert calls == ([] if expected is None else [expected])
+    assert torch.get_num_threads() == before

@@ -51,9 +51,14 @@ class EmbedTextParams:
     normalize: Literal["none", "l2", "standardize"] = "standardize"
     batch_size: int = 64  # texts per forward pass; sorted by length so padding stays small
     device: str = "auto"  # auto = CUDA when present, else CPU
+    cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
     # Forward precision: auto = fp16 on CUDA (the cache is fp16 anyway; BERT inference is fp16-safe),
     # fp32 on the CPU (bf16/fp16 autocast is slower there).
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
 
 
 def build_parser():
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts = read_prompts(list(args.prompts))
     device = pick_device(params.device)
-    configure_torch(device)
+    configure_torch(device, params.cpu_threads)
     # Opened first: the MLflow helper starts up while the encoder loads.
     with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:
         t0 = time.perf_counter()

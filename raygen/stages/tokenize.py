@@ -43,6 +43,11 @@ class TokenizeParams:
     workers: int = 2  # DataLoader processes decoding JPEGs while the main process encodes
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: taming's ids (bf16 flips near-tie argmins)
     device: str = "auto"  # auto: CUDA when present
+    cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
+
+    def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
 
 
 def build_parser():
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jpg_root is None:
             raise ValueError("--jpg-root is required unless --import-pickle is given")
         device = pick_device(params.device)
-        configure_torch(device)
+        configure_torch(device, params.cpu_threads)
         result = encode_images(frame, args.jpg_root, config_path, ckpt_path, params, device, tokens_path)
         source = "encoded"
     write_index(args.out / "index.csv", result.dicom_ids)

@@ -83,8 +83,11 @@ class TrainClassifierParams:
     workers: int = 2  # JPEG-decoding processes (images are decoded once, kept in RAM)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
     device: str = "auto"  # auto = CUDA if present else CPU
+    cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
 
     def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
         if self.resolution < 32:
             raise ValueError("train_classifier.resolution must be >= 32 (DenseNet-121 downsamples 32x)")
         if self.channels not in (1, 3):
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     profile, params = load_stage_params(args.params, STAGE, TrainClassifierParams, args.profile)
     weights = training.init_weights_file(params.init, args.init_chexnet, args.init_xrv)
     device = pick_device(params.device)
-    configure_torch(device)
+    configure_torch(device, params.cpu_threads)
     started = time.perf_counter()
     splits, data = training.load_arm(
         args.manifest, args.jpg_root, args.arm, args.synthetic, args.synthetic_root, params

@@ -77,6 +77,7 @@ class VqganParams:
     workers: int = 2  # DataLoader processes decoding JPEGs
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
+    cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
     train_images: int = 0  # cap on training images decoded into RAM (0 = all train rows)
     checkpoint_every: int = 50  # steps between atomic train_state.pt saves
     log_every: int = 10  # steps between loss-curve points (MLflow, losses.csv)
@@ -86,6 +87,8 @@ class VqganParams:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
         factor = self.model_config().factor
         if self.resolution < factor or self.resolution % factor:
             raise ValueError(
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     profile, params = load_stage_params(args.params, STAGE, VqganParams, args.profile)
     device = pick_device(params.device)
-    configure_torch(device)
+    configure_torch(device, params.cpu_threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tracking.start_run(STAGE, profile, params=to_dict(params), params_file=args.params) as tracker:

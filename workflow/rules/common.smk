@@ -239,13 +239,15 @@ def workers(stage):
 
 def threads_for(stage, cpu=2):
     """CPU cores for the job. On GPUs: a core per process to drive its GPU plus one per loader worker (at
-    least 2). On the CPU: `cpu` compute threads (tuned for a 2-core laptop; Snakemake caps threads at
-    --cores), or the stage's workers when they are the work (download, sections)."""
+    least 2). On the CPU: the stage's `cpu_threads` runtime setting, which the stage itself applies, so
+    that `dvc repro` computes with the same threads; else `cpu` compute threads (tuned for a 2-core
+    laptop; Snakemake caps threads at --cores), or the stage's workers when they are the work (download,
+    sections)."""
     if gpus(stage):
         return max(2, processes(stage) * (1 + workers(stage)))
     if stage in ("download", "sections"):
         return max(cpu, workers(stage))
-    return cpu
+    return int(runtime_setting(stage, "cpu_threads", 0) or cpu)
 
 
 def mem_mb(stage):

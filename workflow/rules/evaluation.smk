@@ -81,12 +81,12 @@ rule train_classifier:
         mem_mb=mem_mb("train_classifier"),
         runtime=runtime_min("train_classifier"),
         gpu=gpus("train_classifier"),
-    # On the CPU every arm takes one thread (Snakemake sets OMP_NUM_THREADS): one-thread jobs side by side
-    # get more images/s than 2-thread jobs one after the other (docs/benchmarks.md). The augmented arms
-    # train beside each other; the real arm, ready as soon as the cohort is, beside the one-thread stages
-    # of the decoder's chain (embed_text, vqgan, tokenize). Its priority starts it first, so it is done
-    # by the time train_decoder needs both cores. All arms then also train with the same float path.
-    threads: threads_for("train_classifier", cpu=1)
+    # On the CPU every arm takes one thread (runtime cpu_threads): one-thread jobs side by side get more
+    # images/s than 2-thread jobs one after the other (docs/benchmarks.md). The augmented arms train beside
+    # each other; the real arm, ready as soon as the cohort is, beside the one-thread stages of the
+    # decoder's chain (embed_text, vqgan, tokenize). Its priority starts it first, so it is done about
+    # when train_decoder needs both cores. All arms then also sum floats in the same order.
+    threads: threads_for("train_classifier")
     priority: 1
     conda:
         CONDA_ENV

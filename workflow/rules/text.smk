@@ -25,8 +25,7 @@ rule embed_text:
         mem_mb=mem_mb("embed_text"),
         runtime=runtime_min("embed_text"),
         gpu=gpus("embed_text"),
-    # One core on the CPU: its time goes to loading the encoder; the other core trains the real arm.
-    threads: threads_for("embed_text", cpu=1)
+    threads: threads_for("embed_text")
     conda:
         CONDA_ENV
     shell:

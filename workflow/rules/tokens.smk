@@ -30,9 +30,7 @@ rule vqgan:
         mem_mb=mem_mb("vqgan"),
         runtime=runtime_min("vqgan"),
         gpu=gpus("vqgan"),
-    # Installing a pinned or pretrained VQ-GAN and measuring it is one core's work on the CPU (the other
-    # trains the real arm); training one is not.
-    threads: threads_for("vqgan", cpu=2 if section("vqgan")["source"] == "train" else 1)
+    threads: threads_for("vqgan")
     conda:
         CONDA_ENV
     shell:
@@ -70,8 +68,7 @@ rule tokenize:
         mem_mb=mem_mb("tokenize"),
         runtime=runtime_min("tokenize"),
         gpu=gpus("tokenize"),
-    # One core on the CPU, beside the real arm: with two threads it used about one core anyway (docs/benchmarks.md).
-    threads: threads_for("tokenize", cpu=1)
+    threads: threads_for("tokenize")
     conda:
         CONDA_ENV
     shell:
