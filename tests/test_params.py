@@ -133,6 +133,7 @@ def resolved_value(raw, section, profile, key):
         (lambda p: p["profiles"]["paper"].pop("tables"), r"profiles.paper: add tables: \{\}"),
         (lambda p: p["runtime"].update(evaluat={}), r"unknown section\(s\) in runtime"),
         (lambda p: p["inputs"].pop("chexnet"), r"inputs: expected exactly"),
+        (lambda p: p["runtime"]["tokenize"].update(cpu_threads=-1), r"tokenize.cpu_threads must be >= 0"),
     ],
 )
 def test_typos_are_errors(tmp_path, edit, message):
