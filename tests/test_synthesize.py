@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,6 +86,19 @@ def test_impression_plan_keeps_the_source_studies_labels():
         assert source[row["prompt_class"]] == 1  # prompted with a study positive for its class
         assert [row[c] for c in CLASSES] == [source[c] for c in CLASSES]
         assert row["prompt"] == f"report {row['source_study_id'] - 5000}"
+
+
+def test_impression_prompts_give_a_class_the_recipe_leaves_empty_no_rows_and_a_promptless_one_an_error():
+    manifest = classifier_manifest()
+    generator = pd.DataFrame({"study_id": manifest["study_id"], "text": "report", "split": "train"})
+    impressions = training_impressions(manifest, generator)
+    params = syn.SynthesizeParams(prompts="impression")
+    tiny = augmentation_plan(manifest, replace(params, aug_total=10), impressions)  # 10 images, 10 classes: floors to 0
+    counts = aug_class_counts(tiny)
+    assert 0 in counts.values() and len(tiny) == sum(counts.values()) > 0
+    without_texts = impressions[impressions["Fracture"] == 0]  # positives exist, but none has an impression
+    with pytest.raises(ValueError, match="training impressions positive for Fracture; none found"):
+        augmentation_plan(manifest, params, without_texts)
 
 
 def test_a_manifest_says_which_prompts_made_it_as_written_and_read_back(tmp_path):

@@ -94,8 +94,10 @@ def _class_name_rows(k: int, name: str, n: int, template: str) -> list[dict[str,
 
 def _impression_rows(name: str, n: int, impressions: pd.DataFrame, rng: np.random.Generator) -> list[dict[str, Any]]:
     """``n`` rows prompting with impressions of studies positive for ``name``, keeping their labels."""
+    if n == 0:  # the recipe gives a class without training positives no images
+        return []
     pool = impressions[impressions[name] == 1]
-    if pool.empty and n:
+    if pool.empty:
         raise ValueError(f"prompts: impression needs training impressions positive for {name}; none found")
     picks = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // max(len(pool), 1)))])[:n]
     rows = []
