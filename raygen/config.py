@@ -123,6 +123,12 @@ def _check_disjoint(science: dict[str, Any], runtime: dict[str, Any], prefix: st
             )
 
 
+def check_cpu_threads(section: str, cpu_threads: int) -> None:
+    """A stage's ``runtime.<section>.cpu_threads``: 0 (the launcher's count) or a positive thread count."""
+    if cpu_threads < 0:
+        raise ValueError(f"{section}.cpu_threads must be >= 0 (0: the launcher's), got {cpu_threads}")
+
+
 def load_section(path: str | Path, section: str, cls: type[T], profile: str | None = None) -> T:
     """Load ``section`` of the params file at ``path`` into the frozen dataclass ``cls``."""
     return load_stage_params(path, section, cls, profile)[1]

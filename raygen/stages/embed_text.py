@@ -25,7 +25,7 @@ from typing import Literal
 
 from raygen import tracking
 from raygen.cli import stage_parser
-from raygen.config import load_stage_params, to_dict
+from raygen.config import check_cpu_threads, load_stage_params, to_dict
 from raygen.models.releases import CXR_BERT_HUB_ID, CXR_BERT_REVISION
 from raygen.runtime import configure_torch, pick_device, setup_logging
 
@@ -57,8 +57,7 @@ class EmbedTextParams:
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 0:
-            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
+        check_cpu_threads(STAGE, self.cpu_threads)
 
 
 def build_parser():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from raygen.cli import stage_parser
-from raygen.config import load_stage_params, to_dict
+from raygen.config import check_cpu_threads, load_stage_params, to_dict
 from raygen.io import write_json
 from raygen.models.taming_config import read_taming_config
 from raygen.runtime import configure_torch, pick_device, setup_logging
@@ -46,8 +46,7 @@ class TokenizeParams:
     cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 0:
-            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
+        check_cpu_threads(STAGE, self.cpu_threads)
 
 
 def build_parser():

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from raygen import tracking
 from raygen.cli import stage_parser
-from raygen.config import load_stage_params, to_dict
+from raygen.config import check_cpu_threads, load_stage_params, to_dict
 from raygen.data.classifier_config import ARMS, AugmentConfig
 from raygen.io import file_record, write_csv, write_json
 from raygen.runtime import configure_torch, pick_device, setup_logging
@@ -86,8 +86,7 @@ class TrainClassifierParams:
     cpu_threads: int = 0  # CPU threads (0: the launcher's: Snakemake's threads, else every core)
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 0:
-            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
+        check_cpu_threads(STAGE, self.cpu_threads)
         if self.resolution < 32:
             raise ValueError("train_classifier.resolution must be >= 32 (DenseNet-121 downsamples 32x)")
         if self.channels not in (1, 3):

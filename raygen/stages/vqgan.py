@@ -31,7 +31,7 @@ from typing import Literal
 
 from raygen import tracking
 from raygen.cli import stage_parser
-from raygen.config import load_stage_params, to_dict
+from raygen.config import check_cpu_threads, load_stage_params, to_dict
 from raygen.io import write_json
 from raygen.models.pinned import FID_NETWORK, VQGAN_CHECKPOINT, VQGAN_CONFIG, pinned_vqgan
 from raygen.models.releases import LPIPS_FILES, TORCHVISION_DENSENET121
@@ -87,8 +87,7 @@ class VqganParams:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 0:
-            raise ValueError(f"{STAGE}.cpu_threads must be >= 0 (0: the launcher's), got {self.cpu_threads}")
+        check_cpu_threads(STAGE, self.cpu_threads)
         factor = self.model_config().factor
         if self.resolution < factor or self.resolution % factor:
             raise ValueError(
