@@ -22,7 +22,6 @@ from torch import nn
 
 from raygen.checkpoint import load_checkpoint
 from raygen.data.labels import CLASSES
-from raygen.data.synthetic_plan import prompt_kind
 from raygen.errors import UsageError
 from raygen.io import sha256_file
 from raygen.metrics.classification import auroc
@@ -155,10 +154,11 @@ def conditional_fidelity_of_sets(
     feats: dict[str, np.ndarray],
     extractor: str,
     device: torch.device,
+    prompts: str,
 ) -> dict[str, Any]:
-    """Conditional fidelity of the augmentation set and, where the reports carry ``true_*`` labels, of
-    the per-report generations beside the real held-out images and their reconstructions (metrics.json
-    ``conditional_fidelity``).
+    """Conditional fidelity of the augmentation set (made with ``prompts``, the kind the manifest says)
+    and, where the reports carry ``true_*`` labels, of the per-report generations beside the real
+    held-out images and their reconstructions (metrics.json ``conditional_fidelity``).
 
     When the FID features (``feats``, from the extractor named ``extractor``) are the judge's
     penultimate layer, its probabilities are its head on those features (the same numbers, one forward
@@ -172,7 +172,7 @@ def conditional_fidelity_of_sets(
 
     prompted = images.augmentation[list(CLASSES)].to_numpy(np.int64)
     cond = {"augmentation_prompts": conditional_fidelity(prompted, probs("aug", images.augmentation_images))}
-    cond["augmentation_prompts"]["prompts"] = prompt_kind(images.augmentation)
+    cond["augmentation_prompts"]["prompts"] = prompts
     truth = [f"true_{c}" for c in CLASSES]
     if all(c in images.per_report.columns for c in truth):
         y = images.per_report[truth].fillna(0).to_numpy(np.int64)

@@ -153,6 +153,7 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
     """Fidelity and diversity of the per-report set, conditional fidelity, memorisation."""
     import numpy as np
 
+    from raygen.data.synthetic_plan import prompt_kind
     from raygen.metrics.conditional import conditional_fidelity_of_sets, load_classifier, pick_measures
     from raygen.metrics.fidelity import fidelity
     from raygen.metrics.image_sets import load_evaluation_images, save_closest_pairs, set_features
@@ -172,7 +173,7 @@ def _image_metrics(args: Any, params: EvaluateParams, device: Any) -> dict[str, 
     msssim = {"msssim_kernel": params.msssim_kernel or None, "msssim_scales": params.msssim_scales or None}
     fidelity_section = fidelity(images, feats, extractor.name, **kid, **msssim)
     # Conditional fidelity: the judge says whether each image shows what its prompt asked for.
-    cond = conditional_fidelity_of_sets(judge, images, feats, extractor.name, device)
+    cond = conditional_fidelity_of_sets(judge, images, feats, extractor.name, device, prompt_kind(images.augmentation))
     synthetic = np.concatenate([feats["gen0"], feats["aug"]])
     mem = memorisation(
         synthetic,
