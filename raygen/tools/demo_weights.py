@@ -46,8 +46,10 @@ import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from raygen.io import write_json
@@ -323,22 +325,25 @@ def check_disjoint(params: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _dataset_ids(params: Path, profile: str) -> dict[str, frozenset[Any]]:
+def _dataset_ids(params: Path, profile: str) -> Mapping[str, frozenset[Any]]:
     """The patient, study and image ids of ``profile``'s demo dataset, from its plan."""
     return _plan_ids(_demo_params(params, profile))
 
 
 @functools.lru_cache(maxsize=8)
-def _plan_ids(demo: Any) -> dict[str, frozenset[Any]]:
-    """Drawing an 8,000-study plan takes seconds, and a plan depends on its (frozen) params alone."""
+def _plan_ids(demo: Any) -> Mapping[str, frozenset[Any]]:
+    """Cached: drawing a large plan is slow, and a plan depends on its (frozen) params alone. Read-only,
+    since every caller shares the cached answer."""
     from raygen.data.demo.build import demo_plans
 
     plans = demo_plans(demo)
-    return {
-        "patients": frozenset(p.subject_id for p in plans),
-        "studies": frozenset(p.study_id for p in plans),
-        "images": frozenset(im.dicom_id for p in plans for im in p.images),
-    }
+    return MappingProxyType(
+        {
+            "patients": frozenset(p.subject_id for p in plans),
+            "studies": frozenset(p.study_id for p in plans),
+            "images": frozenset(im.dicom_id for p in plans for im in p.images),
+        }
+    )
 
 
 def _demo_params(params: Path, profile: str) -> Any:
@@ -438,13 +443,13 @@ def provenance(
         "command": pinned.RECREATE,
         "commit": {stage: r.get("commit") for stage, r in json.loads((work / "recipes.json").read_text()).items()},
     }
+    remade = {step for part in parts for step in PARTS[part]}  # with the dataset a kept part may share
     for part, steps in PARTS.items():
         key = PROVENANCE_KEYS[part]
         if part in parts:
             record[key] = {"dataset": datasets[part], **_part_record(params, work, part)}
             continue
         record[key] = kept.get(key)
-        remade = {name for again in parts for name in PARTS[again]}  # e.g. the dataset a kept part shares
         for step in set(steps) - remade:
             record["commit"][step] = kept.get("commit", {}).get(step)
     return record
