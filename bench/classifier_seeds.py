@@ -34,7 +34,8 @@ from raygen.metrics.classification import auroc, paired_delta  # noqa: E402
 
 def train_arms(seed: int, out: Path, params_path: Path, profile: str) -> None:
     """The three arms with ``train_classifier.seed = seed``, side by side, each on the thread count its
-    params give (``runtime.train_classifier.cpu_threads``: one in the demo, as the pipeline runs them)."""
+    params give (``runtime.train_classifier.cpu_threads``: one in the demo, as the pipeline runs them;
+    0 means one here too, through OMP_NUM_THREADS)."""
     raw = read_params(params_path)
     raw.setdefault("profiles", {}).setdefault(profile, {}).setdefault("train_classifier", {})["seed"] = seed
     seeded = out / f"seed{seed}" / "params.yaml"
