@@ -101,6 +101,13 @@ def test_impression_prompts_give_a_class_the_recipe_leaves_empty_no_rows_and_a_p
         augmentation_plan(manifest, params, without_texts)
 
 
+def test_a_total_too_small_for_any_class_is_a_clear_error_not_an_empty_set():
+    manifest = classifier_manifest()
+    for total in (1, 5):
+        with pytest.raises(ValueError, match=f"aug_total {total}: .* floors every class to 0 images"):
+            augmentation_plan(manifest, syn.SynthesizeParams(aug_total=total))
+
+
 def test_a_manifest_says_which_prompts_made_it_as_written_and_read_back(tmp_path):
     """evaluate and Table 2 name the prompt kind from the manifest, not from params that may have changed since."""
     manifest = classifier_manifest()

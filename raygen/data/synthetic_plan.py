@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from raygen.config import ConfigError
 from raygen.data.augment_recipe import class_counts
 from raygen.data.classifier_data import read_classifier_manifest
 from raygen.data.labels import CLASSES
@@ -67,6 +68,11 @@ def augmentation_plan(
     positives = train[list(CLASSES)].sum().astype(int).tolist()
     total = params.aug_total or len(train)
     counts = class_counts(positives, total, params.count_rule)
+    if not any(counts):
+        raise ConfigError(
+            f"synthesize.aug_total {total}: the {params.count_rule!r} recipe floors every class to 0 images "
+            "(it shares the total out by class weight); ask for more images"
+        )
     rng = np.random.default_rng(params.seed)
     rows: list[dict[str, Any]] = []
     for k, (name, n) in enumerate(zip(CLASSES, counts)):
@@ -98,7 +104,10 @@ def _impression_rows(name: str, n: int, impressions: pd.DataFrame, rng: np.rando
         return []
     pool = impressions[impressions[name] == 1]
     if pool.empty:
-        raise ValueError(f"prompts: impression needs training impressions positive for {name}; none found")
+        raise ConfigError(
+            f"synthesize.prompts: impression needs training impressions positive for {name}; none found "
+            "(use prompts: class_name)"
+        )
     picks = np.concatenate([rng.permutation(len(pool)) for _ in range(-(-n // max(len(pool), 1)))])[:n]
     rows = []
     for i, j in enumerate(picks):
