@@ -2,8 +2,8 @@
 
 Renders the first ``--studies`` studies of the demo plan (``download.demo`` of params.yaml) in this
 process, one torch thread, as each worker of the ``download`` stage does, and prints milliseconds per
-study, wall and CPU, the best of ``--repeats`` passes (this machine's neighbours make single passes
-vary by a fifth). The SHA-256 over every rendered image says whether two versions of the
+study, wall and CPU, the best of ``--repeats`` passes (a shared machine's single passes vary with its
+load). The SHA-256 over every rendered image says whether two versions of the
 renderer draw the same pixels: a speed-up must leave it unchanged, or the dataset (and every number
 downstream) changes. Results: docs/benchmarks.md.
 
