@@ -243,15 +243,22 @@ def test_masks_the_findings_reuse_are_computed_once_read_only_and_leak_nothing()
     assert right is a.side_mask("right") and np.array_equal(right, a.lung == 1)
     with pytest.raises(ValueError, match="read-only"):
         right[0, 0, 0] = True
-    # A study rendered after others (whose findings filled the cache) draws the pixels it draws first.
-    params = _params(studies=40, patients=12)
-    plans = [p for p in demo_plans(params) if p.findings][:6]
-    first = render_study(plans[-1], a, params)
-    for plan in plans[:-1]:
+    # Studies with every kind of finding, rendered with the cache that all of them filled, draw what they
+    # draw with an empty one: no two masks or boxes share a key, and no study edits what the next reads.
+    params = _params(studies=300, patients=90)
+    picked, seen = [], set()
+    for plan in demo_plans(params):
+        labels = {f.label for f in plan.findings}
+        if labels - seen:
+            picked.append(plan)
+            seen |= labels
+    assert seen == set(CLASSES)
+    for plan in picked:
         render_study(plan, a, params)
-    again = render_study(plans[-1], a, params)
-    assert [d for d, _ in first] == [d for d, _ in again]
-    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(first, again))
+    for plan in picked:
+        warm, cold = render_study(plan, a, params), render_study(plan, dataclasses.replace(a), params)
+        assert [d for d, _ in warm] == [d for d, _ in cold]
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(warm, cold)), plan.findings
 
 
 def test_missing_ct_is_a_clear_error(tmp_path, monkeypatch):

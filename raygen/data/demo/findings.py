@@ -251,7 +251,8 @@ def pneumothorax(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generato
         sub[collapsed] += {"small": 60.0, "moderate": 140.0, "large": 260.0}[f.severity]
 
 
-def _lobe_for(a: Anatomy, side: str, location: str) -> np.ndarray:
+def _lobe_for(a: Anatomy, side: str, location: str, margin: int) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    """The lobe a report's location word names on ``side``: its mask and its box grown by ``margin``."""
     lobe = {
         "lower lobe": "lower",
         "upper lobe": "upper",
@@ -264,14 +265,14 @@ def _lobe_for(a: Anatomy, side: str, location: str) -> np.ndarray:
         lobe = "lingula"
     if side == "right" and lobe == "lingula":
         lobe = "middle"
-    return a.lobe_mask(side, lobe)
+    mask = a.lobe_mask(side, lobe)
+    return mask, _mask_box(a, ("lobe", side, lobe), mask, margin)
 
 
 def consolidation(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generator, erect: bool) -> None:
     """Lobar / segmental airspace filling with soft margins and spared airways."""
     for side in f.sides():
-        lobe = _lobe_for(a, side, f.location)
-        box = _mask_box(a, ("lobe", side, f.location), lobe, 3)
+        lobe, box = _lobe_for(a, side, f.location, 3)
         n = _noise(rng, tuple(s.stop - s.start for s in box), 10.0)
         region = lobe[box] & (n > rng.uniform(-1.2, -0.4))
         w = _blur(region.astype(np.float32), 1.5) * lobe[box]
@@ -284,8 +285,7 @@ def consolidation(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generat
 def pneumonia(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generator, erect: bool) -> None:
     """Patchy (bronchopneumonic) consolidation within a lobe."""
     for side in f.sides():
-        lobe = _lobe_for(a, side, f.location)
-        box = _mask_box(a, ("lobe", side, f.location), lobe, 3)
+        lobe, box = _lobe_for(a, side, f.location, 3)
         shape = tuple(s.stop - s.start for s in box)
         n = _noise(rng, shape, 6.0) + 0.8 * _noise(rng, shape, 14.0)
         w = np.clip((n - rng.uniform(-0.3, 0.3)) / 1.0, 0, 1) * lobe[box]
@@ -328,9 +328,8 @@ def edema(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generator, erec
 def lung_lesion(hu: np.ndarray, a: Anatomy, f: Finding, rng: np.random.Generator, erect: bool) -> None:
     """Soft-edged, lobulated nodule(s) or mass inside the lung."""
     side = f.sides()[0]
-    lobe = _lobe_for(a, side, f.location)
     # Candidates are searched in the lobe's box: the same voxels, in the same order, as in the whole volume.
-    lobe_box = _mask_box(a, ("lobe", side, f.location), lobe, 0)
+    lobe, lobe_box = _lobe_for(a, side, f.location, 0)
     in_lobe, pleura_mm = lobe[lobe_box], a.pleura_mm[lobe_box]
     zs, xs = (np.arange(sl.start, sl.stop) for sl in (lobe_box[0], lobe_box[2]))
     hx = a.hilum[side][2]
