@@ -207,11 +207,13 @@ def _in_plane_edt(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
     return np.minimum(out, far / 2) * mask
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels."""
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (empty slices for an empty mask)."""
     out = []
     for axis in range(mask.ndim):
         idx = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
+        if idx.size == 0:
+            return (slice(0, 0),) * mask.ndim
         out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, mask.shape[axis])))
     return tuple(out)
 
@@ -223,7 +225,7 @@ def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
     lung[np.isin(labels, LUNG_RIGHT)] = 1
     lung[np.isin(labels, LUNG_LEFT)] = 2
     # One transform for both lungs: the mediastinum between them keeps their distances apart.
-    box = _bbox(lung > 0, margin=2)
+    box = bounding_box(lung > 0, margin=2)
     pleura = np.zeros(hu.shape, np.float32)
     pleura[box] = ndimage.distance_transform_edt(lung[box] > 0) * voxel_mm
     wall = np.zeros(hu.shape, np.float32)
@@ -233,7 +235,7 @@ def prepare_anatomy(voxel_mm: float = 2.0) -> Anatomy:
     heart = np.isin(labels, HEART)
     heart_center = tuple(float(c) for c in ndimage.center_of_mass(heart))
     hilum, base, top, dome = _lung_landmarks(lung, heart_center)
-    lung_box = _bbox(lung > 0, margin=0)
+    lung_box = bounding_box(lung > 0, margin=0)
     lung_center = tuple((sl.start + sl.stop - 1) / 2.0 for sl in lung_box)
     return Anatomy(
         hu=hu,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raygen.data.demo.anatomy import HEART, RIBS_LEFT, RIBS_RIGHT, Anatomy
+from raygen.data.demo.anatomy import HEART, RIBS_LEFT, RIBS_RIGHT, Anatomy, bounding_box
 from raygen.data.labels import CLASSES
 
 HU_FLUID = 15.0
@@ -76,19 +76,9 @@ class Finding:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
-    out = []
-    for axis in range(3):
-        idx = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        if idx.size == 0:
-            return (slice(0, 0),) * 3  # type: ignore[return-value]
-        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(out)  # type: ignore[return-value]
-
-
 def _mask_box(a: Anatomy, name: tuple, mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
-    """:func:`_bbox` of one of the anatomy's fixed masks (``name`` says which), computed once per process."""
-    return a.derived(("box", *name, margin), _bbox, mask, margin)
+    """:func:`bounding_box` of one of the anatomy's fixed masks (``name`` says which), computed once per process."""
+    return a.derived(("box", *name, margin), bounding_box, mask, margin)
 
 
 def _columns(mask: np.ndarray) -> np.ndarray:
@@ -125,7 +115,7 @@ def _blur(vol: np.ndarray, sigma: float) -> np.ndarray:
 def _soft(mask: np.ndarray, sigma: float, margin: int | None = None) -> np.ndarray:
     """Blurred [0, 1] version of a boolean mask, computed on its bounding box only."""
     out = np.zeros(mask.shape, np.float32)
-    box = _bbox(mask, margin if margin is not None else int(3 * sigma) + 1)
+    box = bounding_box(mask, margin if margin is not None else int(3 * sigma) + 1)
     if mask[box].size:
         out[box] = _blur(mask[box].astype(np.float32), sigma)
     return out

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from raygen.data.demo.anatomy import Anatomy
+from raygen.data.demo.anatomy import Anatomy, bounding_box
 
 MU_WATER_PER_MM = 0.02  # linear attenuation of water at a chest radiograph's effective energy (~0.2 / cm)
 BONE_GAIN = 0.45  # extra bone attenuation: photoelectric absorption at ~60 keV beats the CT's calibration
@@ -136,12 +136,9 @@ def attenuation_update(base_mu: torch.Tensor, base_hu: np.ndarray, hu: np.ndarra
     changed = hu != base_hu
     if not changed.any():
         return base_mu
-    box = []
-    for axis in range(3):
-        idx = np.nonzero(changed.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    box = bounding_box(changed, margin=0)
     mu = base_mu.clone()
-    mu[tuple(box)] = attenuation(np.ascontiguousarray(hu[tuple(box)]))
+    mu[box] = attenuation(np.ascontiguousarray(hu[box]))
     return mu
 
 
