@@ -106,7 +106,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.device = device
-        self.vq = load_vqgan(args.vqgan, device).to(memory_format=torch.channels_last)
+        token_meta = json.loads((args.tokens / "meta.json").read_text())  # the VQ-GAN must be the tokens' own
+        self.vq = load_vqgan(args.vqgan, device, token_meta).to(memory_format=torch.channels_last)
         self.judge = load_pinned_network(args.demo_weights, device)
         self.features = self.judge.extractor(device)
         frame = pd.read_csv(args.generator)

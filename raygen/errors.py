@@ -28,5 +28,9 @@ class MissingFileError(UserError, FileNotFoundError):
     """An input or weight file that is not where it should be; the message says where to get it."""
 
 
+class MismatchedInputsError(UserError):
+    """Two inputs that do not belong together, e.g. a decoder and a VQ-GAN other than the one that made its tokens."""
+
+
 class ManifestError(UserError, ValueError):
     """A manifest CSV whose columns, values or ids the stage cannot use (duplicates, unknown splits)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ from torch import nn
 
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
-from raygen.generation.render import generate_images, masked_canvas
+from raygen.errors import MismatchedInputsError
+from raygen.generation.render import check_vqgan_made_the_tokens, generate_images, masked_canvas
 from raygen.generation.sampler import SamplerConfig, guidance_scale, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import (
     mask_ratio,
@@ -22,6 +25,8 @@ from raygen.generation.schedule import (
     sample_train_mask,
 )
 from raygen.generation.step import decode_step, filter_top_share, gumbel_noise, step_temperature
+from raygen.generation.synthetic_sets import SetGenerator
+from raygen.io import sha256_file
 from raygen.models.decoder import DecoderConfig, MaskedTokenDecoder
 from raygen.tools import generate
 
@@ -359,17 +364,14 @@ def test_masked_canvas_greys_masked_patches():
     assert torch.all(out[0, :, :4, 4:] == 0) and torch.all(out[0, :, :4, :4] == 1) and torch.all(out[0, :, 4:] == 1)
 
 
-def write_tiny_checkpoint(path):
+def write_tiny_checkpoint(path, token_meta=None):
     model = tiny_model()
     null = torch.zeros(L, D, dtype=torch.float16)
+    config = {"decoder": to_dict(model.config), "text_meta": {"max_length": L, "dim": D, "null_length": 1}}
+    if token_meta is not None:
+        config["token_meta"] = token_meta
     save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "step": 0,
-            "config": {"decoder": to_dict(model.config), "text_meta": {"max_length": L, "dim": D, "null_length": 1}},
-            "null_text": {"states": null, "length": 1},
-        },
+        path, {"model": model.state_dict(), "step": 0, "config": config, "null_text": {"states": null, "length": 1}}
     )
 
 
@@ -384,7 +386,7 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
         return torch.randn(len(texts), text_meta["max_length"], D, generator=g).half(), torch.full((len(texts),), 3)
 
     monkeypatch.setattr(generate, "encode_prompts", fake_encode)
-    monkeypatch.setattr(generate, "load_vqgan", lambda folder, device: FakeVQ())
+    monkeypatch.setattr(generate, "load_vqgan", lambda folder, device, token_meta=None: FakeVQ())
     out, fig = tmp_path / "grid.png", tmp_path / "fig3.png"
     args = [
         "--prompt",
@@ -437,3 +439,51 @@ def test_generate_images_progressive_frames_grey_out_masked_tokens():
     grey = (frames[0] == 0).all(dim=1).float().view(2, 4, 4, 4, 4).mean(dim=(2, 4)) == 1  # (B, 4, 4)
     assert grey.sum(dim=(1, 2)).tolist() == [11, 11]
     assert torch.equal(frames[1], images)
+
+
+def vqgan_files(folder, checkpoint: bytes):
+    """A VQ-GAN folder whose files are never parsed: the token check comes before loading."""
+    folder.mkdir()
+    (folder / "config.yaml").write_text("not parsed\n")
+    (folder / "model.ckpt").write_bytes(checkpoint)
+    return folder
+
+
+def tokens_made_by(folder) -> dict:
+    """A token cache's meta.json entry naming the VQ-GAN in ``folder`` (as tokenize writes it)."""
+    return {
+        "vqgan": {"checkpoint": "results/vqgan/model.ckpt", "checkpoint_sha256": sha256_file(folder / "model.ckpt")}
+    }
+
+
+def test_a_decoder_is_decoded_only_with_the_vqgan_that_made_its_tokens(tmp_path, caplog):
+    own = vqgan_files(tmp_path / "own", b"the VQ-GAN that made the tokens")
+    other = vqgan_files(tmp_path / "other", b"a VQ-GAN trained again")
+    check_vqgan_made_the_tokens(own, tokens_made_by(own))
+    with pytest.raises(
+        MismatchedInputsError, match=r"other/model.ckpt \(sha256 \w{12}\) is not the VQ-GAN whose tokens"
+    ):
+        check_vqgan_made_the_tokens(other, tokens_made_by(own))
+    with caplog.at_level(logging.WARNING):
+        check_vqgan_made_the_tokens(other, {})  # a checkpoint from before tokens recorded their VQ-GAN
+    assert "does not record which VQ-GAN made its tokens" in caplog.text
+
+
+def test_generate_refuses_another_vqgan_before_loading_the_text_model(tmp_path, monkeypatch):
+    own, other = vqgan_files(tmp_path / "own", b"own"), vqgan_files(tmp_path / "other", b"other")
+    ckpt, out = tmp_path / "model.ckpt", tmp_path / "grid.png"
+    write_tiny_checkpoint(ckpt, token_meta=tokens_made_by(own))
+    monkeypatch.setattr(generate, "encode_prompts", lambda *a: pytest.fail("the text model loaded first"))
+    args = ["--prompt", "x", "--checkpoint", str(ckpt), "--vqgan", str(other), "--out", str(out)]
+    with pytest.raises(MismatchedInputsError):
+        generate.main(args)
+    assert not out.exists()
+
+
+def test_synthesize_refuses_another_vqgan(tmp_path):
+    own, other = vqgan_files(tmp_path / "own", b"own"), vqgan_files(tmp_path / "other", b"other")
+    ckpt = tmp_path / "model.ckpt"
+    write_tiny_checkpoint(ckpt, token_meta=tokens_made_by(own))
+    ctx = SimpleNamespace(device=torch.device("cpu"), rank=0, world_size=1)
+    with pytest.raises(MismatchedInputsError):
+        SetGenerator.load(ckpt, other, SamplerConfig(), "fp32", tmp_path / "out", ctx)

@@ -155,11 +155,17 @@ def test_stage_smoke_run_writes_outputs(caches, tmp_path, monkeypatch):
     import raygen.generation.render
 
     seen = []
-    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device: seen.append(folder) or FakeVQ())
+
+    def load_vqgan(folder, device, token_meta=None):
+        seen.append((folder, token_meta))
+        return FakeVQ()
+
+    monkeypatch.setattr(raygen.generation.render, "load_vqgan", load_vqgan)
     params = write_params(tmp_path / "params.yaml", steps=8, sample_every=4)
     out = tmp_path / "out"
     assert train_decoder.main(stage_args(caches, out, params) + ["--vqgan", str(tmp_path / "vq")]) == 0
-    assert seen == [tmp_path / "vq"]
+    tokens_meta = json.loads((caches[0] / "meta.json").read_text())
+    assert seen == [(tmp_path / "vq", tokens_meta)], "the sample grids' VQ-GAN is checked against the tokens' own"
     assert {p.name for p in out.iterdir()} == {"model.ckpt", "metrics.json", "samples.png", "samples"}
     assert (out / "samples" / "step_0000004.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -283,7 +289,7 @@ def test_init_demo_starts_from_the_pinned_decoder_and_checks_what_it_learned(cac
     (folder / pinned.SUMS).write_text(pinned.write_sums(folder))
     vq.mkdir()
     (vq / "metrics.json").write_text(json.dumps({"pretrained": {"checkpoint": {"sha256": sha}}}))
-    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device: FakeVQ())
+    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device, token_meta=None: FakeVQ())
 
     # A learning rate too small to move anything: the result is the pinned weights (fp16 -> fp32).
     params = write_params(tmp_path / "params.yaml", init="demo", steps=1, lr=1e-12, checkpoint_every=0)

@@ -7,6 +7,7 @@ Used by ``raygen generate``, the ``synthesize`` stage and ``train_decoder``'s sa
 
 from __future__ import annotations
 
+import logging
 import math
 import textwrap
 from pathlib import Path
@@ -15,22 +16,53 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from raygen.errors import MissingFileError
+from raygen.errors import MismatchedInputsError, MissingFileError
 from raygen.generation.sampler import SamplerConfig, TrainedDecoder, sample_tokens
-from raygen.io import atomic_path
+from raygen.io import atomic_path, sha256_file
 from raygen.runtime import autocast_dtype
 
+log = logging.getLogger(__name__)
 
-def load_vqgan(vqgan_dir: str | Path, device: torch.device) -> Any:
-    """The VQ-GAN of ``vqgan_dir`` (config.yaml + model.ckpt), eval mode on ``device``."""
+
+def load_vqgan(vqgan_dir: str | Path, device: torch.device, token_meta: dict[str, Any] | None = None) -> Any:
+    """The VQ-GAN of ``vqgan_dir`` (config.yaml + model.ckpt), eval mode on ``device``.
+
+    ``token_meta``: the decoder checkpoint's ``config["token_meta"]``; when given, the folder must hold
+    the VQ-GAN that made the tokens the decoder learned (:func:`check_vqgan_made_the_tokens`).
+    """
     from raygen.models.vqgan import load_taming  # lazy: heavy, and owned by the vqgan stage
 
     vqgan_dir = Path(vqgan_dir)
     for name in ("config.yaml", "model.ckpt"):
         if not (vqgan_dir / name).is_file():
             raise MissingFileError(f"{vqgan_dir / name} not found: run the pipeline first (`make demo`)")
+    if token_meta is not None:
+        check_vqgan_made_the_tokens(vqgan_dir, token_meta)
     vq = load_taming(vqgan_dir / "config.yaml", vqgan_dir / "model.ckpt")
     return vq.to(device).eval()
+
+
+def check_vqgan_made_the_tokens(vqgan_dir: Path, token_meta: dict[str, Any]) -> None:
+    """Refuse to decode a decoder's ids with a VQ-GAN other than the one that made its training tokens.
+
+    Another codebook turns the same ids into other pictures without any error, so a decoder and a
+    VQ-GAN folder that do not belong together (a VQ-GAN retrained or replaced after ``train_decoder``
+    ran, or ``--vqgan`` pointing at another run) would give wrong images silently. The tokenize stage
+    records the checkpoint's SHA-256 in the token cache's meta.json, which the decoder's checkpoint keeps.
+    """
+    made = token_meta.get("vqgan") or {}
+    expected = made.get("checkpoint_sha256")
+    if not expected:
+        log.warning("the decoder's checkpoint does not record which VQ-GAN made its tokens: %s not checked", vqgan_dir)
+        return
+    found = sha256_file(vqgan_dir / "model.ckpt")
+    if found != expected:
+        raise MismatchedInputsError(
+            f"{vqgan_dir / 'model.ckpt'} (sha256 {found[:12]}) is not the VQ-GAN whose tokens the decoder learned "
+            f"({made.get('checkpoint')}, sha256 {expected[:12]}): its codebook would draw other pictures. Give the "
+            "VQ-GAN folder the tokens came from, or rerun the pipeline so that tokenize and train_decoder follow "
+            "the new VQ-GAN"
+        )
 
 
 @torch.inference_mode()

@@ -137,7 +137,7 @@ def _run(args: Any, params: TrainDecoderParams, profile: str, ctx: Dist) -> int:
         len(train), params.batch_size, params.steps, params.seed, state.step, ctx.rank, ctx.world_size
     )
     loader = make_loader(train, sampler, params.workers, pin_memory=ctx.device.type == "cuda")
-    vq = training.load_vqgan_or_none(args.vqgan, ctx.device) if ctx.main else None
+    vq = training.load_vqgan_or_none(args.vqgan, ctx.device, train.token_meta) if ctx.main else None
     run = training.DecoderRun(params=params, ctx=ctx, config=config, null=null, out=args.out, vq=vq)
     prompts = val if len(val) else train
     with tracking.start_run(

@@ -45,7 +45,10 @@ def build_parser():
     parser.add_argument("--progressive", type=Path, default=None, help="also write the progressive-unmasking figure")
     parser.add_argument("--checkpoint", type=Path, default=Path("results/train_decoder/model.ckpt"))
     parser.add_argument(
-        "--vqgan", type=Path, default=Path("results/vqgan"), help="VQ-GAN folder (config.yaml, model.ckpt)"
+        "--vqgan",
+        type=Path,
+        default=Path("results/vqgan"),
+        help="VQ-GAN folder (config.yaml, model.ckpt): the one that made the decoder's tokens (checked by hash)",
     )
     parser.add_argument("--text-model", type=Path, default=None, help="local text encoder weights folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -118,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     configure_torch(device)
     trained = load_decoder_checkpoint(args.checkpoint, device)
+    vq = load_vqgan(args.vqgan, device, trained.config.get("token_meta"))  # checked before the text model loads
     prompts = [p for p in args.prompt for _ in range(args.n)]
     start = time.perf_counter()
     text_params = load_section(args.params, "embed_text", EmbedTextParams, args.profile)
     states, lengths = encode_prompts(
         prompts, text_params, args.params, args.text_model, trained.config["text_meta"], device
     )
-    vq = load_vqgan(args.vqgan, device)
     images, frames = generate_images(trained, states, lengths, config, args.seed, vq, args.progressive is not None)
     save_image_grid(images, args.out, titles=prompts, ncol=min(args.n, 8))
     log.info("wrote %s: %d images (%s) in %.1f s", args.out, len(prompts), config, time.perf_counter() - start)

@@ -163,12 +163,13 @@ def forward_model(model: MaskedTokenDecoder, params: TrainDecoderParams, ctx: Di
     return wrapped
 
 
-def load_vqgan_or_none(vqgan_dir: Path | None, device: torch.device) -> Any:
-    """The VQ-GAN for sample grids, or None (token maps instead) when no folder was given."""
+def load_vqgan_or_none(vqgan_dir: Path | None, device: torch.device, token_meta: dict[str, Any]) -> Any:
+    """The VQ-GAN for sample grids, checked to be the one that made the training tokens (``token_meta``),
+    or None (token maps instead) when no folder was given."""
     if vqgan_dir is None:
         log.info("no --vqgan given: sample grids show token maps")
         return None
-    return render.load_vqgan(vqgan_dir, device)
+    return render.load_vqgan(vqgan_dir, device, token_meta)
 
 
 # ---------------------------------------------------------------------------------------------
