@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +16,7 @@ from torch import nn
 
 from raygen.checkpoint import save_checkpoint
 from raygen.config import to_dict
-from raygen.errors import MismatchedInputsError
+from raygen.errors import MismatchedInputsError, UsageError
 from raygen.generation.render import check_vqgan_made_the_tokens, generate_images, masked_canvas
 from raygen.generation.sampler import SamplerConfig, guidance_scale, load_decoder_checkpoint, sample_tokens
 from raygen.generation.schedule import (
@@ -415,14 +417,35 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
 
 def test_generate_command_schedule_flag():
     base = ["--prompt", "x", "--out", "grid.png"]
-    assert generate.sampler_config(generate.build_parser().parse_args(base)).schedule == "maskgit"
-    paper = generate.sampler_config(generate.build_parser().parse_args(base + ["--schedule", "raygen_paper"]))
+
+    def config(*flags):
+        return generate.sampler_config(generate.build_parser().parse_args(base + list(flags)), SamplerConfig())
+
+    assert config().schedule == "maskgit"
+    paper = config("--schedule", "raygen_paper")
     assert paper.schedule == "raygen_paper" and paper.steps == 3
     with pytest.raises(SystemExit):
         generate.build_parser().parse_args(base + ["--schedule", "muse"])
-    assert generate.sampler_config(generate.build_parser().parse_args(base)).cfg_schedule == "constant"
-    linear = generate.sampler_config(generate.build_parser().parse_args(base + ["--cfg-schedule", "linear"]))
-    assert linear.cfg_schedule == "linear"
+    assert config().cfg_schedule == "constant"
+    assert config("--cfg-schedule", "linear").cfg_schedule == "linear"
+
+
+@pytest.mark.parametrize(("profile", "schedule", "cfg"), [("demo", "maskgit", 3.0), ("paper", "raygen_paper", 1.0)])
+def test_generate_samples_as_the_profile_s_synthesize_section_unless_a_flag_says_otherwise(profile, schedule, cfg):
+    """After `make demo`, `raygen generate` draws images like the ones the pipeline evaluated."""
+    from raygen.config import load_section
+    from raygen.stages.synthesize import SynthesizeParams
+
+    section = load_section(Path("params.yaml"), "synthesize", SynthesizeParams, profile)
+    parser = generate.build_parser()
+    base = ["--prompt", "x", "--out", "grid.png", "--profile", profile]
+    as_params = generate.profile_sampler_config(parser.parse_args(base))
+    assert as_params == section.sampler() and (as_params.schedule, as_params.cfg_scale) == (schedule, cfg)
+    steps8 = generate.profile_sampler_config(parser.parse_args([*base, "--steps", "8", "--no-anneal"]))
+    assert steps8 == replace(section.sampler(), steps=8, temperature_anneal=False)
+    if schedule == "raygen_paper":  # the authors' loop has no confidence noise: a flag cannot add it
+        with pytest.raises(UsageError, match="gumbel"):
+            generate.profile_sampler_config(parser.parse_args([*base, "--gumbel", "4.5"]))
 
 
 def test_generate_images_progressive_frames_grey_out_masked_tokens():
