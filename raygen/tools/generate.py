@@ -41,9 +41,8 @@ log = logging.getLogger(__name__)
 
 def build_parser():
     parser = stage_parser("generate", __doc__.split("\n\n")[0])
-    parser._option_string_actions[
-        "--params"
-    ].help = "params file; its 'embed_text' section picks the text encoder, its 'synthesize' section the sampling"
+    sections = "its 'embed_text' section picks the text encoder, its 'synthesize' section the sampling"
+    parser._option_string_actions["--params"].help = f"params file; {sections}"
     parser.add_argument("--prompt", required=True, action="append", help="report text (repeat for several)")
     parser.add_argument("--n", type=int, default=8, help="images per prompt (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="PNG grid to write")
