@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from raygen.config import ConfigError
 from raygen.data.augment_recipe import class_counts, half_arm
 from raygen.data.classifier_data import read_synthetic_manifest, synthetic_for_arm
 from raygen.data.images import load_pngs, write_png
@@ -106,6 +107,27 @@ def test_a_total_too_small_for_any_class_is_a_clear_error_not_an_empty_set():
     for total in (1, 5):
         with pytest.raises(ValueError, match=f"aug_total {total}: .* floors every class to 0 images"):
             augmentation_plan(manifest, syn.SynthesizeParams(aug_total=total))
+
+
+def test_the_stage_refuses_an_unfillable_recipe_before_it_loads_a_model(tmp_path):
+    """The checkpoint does not exist: had the models loaded first, the error would name it instead."""
+    from tests.test_user_errors import params_with
+
+    def edit(raw):
+        raw["synthesize"].update(aug_total=5, prompts="class_name")
+
+    manifest = classifier_manifest()
+    manifest.to_csv(tmp_path / "classifier.csv", index=False)
+    test = manifest[manifest["split"] == "test"].assign(text="Small left pleural effusion.")
+    test[["dicom_id", "subject_id", "study_id", "view", "path", "text"]].to_csv(tmp_path / "fid.csv", index=False)
+    test[["dicom_id", "path"]].to_csv(tmp_path / "generator.csv", index=False)
+    folders = {name: str(tmp_path / name) for name in ("checkpoint", "vqgan", "tokens", "text", "out")}
+    args = ["--params", str(params_with(tmp_path, edit)), "--profile", "demo"]
+    args += [f"--{name}={path}" for name, path in folders.items()]
+    args += [f"--{name}={tmp_path / name}.csv" for name in ("fid", "generator", "classifier")]
+    with pytest.raises(ConfigError, match="aug_total 5: .* floors every class to 0 images"):
+        syn.main(args)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_manifest_says_which_prompts_made_it_as_written_and_read_back(tmp_path):

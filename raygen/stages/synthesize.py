@@ -143,9 +143,10 @@ def _run(args: Any, params: SynthesizeParams, profile: str, ctx: runtime.Dist) -
     ) as tracker:
         runtime.configure_torch(ctx.device)
         config, started = params.sampler(), time.perf_counter()
+        # The plans first: a recipe the cohort cannot fill is a params error before any model loads.
+        per_report, aug = plan_sets(args.fid, args.classifier, args.generator, params)
         generator = sets.SetGenerator.load(args.checkpoint, args.vqgan, config, params.precision, args.out, ctx)
         cache = TextCache(args.text)
-        per_report, aug = plan_sets(args.fid, args.classifier, args.generator, params)
         log.info(
             "plan: %d reports x %d seeds, augmentation %d images (%s prompts), sampler %s",
             len(per_report),
