@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.vqgan is not None:
             from raygen.generation.render import load_vqgan
 
-            vq = load_vqgan(args.vqgan, device)
+            vq = load_vqgan(args.vqgan, device, token_meta=None)  # decodes a random network's ids
         else:
             vq = stand_in_vqgan(args.preset, grid, device)
             result["vq"] = "random stand-in of the preset's VQ-GAN architecture" if vq is not None else "none"

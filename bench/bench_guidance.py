@@ -47,7 +47,7 @@ def main() -> None:
     device = torch.device("cpu")
     configure_torch(device)
     trained = load_decoder_checkpoint(args.checkpoint, device)
-    vq = load_vqgan(args.vqgan, device, trained.config.get("token_meta")).to(memory_format=torch.channels_last)
+    vq = load_vqgan(args.vqgan, device, token_meta=trained.token_meta).to(memory_format=torch.channels_last)
     real_only = load_classifier(args.classifier, device)  # never the judge evaluate reports with
     base = syn.SynthesizeParams()
     texts = [class_prompt(base.class_template, c) for c in CLASSES]

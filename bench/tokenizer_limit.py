@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     per_report = pd.read_csv(args.synthetic / "per_report.csv", dtype={"dicom_id": str})
-    vq = load_vqgan(args.vqgan, device)
+    vq = load_vqgan(args.vqgan, device, token_meta=None)  # decodes the ids it encodes itself
     real, ok = load_images_checked([args.jpg_root / p for p in per_report["real_path"]], vq.config.resolution, 2)
     if not ok.all():
         raise SystemExit(f"{int((~ok).sum())} held-out images unreadable under {args.jpg_root}")

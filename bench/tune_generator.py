@@ -56,7 +56,7 @@ from raygen.data.images import signed_to_uint8  # noqa: E402
 from raygen.data.labels import CLASSES  # noqa: E402
 from raygen.data.synthetic_plan import class_prompt  # noqa: E402
 from raygen.data.text_cache import TextCache  # noqa: E402
-from raygen.data.token_dataset import token_ids_for  # noqa: E402
+from raygen.data.token_dataset import read_meta, token_ids_for  # noqa: E402
 from raygen.generation.prompts import encode_prompts  # noqa: E402
 from raygen.generation.render import generate_images, load_vqgan, tokens_to_images  # noqa: E402
 from raygen.generation.sampler import TrainedDecoder, load_decoder_checkpoint  # noqa: E402
@@ -106,8 +106,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.device = device
-        token_meta = json.loads((args.tokens / "meta.json").read_text())  # the VQ-GAN must be the tokens' own
-        self.vq = load_vqgan(args.vqgan, device, token_meta).to(memory_format=torch.channels_last)
+        vq = load_vqgan(args.vqgan, device, token_meta=read_meta(args.tokens))  # it decodes these tokens too
+        self.vq = vq.to(memory_format=torch.channels_last)
         self.judge = load_pinned_network(args.demo_weights, device)
         self.features = self.judge.extractor(device)
         frame = pd.read_csv(args.generator)

@@ -388,7 +388,13 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
         return torch.randn(len(texts), text_meta["max_length"], D, generator=g).half(), torch.full((len(texts),), 3)
 
     monkeypatch.setattr(generate, "encode_prompts", fake_encode)
-    monkeypatch.setattr(generate, "load_vqgan", lambda folder, device, token_meta=None: FakeVQ())
+    asked = []
+
+    def load_vqgan(folder, device, *, token_meta):
+        asked.append(token_meta)
+        return FakeVQ()
+
+    monkeypatch.setattr(generate, "load_vqgan", load_vqgan)
     out, fig = tmp_path / "grid.png", tmp_path / "fig3.png"
     args = [
         "--prompt",
@@ -409,6 +415,7 @@ def test_generate_command_writes_grid_and_progressive_figure(tmp_path, monkeypat
         "1.5",
     ]
     assert generate.main(args) == 0
+    assert asked == [{}], "a checkpoint that kept no token meta is checked (and warned about), not skipped"
     assert Image.open(out).size[0] > 100 and Image.open(fig).size[0] > 100
     first = np.asarray(Image.open(out)).copy()
     assert generate.main(args) == 0
@@ -488,7 +495,7 @@ def test_a_decoder_is_decoded_only_with_the_vqgan_that_made_its_tokens(tmp_path,
     ):
         check_vqgan_made_the_tokens(other, tokens_made_by(own))
     with caplog.at_level(logging.WARNING):
-        check_vqgan_made_the_tokens(other, {})  # a checkpoint from before tokens recorded their VQ-GAN
+        check_vqgan_made_the_tokens(other, {})  # token meta that names no VQ-GAN
     assert "does not record which VQ-GAN made its tokens" in caplog.text
 
 

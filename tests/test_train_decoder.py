@@ -156,7 +156,7 @@ def test_stage_smoke_run_writes_outputs(caches, tmp_path, monkeypatch):
 
     seen = []
 
-    def load_vqgan(folder, device, token_meta=None):
+    def load_vqgan(folder, device, *, token_meta):
         seen.append((folder, token_meta))
         return FakeVQ()
 
@@ -289,7 +289,7 @@ def test_init_demo_starts_from_the_pinned_decoder_and_checks_what_it_learned(cac
     (folder / pinned.SUMS).write_text(pinned.write_sums(folder))
     vq.mkdir()
     (vq / "metrics.json").write_text(json.dumps({"pretrained": {"checkpoint": {"sha256": sha}}}))
-    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device, token_meta=None: FakeVQ())
+    monkeypatch.setattr(raygen.generation.render, "load_vqgan", lambda folder, device, *, token_meta: FakeVQ())
 
     # A learning rate too small to move anything: the result is the pinned weights (fp16 -> fp32).
     params = write_params(tmp_path / "params.yaml", init="demo", steps=1, lr=1e-12, checkpoint_every=0)

@@ -24,11 +24,13 @@ from raygen.runtime import autocast_dtype
 log = logging.getLogger(__name__)
 
 
-def load_vqgan(vqgan_dir: str | Path, device: torch.device, token_meta: dict[str, Any] | None = None) -> Any:
+def load_vqgan(vqgan_dir: str | Path, device: torch.device, *, token_meta: dict[str, Any] | None) -> Any:
     """The VQ-GAN of ``vqgan_dir`` (config.yaml + model.ckpt), eval mode on ``device``.
 
-    ``token_meta``: the decoder checkpoint's ``config["token_meta"]``; when given, the folder must hold
-    the VQ-GAN that made the tokens the decoder learned (:func:`check_vqgan_made_the_tokens`).
+    ``token_meta``: the meta.json of the tokens whose ids this VQ-GAN will decode (a decoder checkpoint
+    keeps it as ``config["token_meta"]``); the folder must hold the VQ-GAN that made them
+    (:func:`check_vqgan_made_the_tokens`). None only where no such tokens exist (the caller encodes its
+    own, or decodes a random network's ids).
     """
     from raygen.models.vqgan import load_taming  # lazy: heavy, and owned by the vqgan stage
 

@@ -202,6 +202,11 @@ class TrainedDecoder:
     null_length: int
     config: dict
 
+    @property
+    def token_meta(self) -> dict:
+        """The meta.json of the tokens it learned (empty when the checkpoint kept none): says which VQ-GAN made them."""
+        return self.config.get("token_meta", {})
+
 
 def load_decoder_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> TrainedDecoder:
     """Load ``results/train_decoder/model.ckpt`` (weights_only) into an eval-mode decoder on ``device``."""

@@ -168,7 +168,7 @@ class SetGenerator:
     ) -> SetGenerator:
         """The trained decoder and VQ-GAN on ``ctx.device``; this process is ``ctx.rank`` of ``ctx.world_size``."""
         trained = load_decoder_checkpoint(checkpoint, ctx.device)
-        vq = load_vqgan(vqgan_dir, ctx.device, trained.config.get("token_meta"))
+        vq = load_vqgan(vqgan_dir, ctx.device, token_meta=trained.token_meta)
         vq = vq.to(memory_format=torch.channels_last)  # NHWC convs: faster on CPU
         return cls(trained, vq, config, precision, out, ctx.device, ctx.rank, ctx.world_size)
 

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch(device)
     trained = load_decoder_checkpoint(args.checkpoint, device)
     config = profile_sampler_config(args)
-    vq = load_vqgan(args.vqgan, device, trained.config.get("token_meta"))  # checked before the text model loads
+    vq = load_vqgan(args.vqgan, device, token_meta=trained.token_meta)  # checked before the text model loads
     prompts = [p for p in args.prompt for _ in range(args.n)]
     start = time.perf_counter()
     text_params = load_section(args.params, "embed_text", EmbedTextParams, args.profile)

@@ -169,7 +169,7 @@ def load_vqgan_or_none(vqgan_dir: Path | None, device: torch.device, token_meta:
     if vqgan_dir is None:
         log.info("no --vqgan given: sample grids show token maps")
         return None
-    return render.load_vqgan(vqgan_dir, device, token_meta)
+    return render.load_vqgan(vqgan_dir, device, token_meta=token_meta)
 
 
 # ---------------------------------------------------------------------------------------------
