@@ -443,9 +443,10 @@ def test_generate_samples_as_the_profile_s_synthesize_section_unless_a_flag_says
     from raygen.config import load_section
     from raygen.stages.synthesize import SynthesizeParams
 
-    section = load_section(Path("params.yaml"), "synthesize", SynthesizeParams, profile)
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    section = load_section(params, "synthesize", SynthesizeParams, profile)
     parser = generate.build_parser()
-    base = ["--prompt", "x", "--out", "grid.png", "--profile", profile]
+    base = ["--prompt", "x", "--out", "grid.png", "--profile", profile, "--params", str(params)]
     as_params = generate.profile_sampler_config(parser.parse_args(base))
     assert as_params == section.sampler() and (as_params.schedule, as_params.cfg_scale) == (schedule, cfg)
     steps8 = generate.profile_sampler_config(parser.parse_args([*base, "--steps", "8", "--no-anneal"]))
