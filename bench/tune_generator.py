@@ -106,7 +106,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.device = device
-        vq = load_vqgan(args.vqgan, device, token_meta=read_meta(args.tokens))  # it decodes these tokens too
+        token_meta = read_meta(args.tokens)
+        vq = load_vqgan(args.vqgan, device, token_meta=token_meta)  # it decodes these tokens too
         self.vq = vq.to(memory_format=torch.channels_last)
         self.judge = load_pinned_network(args.demo_weights, device)
         self.features = self.judge.extractor(device)
@@ -115,7 +116,7 @@ class Bench:
         halves = patient_halves(frame, args.seed)
         n = min(args.per_half, len(halves.a))
         self.a, self.b = frame.iloc[halves.a[:n]], frame.iloc[halves.b[:n]]
-        side = json.loads((args.tokens / "meta.json").read_text())["resolution"]  # the images the decoder makes
+        side = token_meta["resolution"]  # the images the decoder makes
         real_a = self._real(args.jpg_root, self.a, side)
         self.real_b = self._real(args.jpg_root, self.b, side)
         self.feats_a = self.features(real_a).numpy()
