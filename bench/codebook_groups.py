@@ -4,23 +4,22 @@ the codebook's codes merged into ``--groups`` groups.
     python bench/codebook_groups.py --groups 64 --out /tmp/tokens-64      # in a folder where `make demo` ran
     python bench/tune_generator.py --tokens /tmp/tokens-64 --decoder "init=scratch,steps=2000,warmup_steps=100"
 
-The demo VQ-GAN uses nearly all of its 512 codes about equally (perplexity about 430), so each token
-carries about 6 nats, much of it fine texture that neither its neighbours nor the report predict. The
-question this answers: does a decoder that predicts fewer, coarser codes generate better or more varied
-images? The codes' vectors are clustered with k-means (seed 0), and each code is replaced by the code
-nearest its cluster's centre, so the VQ-GAN decodes the merged ids unchanged. A decoder trained on
-the copy keeps the codebook's size of outputs and soon learns to give the merged-away codes no
-probability. The copy keeps the cache's ``meta.json`` (so it still names the VQ-GAN that made it,
-which generation checks), with ``code_groups`` added. ``bench/tune_generator.py --tokens <out>`` then
-trains decoders on it and measures them; its reference line gives the merged tokens' own
-reconstruction FID, MS-SSIM and fidelity. Results: docs/benchmarks.md.
+The demo VQ-GAN spreads its tokens over nearly all of its codes, so much of what a token says is fine
+texture that neither its neighbours nor the report predict. The question this answers: does a decoder
+that predicts fewer, coarser codes generate better or more varied images? The codes' vectors are
+clustered with k-means (seed 0), and each code is replaced by the code nearest its cluster's centre, so
+the VQ-GAN decodes the merged ids unchanged. A decoder trained on the copy keeps the codebook's size of
+outputs and soon learns to give the merged-away codes no probability. The copy keeps the cache's
+``meta.json`` (so it still names the VQ-GAN that made it, which generation checks), with ``code_groups``
+added. ``bench/tune_generator.py --tokens <out>`` then trains decoders on it and measures them; its
+reference line gives the merged tokens' own reconstruction FID, MS-SSIM and fidelity. Results:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raygen.data.token_dataset import read_meta  # noqa: E402
 from raygen.generation.render import load_vqgan  # noqa: E402
+from raygen.io import atomic_open, write_json  # noqa: E402
+from raygen.metrics.reconstruction import codebook_usage  # noqa: E402
 
 
 def code_groups(codebook: np.ndarray, groups: int, seed: int) -> np.ndarray:
@@ -41,12 +42,6 @@ def code_groups(codebook: np.ndarray, groups: int, seed: int) -> np.ndarray:
     centres = torch.from_numpy(fit.cluster_centers_).float()
     representatives = torch.cdist(centres, torch.from_numpy(codebook).float()).argmin(dim=1).numpy()
     return representatives[fit.labels_]
-
-
-def perplexity(ids: np.ndarray) -> float:
-    counts = np.bincount(ids.ravel().astype(np.int64))
-    p = counts[counts > 0] / counts.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def main() -> None:
@@ -67,15 +62,17 @@ def main() -> None:
     mapping = code_groups(codebook, args.groups, args.seed)
     tokens = np.load(args.tokens / "tokens.npy")
     merged = mapping[tokens.astype(np.int64)].astype(tokens.dtype)
-    args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(args.tokens / "index.csv", args.out / "index.csv")
-    np.save(args.out / "tokens.npy", merged)
+    with atomic_open(args.out / "index.csv", "wb") as f:
+        f.write((args.tokens / "index.csv").read_bytes())
+    with atomic_open(args.out / "tokens.npy", "wb") as f:
+        np.save(f, merged)
     meta["code_groups"] = {"groups": args.groups, "seed": args.seed, "from": str(args.tokens)}
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_json(args.out / "meta.json", meta)  # last: a copy cut short has no meta, and readers refuse it
+    usage_before, usage_after = (codebook_usage(torch.from_numpy(ids), len(codebook)) for ids in (tokens, merged))
     summary = {
         "groups": args.groups,
-        "perplexity_before": round(perplexity(tokens), 1),
-        "perplexity_after": round(perplexity(merged), 1),
+        "perplexity_before": round(usage_before.perplexity, 1),
+        "perplexity_after": round(usage_after.perplexity, 1),
     }
     print(json.dumps(summary))
 
