@@ -35,12 +35,16 @@ from raygen.metrics.reconstruction import codebook_usage  # noqa: E402
 
 
 def code_groups(codebook: np.ndarray, groups: int, seed: int) -> np.ndarray:
-    """(V, D) code vectors -> (V,) the id each code becomes: the code nearest its k-means cluster's centre."""
+    """(V, D) code vectors -> (V,) the id each code becomes: the member of its k-means cluster nearest the
+    cluster's centre. Choosing among the members (not among all codes) keeps every representative its own
+    image and gives exactly ``groups`` ids."""
     from sklearn.cluster import KMeans
 
     fit = KMeans(groups, n_init=4, random_state=seed).fit(codebook)
     centres = torch.from_numpy(fit.cluster_centers_).float()
-    representatives = torch.cdist(centres, torch.from_numpy(codebook).float()).argmin(dim=1).numpy()
+    distance = torch.cdist(centres, torch.from_numpy(codebook).float()).numpy()  # (groups, V)
+    members = fit.labels_[None, :] == np.arange(groups)[:, None]
+    representatives = np.where(members, distance, np.inf).argmin(axis=1)
     return representatives[fit.labels_]
 
 
