@@ -7,7 +7,7 @@ the codebook's codes merged into ``--groups`` groups.
 The demo VQ-GAN spreads its tokens over nearly all of its codes, so much of what a token says is fine
 texture that neither its neighbours nor the report predict. The question this answers: does a decoder
 that predicts fewer, coarser codes generate better or more varied images? The codes' vectors are
-clustered with k-means (seed 0), and each code is replaced by the code nearest its cluster's centre, so
+clustered with k-means (seed 0), and each code is replaced by the member of its cluster nearest the centre, so
 the VQ-GAN decodes the merged ids unchanged. A decoder trained on the copy keeps the codebook's size of
 outputs and soon learns to give the merged-away codes no probability. The copy keeps the cache's
 ``meta.json`` (so it still names the VQ-GAN that made it, which generation checks), with ``code_groups``
